@@ -1,0 +1,921 @@
+//! `CpuMap`: a set of physical CPUs of a fixed width.
+//!
+//! One type is used everywhere a set of CPUs appears (host CPUs, hard and soft affinity,
+//! cpupools). Its byte form is the one of the 2006 proposal and of Xen's `xenctl_bitmap`
+//! (reference §3.6): CPU `n` is bit `n % 8` of byte `n / 8`, the lowest CPU in the least
+//! significant bit. Internally the bits live in little-endian `u64` words, so packing to and
+//! from bytes is a copy, not a loop over bits.
+//!
+//! The text form is the cpulist grammar of `xl` and `virsh` (see [`CpuMap::parse`]); the
+//! canonical output ([`CpuMap::to_cpulist`]) is ascending, with runs of two or more CPUs
+//! written `a-b`.
+
+use std::fmt;
+
+/// The widest map accepted (4 Mi CPUs, 512 KiB of bits): far above any Xen host
+/// (`NR_CPUS` tops out in the thousands) but small enough that a typo cannot exhaust memory.
+pub const MAX_WIDTH: usize = 1 << 22;
+
+const WORD_BITS: usize = 64;
+
+/// Why a map could not be built, parsed or converted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CpuMapError {
+    /// A width of 0 or above [`MAX_WIDTH`].
+    BadWidth { width: usize },
+    /// A CPU number at or above the width.
+    CpuOutOfRange { cpu: u64, width: usize },
+    /// A negative CPU number (only reachable from bindings that accept signed input).
+    NegativeCpu { cpu: i64, width: usize },
+    /// A malformed cpulist token: `column` is 1-based, counted in characters.
+    Parse {
+        text: String,
+        token: String,
+        column: usize,
+        reason: String,
+        width: usize,
+    },
+    /// `to_bytes(maplen)` with a length too short for the highest set CPU.
+    MaplenTooShort {
+        maplen: usize,
+        needed: usize,
+        cpu: usize,
+    },
+    /// A binary operation between maps of different widths.
+    WidthMismatch { left: usize, right: usize },
+}
+
+/// `0-7`, or `0` for a width of 1: the valid range of CPU numbers.
+pub fn valid_range(width: usize) -> String {
+    match width {
+        0 => "none".to_string(),
+        1 => "0".to_string(),
+        w => format!("0-{}", w - 1),
+    }
+}
+
+impl fmt::Display for CpuMapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CpuMapError::BadWidth { width } => write!(
+                f,
+                "invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}"
+            ),
+            CpuMapError::CpuOutOfRange { cpu, width } => write!(
+                f,
+                "CPU {cpu} is out of range: valid CPUs are {} (width {width})",
+                valid_range(*width)
+            ),
+            CpuMapError::NegativeCpu { cpu, width } => write!(
+                f,
+                "CPU {cpu} is negative: valid CPUs are {} (width {width})",
+                valid_range(*width)
+            ),
+            CpuMapError::Parse {
+                text,
+                token,
+                column,
+                reason,
+                width,
+            } => write!(
+                f,
+                "invalid cpulist {text:?}: {token:?} at column {column}: {reason}; valid CPUs are {} (width {width})",
+                valid_range(*width)
+            ),
+            CpuMapError::MaplenTooShort { maplen, needed, cpu } => write!(
+                f,
+                "maplen {maplen} is too short: CPU {cpu} is set and needs at least {needed} bytes"
+            ),
+            CpuMapError::WidthMismatch { left, right } => write!(
+                f,
+                "CPU maps of different widths ({left} and {right}) cannot be combined"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CpuMapError {}
+
+/// A set of CPUs `0..width`. Invariant: no bit at or above `width` is set.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CpuMap {
+    width: usize,
+    words: Vec<u64>,
+}
+
+fn words_for(width: usize) -> usize {
+    width.div_ceil(WORD_BITS)
+}
+
+/// Mask of the valid bits of the last word of a map of `width` bits.
+fn last_word_mask(width: usize) -> u64 {
+    match width % WORD_BITS {
+        0 => u64::MAX,
+        r => (1u64 << r) - 1,
+    }
+}
+
+impl CpuMap {
+    /// An empty map of `width` CPUs.
+    pub fn new(width: usize) -> Result<Self, CpuMapError> {
+        if width == 0 || width > MAX_WIDTH {
+            return Err(CpuMapError::BadWidth { width });
+        }
+        Ok(CpuMap {
+            width,
+            words: vec![0; words_for(width)],
+        })
+    }
+
+    /// A map with every CPU `0..width` set.
+    pub fn full(width: usize) -> Result<Self, CpuMapError> {
+        let mut m = Self::new(width)?;
+        m.words.fill(u64::MAX);
+        m.trim();
+        Ok(m)
+    }
+
+    /// A map of `width` CPUs with the given CPUs set.
+    pub fn from_cpus<I: IntoIterator<Item = u64>>(
+        cpus: I,
+        width: usize,
+    ) -> Result<Self, CpuMapError> {
+        let mut m = Self::new(width)?;
+        for cpu in cpus {
+            m.insert(cpu)?;
+        }
+        Ok(m)
+    }
+
+    /// Unpack the little-endian byte form. `width` defaults to `8 * data.len()`; a wider map
+    /// is zero-extended, a narrower one must not have a bit set at or above `width`.
+    pub fn from_bytes(data: &[u8], width: Option<usize>) -> Result<Self, CpuMapError> {
+        let width = width.unwrap_or(data.len() * 8);
+        let mut m = Self::new(width)?;
+        let mut chunks = data.chunks_exact(8);
+        let mut i = 0;
+        for chunk in chunks.by_ref() {
+            let w = u64::from_le_bytes(chunk.try_into().expect("chunks_exact(8)"));
+            if w != 0 {
+                m.put_word(i, w)?;
+            }
+            i += 1;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            let w = u64::from_le_bytes(buf);
+            if w != 0 {
+                m.put_word(i, w)?;
+            }
+        }
+        Ok(m)
+    }
+
+    /// Store word `i` of a byte input, rejecting bits at or above the width.
+    fn put_word(&mut self, i: usize, w: u64) -> Result<(), CpuMapError> {
+        let n = self.words.len();
+        let allowed = if i + 1 < n {
+            u64::MAX
+        } else if i + 1 == n {
+            last_word_mask(self.width)
+        } else {
+            0
+        };
+        let extra = w & !allowed;
+        if extra != 0 {
+            let cpu = (i * WORD_BITS) as u64 + u64::from(extra.trailing_zeros());
+            return Err(CpuMapError::CpuOutOfRange {
+                cpu,
+                width: self.width,
+            });
+        }
+        self.words[i] = w;
+        Ok(())
+    }
+
+    /// A map from one flag per CPU (libvirt-python's tuple-of-bools shape).
+    pub fn from_bools<I: IntoIterator<Item = bool>>(bools: I) -> Result<Self, CpuMapError> {
+        let mut words: Vec<u64> = Vec::new();
+        let mut width = 0usize;
+        let mut cur = 0u64;
+        for b in bools {
+            cur |= u64::from(b) << (width % WORD_BITS);
+            width += 1;
+            if width % WORD_BITS == 0 {
+                words.push(cur);
+                cur = 0;
+            }
+            if width > MAX_WIDTH {
+                return Err(CpuMapError::BadWidth { width });
+            }
+        }
+        if width % WORD_BITS != 0 {
+            words.push(cur);
+        }
+        if width == 0 {
+            return Err(CpuMapError::BadWidth { width });
+        }
+        Ok(CpuMap { width, words })
+    }
+
+    /// Build from raw words (bits at or above `width` are an error).
+    pub fn from_words(words: &[u64], width: usize) -> Result<Self, CpuMapError> {
+        let mut m = Self::new(width)?;
+        for (i, &w) in words.iter().enumerate() {
+            if w != 0 {
+                m.put_word(i, w)?;
+            }
+        }
+        Ok(m)
+    }
+
+    fn trim(&mut self) {
+        let mask = last_word_mask(self.width);
+        if let Some(last) = self.words.last_mut() {
+            *last &= mask;
+        }
+    }
+
+    /// Number of CPUs the map can hold.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The bits as little-endian words (64 CPUs each).
+    pub fn as_words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// Number of set CPUs.
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// True when no CPU is set.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|&w| w == 0)
+    }
+
+    /// True when every CPU `0..width` is set.
+    pub fn is_full(&self) -> bool {
+        let n = self.words.len();
+        self.words[..n - 1].iter().all(|&w| w == u64::MAX)
+            && self.words[n - 1] == last_word_mask(self.width)
+    }
+
+    /// Whether `cpu` is set (false for CPUs outside the width).
+    pub fn contains(&self, cpu: u64) -> bool {
+        if cpu >= self.width as u64 {
+            return false;
+        }
+        let cpu = cpu as usize;
+        self.words[cpu / WORD_BITS] >> (cpu % WORD_BITS) & 1 == 1
+    }
+
+    fn check(&self, cpu: u64) -> Result<usize, CpuMapError> {
+        if cpu >= self.width as u64 {
+            Err(CpuMapError::CpuOutOfRange {
+                cpu,
+                width: self.width,
+            })
+        } else {
+            Ok(cpu as usize)
+        }
+    }
+
+    /// Set `cpu`.
+    pub fn insert(&mut self, cpu: u64) -> Result<(), CpuMapError> {
+        let c = self.check(cpu)?;
+        self.words[c / WORD_BITS] |= 1u64 << (c % WORD_BITS);
+        Ok(())
+    }
+
+    /// Clear `cpu`.
+    pub fn remove(&mut self, cpu: u64) -> Result<(), CpuMapError> {
+        let c = self.check(cpu)?;
+        self.words[c / WORD_BITS] &= !(1u64 << (c % WORD_BITS));
+        Ok(())
+    }
+
+    /// Set (`on`) or clear every CPU in `lo..=hi` (both checked by the caller).
+    fn set_range(&mut self, lo: usize, hi: usize, on: bool) {
+        let (lw, hw) = (lo / WORD_BITS, hi / WORD_BITS);
+        for i in lw..=hw {
+            let start = if i == lw { lo % WORD_BITS } else { 0 };
+            let end = if i == hw {
+                hi % WORD_BITS
+            } else {
+                WORD_BITS - 1
+            };
+            let mask = (u64::MAX >> (WORD_BITS - 1 - end)) & (u64::MAX << start);
+            if on {
+                self.words[i] |= mask;
+            } else {
+                self.words[i] &= !mask;
+            }
+        }
+    }
+
+    /// The set CPUs, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    None
+                } else {
+                    let b = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    Some(i * WORD_BITS + b)
+                }
+            })
+        })
+    }
+
+    /// Maximal runs of consecutive set CPUs, as inclusive `(first, last)` pairs.
+    pub fn runs(&self) -> Runs<'_> {
+        Runs {
+            words: &self.words,
+            pos: 0,
+        }
+    }
+
+    /// One flag per CPU, `width` of them.
+    pub fn to_bools(&self) -> Vec<bool> {
+        (0..self.width)
+            .map(|c| self.words[c / WORD_BITS] >> (c % WORD_BITS) & 1 == 1)
+            .collect()
+    }
+
+    /// Bytes needed to hold every CPU of the width: `ceil(width / 8)`.
+    pub fn byte_len(&self) -> usize {
+        self.width.div_ceil(8)
+    }
+
+    /// Pack to the little-endian byte form, `maplen` bytes long (default: `ceil(width/8)`).
+    /// A longer `maplen` is zero-padded; a shorter one is an error if it would drop a set CPU.
+    pub fn to_bytes(&self, maplen: Option<usize>) -> Result<Vec<u8>, CpuMapError> {
+        let maplen = maplen.unwrap_or_else(|| self.byte_len());
+        let mut out = vec![0u8; maplen];
+        self.write_bytes(&mut out)?;
+        Ok(out)
+    }
+
+    /// Pack into `out` (its whole length is written: bytes past the map are zeroed).
+    pub fn write_bytes(&self, out: &mut [u8]) -> Result<(), CpuMapError> {
+        if let Some(highest) = self.highest() {
+            if highest / 8 >= out.len() {
+                return Err(CpuMapError::MaplenTooShort {
+                    maplen: out.len(),
+                    needed: highest / 8 + 1,
+                    cpu: highest,
+                });
+            }
+        }
+        let mut chunks = out.chunks_mut(8);
+        for (w, chunk) in self.words.iter().zip(chunks.by_ref()) {
+            let bytes = w.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        for chunk in chunks {
+            chunk.fill(0);
+        }
+        Ok(())
+    }
+
+    /// The highest set CPU, if any.
+    pub fn highest(&self) -> Option<usize> {
+        self.words
+            .iter()
+            .enumerate()
+            .rev()
+            .find(|(_, &w)| w != 0)
+            .map(|(i, &w)| i * WORD_BITS + (WORD_BITS - 1 - w.leading_zeros() as usize))
+    }
+
+    /// The lowest set CPU, if any.
+    pub fn lowest(&self) -> Option<usize> {
+        self.words
+            .iter()
+            .enumerate()
+            .find(|(_, &w)| w != 0)
+            .map(|(i, &w)| i * WORD_BITS + w.trailing_zeros() as usize)
+    }
+
+    /// The same CPUs in a map of another width (CPUs at or above `width` are an error).
+    pub fn resized(&self, width: usize) -> Result<Self, CpuMapError> {
+        Self::from_words(&self.words, width)
+    }
+
+    fn zip_with(&self, other: &Self, f: impl Fn(u64, u64) -> u64) -> Result<Self, CpuMapError> {
+        if self.width != other.width {
+            return Err(CpuMapError::WidthMismatch {
+                left: self.width,
+                right: other.width,
+            });
+        }
+        let words = self
+            .words
+            .iter()
+            .zip(&other.words)
+            .map(|(&a, &b)| f(a, b))
+            .collect();
+        let mut m = CpuMap {
+            width: self.width,
+            words,
+        };
+        m.trim();
+        Ok(m)
+    }
+
+    /// CPUs in both maps.
+    pub fn intersection(&self, other: &Self) -> Result<Self, CpuMapError> {
+        self.zip_with(other, |a, b| a & b)
+    }
+
+    /// CPUs in either map.
+    pub fn union(&self, other: &Self) -> Result<Self, CpuMapError> {
+        self.zip_with(other, |a, b| a | b)
+    }
+
+    /// CPUs in `self` but not in `other`.
+    pub fn difference(&self, other: &Self) -> Result<Self, CpuMapError> {
+        self.zip_with(other, |a, b| a & !b)
+    }
+
+    /// CPUs in exactly one of the maps.
+    pub fn symmetric_difference(&self, other: &Self) -> Result<Self, CpuMapError> {
+        self.zip_with(other, |a, b| a ^ b)
+    }
+
+    /// Every CPU of the width that is not in `self`.
+    pub fn complement(&self) -> Self {
+        let mut m = CpuMap {
+            width: self.width,
+            words: self.words.iter().map(|w| !w).collect(),
+        };
+        m.trim();
+        m
+    }
+
+    /// True when every CPU of `self` is in `other` (widths may differ).
+    pub fn is_subset(&self, other: &Self) -> bool {
+        self.words.iter().enumerate().all(|(i, &w)| {
+            let o = other.words.get(i).copied().unwrap_or(0);
+            w & !o == 0
+        })
+    }
+
+    /// Canonical cpulist: ascending, runs of two or more as `a-b`, `""` when empty.
+    pub fn to_cpulist(&self) -> String {
+        let mut out = String::with_capacity(16);
+        self.write_cpulist(&mut out);
+        out
+    }
+
+    /// Append the canonical cpulist to `out`.
+    pub fn write_cpulist(&self, out: &mut String) {
+        let mut first = true;
+        for (lo, hi) in self.runs() {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            push_decimal(out, lo);
+            if hi > lo {
+                out.push('-');
+                push_decimal(out, hi);
+            }
+        }
+    }
+
+    /// Parse a cpulist (the union of `xl`'s and `virsh`'s grammars) into a map of `width`.
+    ///
+    /// Comma-separated terms, applied left to right to an initially empty map:
+    /// `N`, `A-B` (inclusive) and `all` (or virsh's `r`, reset to all) add CPUs;
+    /// `^N` and `^A-B` remove them; `node:N`, `nodes:A-B` add every CPU of those NUMA
+    /// nodes and `^node:N` removes them (`nodes[cpu]` gives each CPU's node).
+    /// `^all` is rejected (as `xl` rejects it). Whitespace around terms is ignored.
+    /// An exclusion-only list gives an empty map: whether that is acceptable is the caller's call.
+    pub fn parse(text: &str, width: usize, nodes: Option<&[u32]>) -> Result<Self, CpuMapError> {
+        let mut m = Self::new(width)?;
+        let bytes = text.as_bytes();
+        let mut start = 0usize;
+        let err = |tok_start: usize, tok: &str, reason: &str| CpuMapError::Parse {
+            text: text.to_string(),
+            token: tok.to_string(),
+            column: text[..tok_start].chars().count() + 1,
+            reason: reason.to_string(),
+            width,
+        };
+        // A wholly blank text is a list with no terms: the empty map.
+        if text.trim().is_empty() {
+            return Ok(m);
+        }
+        loop {
+            let end = bytes[start..]
+                .iter()
+                .position(|&b| b == b',')
+                .map_or(bytes.len(), |p| start + p);
+            let raw = &text[start..end];
+            let lead = raw.len() - raw.trim_start().len();
+            let tok = raw.trim();
+            let tok_start = start + lead;
+            if tok.is_empty() {
+                return Err(err(tok_start, raw, "empty term"));
+            }
+            let (neg, body) = match tok.strip_prefix('^') {
+                Some(rest) => (true, rest),
+                None => (false, tok),
+            };
+            if body == "all" || body == "r" {
+                if neg {
+                    return Err(err(
+                        tok_start,
+                        tok,
+                        "'^all' is not allowed (it would exclude every CPU)",
+                    ));
+                }
+                m.words.fill(u64::MAX);
+                m.trim();
+            } else if let Some(spec) = body
+                .strip_prefix("nodes:")
+                .or_else(|| body.strip_prefix("node:"))
+            {
+                let Some(nodes) = nodes else {
+                    return Err(err(tok_start, tok, "node terms need the host topology"));
+                };
+                let (lo, hi) = parse_range(spec).map_err(|r| err(tok_start, tok, r))?;
+                let mut any = false;
+                for (cpu, &node) in nodes.iter().enumerate().take(width) {
+                    if u64::from(node) >= lo && u64::from(node) <= hi {
+                        any = true;
+                        m.set_range(cpu, cpu, !neg);
+                    }
+                }
+                if !any {
+                    let known = known_nodes(nodes);
+                    return Err(err(
+                        tok_start,
+                        tok,
+                        &format!("no CPU is in that node (nodes with CPUs: {known})"),
+                    ));
+                }
+            } else {
+                let (lo, hi) = parse_range(body).map_err(|r| err(tok_start, tok, r))?;
+                if hi >= width as u64 {
+                    let bad = if lo >= width as u64 { lo } else { hi };
+                    return Err(err(tok_start, tok, &format!("CPU {bad} is out of range")));
+                }
+                m.set_range(lo as usize, hi as usize, !neg);
+            }
+            if end == bytes.len() {
+                break;
+            }
+            start = end + 1;
+        }
+        Ok(m)
+    }
+}
+
+/// Node numbers that own at least one CPU, as a cpulist.
+fn known_nodes(nodes: &[u32]) -> String {
+    let max = nodes.iter().filter(|&&n| n != u32::MAX).max().copied();
+    match max {
+        None => "none".to_string(),
+        Some(max) => CpuMap::from_cpus(
+            nodes
+                .iter()
+                .filter(|&&n| n != u32::MAX)
+                .map(|&n| u64::from(n)),
+            max as usize + 1,
+        )
+        .map(|m| m.to_cpulist())
+        .unwrap_or_default(),
+    }
+}
+
+/// `N` or `A-B` with `A <= B`, decimal digits only.
+fn parse_range(s: &str) -> Result<(u64, u64), &'static str> {
+    match s.split_once('-') {
+        None => {
+            let n = parse_num(s)?;
+            Ok((n, n))
+        }
+        Some(("", _)) => Err("a range needs a start (negative CPUs do not exist)"),
+        Some((_, "")) => Err("a range needs an end"),
+        Some((a, b)) => {
+            if b.contains('-') {
+                return Err("a range has one '-'");
+            }
+            let (lo, hi) = (parse_num(a)?, parse_num(b)?);
+            if lo > hi {
+                return Err("a range must go upwards");
+            }
+            Ok((lo, hi))
+        }
+    }
+}
+
+fn parse_num(s: &str) -> Result<u64, &'static str> {
+    if s.is_empty() {
+        return Err("a CPU number is missing");
+    }
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return Err("not a CPU number");
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or("CPU number too large")?;
+    }
+    Ok(n)
+}
+
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+/// Iterator over maximal runs of set bits, see [`CpuMap::runs`].
+pub struct Runs<'a> {
+    words: &'a [u64],
+    pos: usize,
+}
+
+impl Runs<'_> {
+    /// Position of the next bit at or after `pos` whose value is `one`, or the end.
+    fn seek(&self, pos: usize, one: bool) -> usize {
+        let total = self.words.len() * WORD_BITS;
+        let mut i = pos / WORD_BITS;
+        if i >= self.words.len() {
+            return total;
+        }
+        let flip = |w: u64| if one { w } else { !w };
+        let mut w = flip(self.words[i]) & (u64::MAX << (pos % WORD_BITS));
+        loop {
+            if w != 0 {
+                return i * WORD_BITS + w.trailing_zeros() as usize;
+            }
+            i += 1;
+            if i == self.words.len() {
+                return total;
+            }
+            w = flip(self.words[i]);
+        }
+    }
+}
+
+impl Iterator for Runs<'_> {
+    type Item = (usize, usize);
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let total = self.words.len() * WORD_BITS;
+        let lo = self.seek(self.pos, true);
+        if lo >= total {
+            self.pos = total;
+            return None;
+        }
+        // Bits above the width are always zero, so a run ends inside the width.
+        let hi = self.seek(lo, false);
+        self.pos = hi;
+        Some((lo, hi - 1))
+    }
+}
+
+impl fmt::Display for CpuMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_cpulist())
+    }
+}
+
+impl fmt::Debug for CpuMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CpuMap(width={}, {:?})", self.width, self.to_cpulist())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const WIDTHS: [usize; 12] = [1, 7, 8, 9, 63, 64, 65, 255, 256, 257, 4096, 65536];
+
+    fn set(cpus: &[u64], width: usize) -> CpuMap {
+        CpuMap::from_cpus(cpus.iter().copied(), width).unwrap()
+    }
+
+    #[test]
+    fn seed_byte_order() {
+        // CPU0 = bit 0 of byte 0, CPU9 = bit 1 of byte 1 (reference §3.6).
+        let m = set(&[0, 9], 16);
+        assert_eq!(m.to_bytes(None).unwrap(), vec![0b0000_0001, 0b0000_0010]);
+        let m = CpuMap::from_bytes(&[0x80, 0x01], None).unwrap();
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![7, 8]);
+        assert_eq!(m.width(), 16);
+    }
+
+    #[test]
+    fn maplen_rules() {
+        let m = set(&[3], 64);
+        assert_eq!(m.to_bytes(Some(1)).unwrap(), vec![8]);
+        assert_eq!(m.to_bytes(Some(3)).unwrap(), vec![8, 0, 0]);
+        let m = set(&[9], 64);
+        assert_eq!(
+            m.to_bytes(Some(1)),
+            Err(CpuMapError::MaplenTooShort {
+                maplen: 1,
+                needed: 2,
+                cpu: 9
+            })
+        );
+        assert_eq!(
+            CpuMap::new(64).unwrap().to_bytes(Some(0)).unwrap(),
+            Vec::<u8>::new()
+        );
+    }
+
+    #[test]
+    fn from_bytes_width_checks() {
+        assert!(matches!(
+            CpuMap::from_bytes(&[0x00, 0x04], Some(10)),
+            Err(CpuMapError::CpuOutOfRange { cpu: 10, width: 10 })
+        ));
+        let m = CpuMap::from_bytes(&[0xff], Some(100)).unwrap();
+        assert_eq!(m.width(), 100);
+        assert_eq!(m.to_cpulist(), "0-7");
+        assert!(matches!(
+            CpuMap::from_bytes(&[], None),
+            Err(CpuMapError::BadWidth { width: 0 })
+        ));
+    }
+
+    #[test]
+    fn cpulist_format() {
+        assert_eq!(
+            set(&[0, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15], 16).to_cpulist(),
+            "0,2-3,8-15"
+        );
+        assert_eq!(CpuMap::new(8).unwrap().to_cpulist(), "");
+        assert_eq!(CpuMap::full(65).unwrap().to_cpulist(), "0-64");
+        assert_eq!(set(&[63, 64], 128).to_cpulist(), "63-64");
+        assert_eq!(set(&[0], 1).to_cpulist(), "0");
+    }
+
+    #[test]
+    fn parse_grammar() {
+        let p = |s: &str| CpuMap::parse(s, 8, None).unwrap().to_cpulist();
+        assert_eq!(p("0-3,^1-2,2"), "0,2-3");
+        assert_eq!(p("all"), "0-7");
+        assert_eq!(p("all,^0"), "1-7");
+        assert_eq!(p(" 1 , 3 "), "1,3");
+        assert_eq!(p("r"), "0-7");
+        assert_eq!(p("^3"), "");
+        assert_eq!(p(""), "");
+        assert_eq!(p("7"), "7");
+        let nodes = [0, 0, 0, 0, 1, 1, 1, 1];
+        let q = |s: &str| CpuMap::parse(s, 8, Some(&nodes)).unwrap().to_cpulist();
+        assert_eq!(q("node:1"), "4-7");
+        assert_eq!(q("nodes:0-1,^node:0"), "4-7");
+        assert_eq!(q("all,^node:1,5"), "0-3,5");
+    }
+
+    #[test]
+    fn parse_errors_name_token_and_column() {
+        for (text, token, column) in [
+            ("0-", "0-", 1),
+            ("a", "a", 1),
+            ("1,,2x", "", 3),
+            ("-3", "-3", 1),
+            ("3-1-2", "3-1-2", 1),
+            ("0,8", "8", 3),
+            ("0, 5-9", "5-9", 4),
+            ("^all", "^all", 1),
+            ("3-1", "3-1", 1),
+            ("99999999999999999999999", "99999999999999999999999", 1),
+            ("node:0", "node:0", 1),
+        ] {
+            match CpuMap::parse(text, 8, None) {
+                Err(CpuMapError::Parse {
+                    token: t,
+                    column: c,
+                    ..
+                }) => {
+                    assert_eq!((t.as_str(), c), (token, column), "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let e = CpuMap::parse("0,9", 8, None).unwrap_err().to_string();
+        assert!(
+            e.contains("\"9\"") && e.contains("column 3") && e.contains("0-7"),
+            "{e}"
+        );
+        assert!(matches!(
+            CpuMap::parse("0", 0, None),
+            Err(CpuMapError::BadWidth { width: 0 })
+        ));
+        let nodes = [0u32, 0];
+        let e = CpuMap::parse("node:3", 2, Some(&nodes))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nodes with CPUs: 0"), "{e}");
+    }
+
+    #[test]
+    fn set_algebra_and_widths() {
+        let a = set(&[0, 1, 2], 8);
+        let b = set(&[2, 3], 8);
+        assert_eq!(a.intersection(&b).unwrap().to_cpulist(), "2");
+        assert_eq!(a.union(&b).unwrap().to_cpulist(), "0-3");
+        assert_eq!(a.difference(&b).unwrap().to_cpulist(), "0-1");
+        assert_eq!(a.symmetric_difference(&b).unwrap().to_cpulist(), "0-1,3");
+        assert_eq!(a.complement().to_cpulist(), "3-7");
+        assert!(a.union(&set(&[], 9)).is_err());
+        assert!(set(&[2], 8).is_subset(&a));
+        assert!(CpuMap::full(70).unwrap().is_full());
+        assert_eq!(CpuMap::full(70).unwrap().complement().count(), 0);
+    }
+
+    #[test]
+    fn every_width_full_and_empty() {
+        for w in WIDTHS {
+            let full = CpuMap::full(w).unwrap();
+            assert_eq!(full.count(), w);
+            assert_eq!(full.to_cpulist(), valid_range(w));
+            assert_eq!(CpuMap::parse(&full.to_cpulist(), w, None).unwrap(), full);
+            let bytes = full.to_bytes(None).unwrap();
+            assert_eq!(bytes.len(), w.div_ceil(8));
+            assert_eq!(CpuMap::from_bytes(&bytes, Some(w)).unwrap(), full);
+            assert_eq!(CpuMap::from_bools(full.to_bools()).unwrap(), full);
+            assert_eq!(full.highest(), Some(w - 1));
+            assert!(CpuMap::new(w).unwrap().is_empty());
+        }
+    }
+
+    fn map_strategy() -> impl Strategy<Value = CpuMap> {
+        proptest::sample::select(WIDTHS.to_vec()).prop_flat_map(|w| {
+            proptest::collection::vec(0..w as u64, 0..64)
+                .prop_map(move |cpus| CpuMap::from_cpus(cpus, w).unwrap())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip_bytes(m in map_strategy()) {
+            let b = m.to_bytes(None).unwrap();
+            prop_assert_eq!(CpuMap::from_bytes(&b, Some(m.width())).unwrap(), m);
+        }
+
+        #[test]
+        fn roundtrip_cpulist(m in map_strategy()) {
+            let s = m.to_cpulist();
+            prop_assert_eq!(CpuMap::parse(&s, m.width(), None).unwrap(), m);
+        }
+
+        #[test]
+        fn roundtrip_bools(m in map_strategy()) {
+            prop_assert_eq!(CpuMap::from_bools(m.to_bools()).unwrap(), m);
+        }
+
+        #[test]
+        fn runs_cover_exactly_the_set(m in map_strategy()) {
+            let from_runs: Vec<usize> = m.runs().flat_map(|(a, b)| a..=b).collect();
+            prop_assert_eq!(from_runs, m.iter().collect::<Vec<_>>());
+            for w in m.runs().collect::<Vec<_>>().windows(2) {
+                prop_assert!(w[1].0 > w[0].1 + 1, "runs are maximal");
+            }
+        }
+
+        #[test]
+        fn algebra_matches_sets(a in map_strategy(), cpus in proptest::collection::vec(0u64..65536, 0..64)) {
+            let w = a.width();
+            let b = CpuMap::from_cpus(cpus.into_iter().filter(|&c| c < w as u64), w).unwrap();
+            let sa: std::collections::BTreeSet<usize> = a.iter().collect();
+            let sb: std::collections::BTreeSet<usize> = b.iter().collect();
+            prop_assert_eq!(a.intersection(&b).unwrap().iter().collect::<std::collections::BTreeSet<_>>(), &sa & &sb);
+            prop_assert_eq!(a.union(&b).unwrap().iter().collect::<std::collections::BTreeSet<_>>(), &sa | &sb);
+            prop_assert_eq!(a.difference(&b).unwrap().iter().collect::<std::collections::BTreeSet<_>>(), &sa - &sb);
+            prop_assert_eq!(a.complement().count(), w - sa.len());
+        }
+
+        #[test]
+        fn parse_never_panics(s in "[0-9a-z,^:\\- ]{0,24}") {
+            let _ = CpuMap::parse(&s, 64, Some(&[0; 64]));
+        }
+    }
+}
