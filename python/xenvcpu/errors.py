@@ -1,0 +1,145 @@
+"""Every exception xenvcpu raises, defined once.
+
+The Rust core raises these same classes (looked up here by name, through one mapping
+in ``rust/py/src/errors.rs``), so ``except xenvcpu.errors.DomainNotFound`` works
+whichever backend answered.
+
+Every error carries the context it knows: ``errno`` (the Xen/Linux errno, or None),
+``domain`` (id or name, or None) and ``vcpu`` (or None).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+DomainRef = Union[int, str]
+
+__all__ = [
+    "AffinityBusy",
+    "AffinityNarrowed",
+    "CpuListError",
+    "DaemonError",
+    "DomainDying",
+    "DomainNotFound",
+    "InterfaceMismatch",
+    "InvalidAffinity",
+    "NoHypervisor",
+    "NotSupported",
+    "PermissionDenied",
+    "VcpuCountError",
+    "VcpuNotFound",
+    "VcpuTimeout",
+    "XenstoreError",
+    "XenvcpuError",
+    "XendError",
+]
+
+
+class XenvcpuError(Exception):
+    """Base class of every xenvcpu error.
+
+    Attributes:
+        errno: the errno Xen or the kernel returned, if any.
+        domain: the domain (id or name) the operation was about, if any.
+        vcpu: the vCPU the operation was about, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errno: Optional[int] = None,
+        domain: Optional[DomainRef] = None,
+        vcpu: Optional[int] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errno = errno
+        self.domain = domain
+        self.vcpu = vcpu
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild, (type(self), self.message, self.errno, self.domain, self.vcpu))
+
+
+def _rebuild(
+    cls: type[XenvcpuError],
+    message: str,
+    errno: Optional[int],
+    domain: Optional[DomainRef],
+    vcpu: Optional[int],
+) -> XenvcpuError:
+    return cls(message, errno=errno, domain=domain, vcpu=vcpu)
+
+
+class CpuListError(XenvcpuError, ValueError):
+    """A CPU map or cpulist is malformed, or names a CPU outside the map's width."""
+
+
+class NoHypervisor(XenvcpuError):
+    """No Xen hypervisor (privcmd device) is reachable from this process."""
+
+
+class PermissionDenied(XenvcpuError, PermissionError):
+    """The caller may not issue the operation (needs root in the control domain)."""
+
+
+class InterfaceMismatch(XenvcpuError):
+    """The running Xen speaks a domctl/sysctl interface version xenvcpu does not know."""
+
+
+class DomainNotFound(XenvcpuError, LookupError):
+    """No domain has that id or name."""
+
+
+class DomainDying(XenvcpuError):
+    """The domain is being destroyed; nothing can be changed on it."""
+
+
+class VcpuNotFound(XenvcpuError, LookupError):
+    """The domain has no vCPU with that number."""
+
+
+class InvalidAffinity(XenvcpuError, ValueError):
+    """The requested affinity is empty, too wide, or has no CPU in the domain's cpupool."""
+
+
+class AffinityBusy(XenvcpuError):
+    """Xen refused the change because a temporary pin override is active (retry with force)."""
+
+
+class VcpuCountError(XenvcpuError, ValueError):
+    """A requested online vCPU count or set is outside what the domain allows."""
+
+
+class VcpuTimeout(XenvcpuError, TimeoutError):
+    """The guest did not bring the requested vCPUs online/offline in time.
+
+    ``pending`` holds the vCPU numbers that did not follow.
+    """
+
+    pending: tuple[int, ...] = ()
+
+
+class NotSupported(XenvcpuError):
+    """The operation is not supported for this domain or backend (named in the message)."""
+
+
+class DaemonError(XenvcpuError):
+    """A toolstack daemon (xenstored, xend) failed or answered something unexpected."""
+
+
+class XenstoreError(DaemonError):
+    """xenstored answered with an error; ``errno`` holds its number, ``name`` e.g. 'ENOENT'."""
+
+    name: str = ""
+
+
+class XendError(DaemonError):
+    """xend answered with an error (HTTP status in ``status``)."""
+
+    status: int = 0
+
+
+class AffinityNarrowed(UserWarning):
+    """Warning: Xen applied an effective affinity smaller than the one requested."""

@@ -1,0 +1,351 @@
+//! `xenvcpu.CpuMap`: the Python face of `xenvcpu_core::cpumap::CpuMap`.
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use pyo3::basic::CompareOp;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyIterator, PyList, PyTuple, PyType};
+use xenvcpu_core::cpumap::{CpuMap, CpuMapError};
+
+use crate::errors;
+
+/// A set of physical CPUs of a fixed width, packed as little-endian bits.
+#[pyclass(module = "xenvcpu._native", name = "CpuMap", frozen)]
+pub struct PyCpuMap {
+    pub inner: CpuMap,
+}
+
+impl PyCpuMap {
+    pub fn wrap(inner: CpuMap) -> Self {
+        PyCpuMap { inner }
+    }
+}
+
+type CoreResult<T> = Result<T, CpuMapError>;
+
+/// A Python width argument: negative values are reported as they were given.
+fn width_arg(py: Python<'_>, width: i64) -> PyResult<usize> {
+    usize::try_from(width)
+        .map_err(|_| CpuMapError::BadWidth { width: 0 })
+        .and_then(|w| CpuMap::new(w).map(|_| w))
+        .map_err(|e| match e {
+            CpuMapError::BadWidth { .. } => errors::make(
+                py,
+                "CpuListError",
+                &format!(
+                    "invalid CPU map width {width}: the width must be between 1 and {}",
+                    xenvcpu_core::cpumap::MAX_WIDTH
+                ),
+                &errors::Context::default(),
+            ),
+            other => errors::cpumap(py, &other),
+        })
+}
+
+fn map_err<T>(py: Python<'_>, r: CoreResult<T>) -> PyResult<T> {
+    r.map_err(|e| errors::cpumap(py, &e))
+}
+
+/// Bytes of a `bytes`, `bytearray` or `memoryview` argument.
+fn bytes_of(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return Ok(b.to_vec());
+    }
+    if data.hasattr("tobytes")? {
+        let b = data.call_method0("tobytes")?;
+        if let Ok(b) = b.cast::<PyBytes>() {
+            return Ok(b.as_bytes().to_vec());
+        }
+    }
+    Err(PyTypeError::new_err(format!(
+        "expected bytes, bytearray or memoryview, got {}",
+        data.get_type().name()?
+    )))
+}
+
+/// CPU numbers from any iterable of ints, checked against `width`.
+pub fn cpus_into(py: Python<'_>, cpus: &Bound<'_, PyAny>, width: usize) -> PyResult<CpuMap> {
+    let mut m = map_err(py, CpuMap::new(width))?;
+    for item in cpus.try_iter()? {
+        let cpu: i64 = item?.extract()?;
+        let r = if cpu < 0 {
+            Err(CpuMapError::NegativeCpu { cpu, width })
+        } else {
+            m.insert(cpu as u64)
+        };
+        map_err(py, r)?;
+    }
+    Ok(m)
+}
+
+/// Node of each CPU from a topology argument: an object with `cpu_to_node`, a mapping
+/// CPU -> node, or a sequence indexed by CPU (None = no node).
+fn nodes_of(topology: &Bound<'_, PyAny>, width: usize) -> PyResult<Vec<u32>> {
+    let source = if topology.hasattr("cpu_to_node")? {
+        topology.getattr("cpu_to_node")?
+    } else {
+        topology.clone()
+    };
+    let mut nodes = vec![u32::MAX; width];
+    if let Ok(d) = source.cast::<PyDict>() {
+        for (k, v) in d.iter() {
+            let cpu: usize = k.extract()?;
+            if cpu < width && !v.is_none() {
+                nodes[cpu] = v.extract()?;
+            }
+        }
+    } else {
+        for (cpu, v) in source.try_iter()?.enumerate() {
+            let v = v?;
+            if cpu < width && !v.is_none() {
+                nodes[cpu] = v.extract()?;
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+#[pymethods]
+impl PyCpuMap {
+    /// An empty map of `width` CPUs.
+    #[new]
+    fn py_new(py: Python<'_>, width: i64) -> PyResult<Self> {
+        let w = width_arg(py, width)?;
+        Ok(Self::wrap(map_err(py, CpuMap::new(w))?))
+    }
+
+    /// A map of `width` CPUs with every CPU set.
+    #[classmethod]
+    fn full(_cls: &Bound<'_, PyType>, py: Python<'_>, width: i64) -> PyResult<Self> {
+        let w = width_arg(py, width)?;
+        Ok(Self::wrap(map_err(py, CpuMap::full(w))?))
+    }
+
+    /// A map of `width` CPUs with the given CPU numbers set.
+    #[classmethod]
+    fn from_cpus(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        cpus: &Bound<'_, PyAny>,
+        width: i64,
+    ) -> PyResult<Self> {
+        let w = width_arg(py, width)?;
+        Ok(Self::wrap(cpus_into(py, cpus, w)?))
+    }
+
+    /// Unpack little-endian bytes (CPU0-7 in byte 0, lowest CPU in the least significant bit).
+    #[classmethod]
+    #[pyo3(signature = (data, width=None))]
+    fn from_bytes(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        width: Option<i64>,
+    ) -> PyResult<Self> {
+        let width = width.map(|w| width_arg(py, w)).transpose()?;
+        let data = bytes_of(data)?;
+        Ok(Self::wrap(map_err(py, CpuMap::from_bytes(&data, width))?))
+    }
+
+    /// Parse a cpulist (`0-3,^2`, `all`, `nodes:0-1`, ...) into a map of `width` CPUs.
+    #[classmethod]
+    #[pyo3(signature = (text, width, topology=None))]
+    fn parse(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        text: &str,
+        width: i64,
+        topology: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let w = width_arg(py, width)?;
+        let nodes = topology.map(|t| nodes_of(t, w)).transpose()?;
+        Ok(Self::wrap(map_err(
+            py,
+            CpuMap::parse(text, w, nodes.as_deref()),
+        )?))
+    }
+
+    /// A map from one truth value per CPU (libvirt-python's tuple-of-bools shape).
+    #[classmethod]
+    fn from_bools(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        bools: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let t = PyBool::new(py, true);
+        let f = PyBool::new(py, false);
+        let mut flags = Vec::new();
+        for item in bools.try_iter()? {
+            let item = item?;
+            flags.push(if item.is(&*t) {
+                true
+            } else if item.is(&*f) {
+                false
+            } else {
+                item.is_truthy()?
+            });
+        }
+        Ok(Self::wrap(map_err(py, CpuMap::from_bools(flags))?))
+    }
+
+    /// One bool per CPU, `width` of them.
+    fn to_bools<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let m = &self.inner;
+        PyTuple::new(py, (0..m.width()).map(|c| m.contains(c as u64)))
+    }
+
+    /// Pack to little-endian bytes, `maplen` long (default `ceil(width / 8)`).
+    #[pyo3(signature = (maplen=None))]
+    fn to_bytes<'py>(&self, py: Python<'py>, maplen: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let len = match maplen {
+            None => self.inner.byte_len(),
+            Some(n) if n < 0 => {
+                return Err(errors::make(
+                    py,
+                    "CpuListError",
+                    &format!("maplen {n} is negative"),
+                    &errors::Context::default(),
+                ))
+            }
+            Some(n) => n as usize,
+        };
+        let inner = &self.inner;
+        let mut failure = None;
+        let out = PyBytes::new_with(py, len, |buf| {
+            if let Err(e) = inner.write_bytes(buf) {
+                failure = Some(e);
+            }
+            Ok(())
+        })?;
+        match failure {
+            Some(e) => Err(errors::cpumap(py, &e)),
+            None => Ok(out),
+        }
+    }
+
+    fn __bytes__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.to_bytes(py, None)
+    }
+
+    /// Canonical cpulist: ascending, runs of two or more as `a-b`; `""` when empty.
+    fn to_cpulist(&self) -> String {
+        self.inner.to_cpulist()
+    }
+
+    /// The set CPUs as a list, ascending.
+    fn to_list(&self) -> Vec<usize> {
+        self.inner.iter().collect()
+    }
+
+    /// Number of CPUs the map can hold.
+    #[getter]
+    fn width(&self) -> usize {
+        self.inner.width()
+    }
+
+    /// The same CPUs in a map of another width.
+    fn resized(&self, py: Python<'_>, width: i64) -> PyResult<Self> {
+        let w = width_arg(py, width)?;
+        Ok(Self::wrap(map_err(py, self.inner.resized(w))?))
+    }
+
+    /// True when every CPU of this map is also in `other`.
+    fn issubset(&self, other: PyRef<'_, PyCpuMap>) -> bool {
+        self.inner.is_subset(&other.inner)
+    }
+
+    /// True when every CPU of the width is set.
+    fn is_full(&self) -> bool {
+        self.inner.is_full()
+    }
+
+    fn __str__(&self) -> String {
+        self.inner.to_cpulist()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CpuMap.parse({:?}, {})",
+            self.inner.to_cpulist(),
+            self.inner.width()
+        )
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.count()
+    }
+
+    fn __bool__(&self) -> bool {
+        !self.inner.is_empty()
+    }
+
+    fn __contains__(&self, item: &Bound<'_, PyAny>) -> bool {
+        match item.extract::<i64>() {
+            Ok(cpu) if cpu >= 0 => self.inner.contains(cpu as u64),
+            _ => false,
+        }
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyIterator>> {
+        PyList::new(py, self.inner.iter())?.try_iter()
+    }
+
+    fn __and__(&self, py: Python<'_>, other: PyRef<'_, PyCpuMap>) -> PyResult<Self> {
+        Ok(Self::wrap(map_err(
+            py,
+            self.inner.intersection(&other.inner),
+        )?))
+    }
+
+    fn __or__(&self, py: Python<'_>, other: PyRef<'_, PyCpuMap>) -> PyResult<Self> {
+        Ok(Self::wrap(map_err(py, self.inner.union(&other.inner))?))
+    }
+
+    fn __sub__(&self, py: Python<'_>, other: PyRef<'_, PyCpuMap>) -> PyResult<Self> {
+        Ok(Self::wrap(map_err(
+            py,
+            self.inner.difference(&other.inner),
+        )?))
+    }
+
+    fn __xor__(&self, py: Python<'_>, other: PyRef<'_, PyCpuMap>) -> PyResult<Self> {
+        Ok(Self::wrap(map_err(
+            py,
+            self.inner.symmetric_difference(&other.inner),
+        )?))
+    }
+
+    fn __invert__(&self) -> Self {
+        Self::wrap(self.inner.complement())
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp, py: Python<'_>) -> Py<PyAny> {
+        let Ok(other) = other.cast::<PyCpuMap>() else {
+            return py.NotImplemented();
+        };
+        let eq = self.inner == other.get().inner;
+        match op {
+            CompareOp::Eq => PyBool::new(py, eq).to_owned().into_any().unbind(),
+            CompareOp::Ne => PyBool::new(py, !eq).to_owned().into_any().unbind(),
+            _ => py.NotImplemented(),
+        }
+    }
+
+    fn __hash__(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.inner.hash(&mut h);
+        h.finish()
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let ctor = slf.get_type().getattr("from_bytes")?;
+        let me = slf.get();
+        let data = me.to_bytes(py, None)?;
+        (ctor, (data, me.inner.width())).into_pyobject(py)
+    }
+}

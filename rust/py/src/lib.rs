@@ -1,0 +1,13 @@
+//! `xenvcpu._native`: thin PyO3 bindings over `xenvcpu-core`.
+use pyo3::prelude::*;
+
+mod cpumap;
+mod errors;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<cpumap::PyCpuMap>()?;
+    m.add_function(wrap_pyfunction!(errors::_raise_error, m)?)?;
+    m.add("MAX_WIDTH", xenvcpu_core::cpumap::MAX_WIDTH)?;
+    Ok(())
+}
