@@ -1,0 +1,767 @@
+"""A xenstore wire-protocol client in pure Python (ref §5).
+
+Talks to xenstored over its unix socket, or to the kernel's xenbus device when
+xenstored runs in a stub domain (ref §5.1).  Every message, both ways, is a 16-byte
+header (type, req_id, tx_id, len; native little-endian u32) followed by ``len``
+payload bytes (ref §5.2).
+
+Guarantees:
+
+* Paths and payload sizes are checked **before** anything is sent (ref §5.2: an
+  oversized payload makes xenstored drop the connection).
+* Every wait has a deadline (``timeout`` seconds, default 10); a timeout raises
+  :class:`~xenvcpu.errors.XenstoreError` with ``errno == ETIMEDOUT`` and leaves the
+  connection usable: input is framed from a private buffer and replies are matched by
+  ``req_id``, so a late reply to an abandoned request is recognised and dropped.
+* ``ERROR`` replies become :class:`~xenvcpu.errors.XenstoreError` with the errno number
+  in ``.errno`` and its name (``'ENOENT'``) in ``.name``.
+* Unsolicited ``WATCH_EVENT`` messages are queued whenever they arrive and handed out
+  by :meth:`XenstoreClient.read_watch`.
+
+Not thread-safe for concurrent use beyond the internal lock that serialises requests;
+use one client per thread when a thread blocks in :meth:`XenstoreClient.read_watch`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import itertools
+import os
+import random
+import select
+import socket
+import stat
+import struct
+import threading
+import time
+from collections import deque
+from enum import IntEnum
+from typing import (
+    Callable,
+    Deque,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from xenvcpu.errors import PermissionDenied, XenstoreError
+
+__all__ = [
+    "ABS_PATH_MAX",
+    "DEFAULT_TIMEOUT",
+    "ERROR_NAMES",
+    "PAYLOAD_MAX",
+    "REL_PATH_MAX",
+    "Op",
+    "Transaction",
+    "WatchEvent",
+    "XenstoreClient",
+    "candidate_endpoints",
+    "validate_path",
+]
+
+T = TypeVar("T")
+
+#: Seconds every request (and every wait) may take by default.
+DEFAULT_TIMEOUT = 10.0
+
+#: XENSTORE_PAYLOAD_MAX: the largest payload either side may send (ref §5.2).
+PAYLOAD_MAX = 4096
+#: Longest absolute / relative path xenstored accepts (ref §5.2).
+ABS_PATH_MAX = 3072
+REL_PATH_MAX = 2048
+
+_HEADER = struct.Struct("<4I")  # xsd_sockmsg: type, req_id, tx_id, len (ref §5.2, §8)
+# A reply longer than this is not xenstore: treat the stream as corrupt.
+_SANITY_MAX = 1 << 20
+
+_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/_@")
+
+
+class Op(IntEnum):
+    """Message types (``enum xsd_sockmsg_type``, ref §5.2)."""
+
+    DEBUG = 0
+    DIRECTORY = 1
+    READ = 2
+    GET_PERMS = 3
+    WATCH = 4
+    UNWATCH = 5
+    TRANSACTION_START = 6
+    TRANSACTION_END = 7
+    INTRODUCE = 8
+    RELEASE = 9
+    GET_DOMAIN_PATH = 10
+    WRITE = 11
+    MKDIR = 12
+    RM = 13
+    SET_PERMS = 14
+    WATCH_EVENT = 15
+    ERROR = 16
+    IS_DOMAIN_INTRODUCED = 17
+    RESUME = 18
+    SET_TARGET = 19
+    RESET_WATCHES = 21
+    DIRECTORY_PART = 22
+
+
+#: Error names in protocol order (``xsd_errors``, ref §5.3); the numbers are Linux's.
+ERROR_NAMES: Tuple[str, ...] = (
+    "EINVAL",
+    "EACCES",
+    "EEXIST",
+    "EISDIR",
+    "ENOENT",
+    "ENOMEM",
+    "ENOSPC",
+    "EIO",
+    "ENOTEMPTY",
+    "ENOSYS",
+    "EROFS",
+    "EBUSY",
+    "EAGAIN",
+    "EISCONN",
+    "E2BIG",
+    "EPERM",
+)
+
+# oxenstored answers quota overruns with "EQUOTA", which has no errno of its own.
+_EXTRA_ERRNOS = {"EQUOTA": _errno.EDQUOT}
+
+
+class WatchEvent(NamedTuple):
+    """A ``WATCH_EVENT``: the node that changed (or the watched path) and the token."""
+
+    path: str
+    token: str
+
+
+def _errno_of(name: str) -> Optional[int]:
+    if name in _EXTRA_ERRNOS:
+        return _EXTRA_ERRNOS[name]
+    value = getattr(_errno, name, None)
+    return value if isinstance(value, int) else None
+
+
+def _xs_error(message: str, name: str, number: Optional[int] = None) -> XenstoreError:
+    err = XenstoreError(message, errno=number if number is not None else _errno_of(name))
+    err.name = name
+    return err
+
+
+def validate_path(path: str, *, watch: bool = False) -> bytes:
+    """Check a xenstore path against xenstored's rules and return it encoded.
+
+    Rules (ref §5.2): ASCII letters, digits and ``- / _ @`` only; absolute paths at most
+    3072 bytes, relative ones (relative to the connection's home, ``/local/domain/<id>``)
+    at most 2048; no empty component (``//``) and no trailing ``/`` except for ``/``.
+    Special watch paths such as ``@releaseDomain`` are accepted when ``watch`` is true.
+
+    Raises:
+        XenstoreError: ``errno`` EINVAL (bad characters or shape) or E2BIG (too long),
+            with a message naming the path and the rule.
+    """
+    if not isinstance(path, str):
+        raise TypeError(f"xenstore path must be str, not {type(path).__name__}")
+    if not path:
+        raise _xs_error("invalid xenstore path: empty", "EINVAL")
+    bad = sorted({c for c in path if c not in _PATH_CHARS})
+    if bad:
+        shown = "".join(bad)
+        raise _xs_error(
+            f"invalid xenstore path {path!r}: character(s) {shown!r} not allowed "
+            "(only ASCII letters, digits and - / _ @)",
+            "EINVAL",
+        )
+    if path.startswith("@") and not watch:
+        raise _xs_error(
+            f"invalid xenstore path {path!r}: paths starting with '@' are special watch paths",
+            "EINVAL",
+        )
+    limit = ABS_PATH_MAX if path.startswith("/") else REL_PATH_MAX
+    if len(path) > limit:
+        kind = "absolute" if path.startswith("/") else "relative"
+        raise _xs_error(
+            f"xenstore path too long: {len(path)} bytes, an {kind} path may have at most {limit}",
+            "E2BIG",
+        )
+    if "//" in path:
+        raise _xs_error(f"invalid xenstore path {path!r}: empty component ('//')", "EINVAL")
+    if path.endswith("/") and path != "/":
+        raise _xs_error(f"invalid xenstore path {path!r}: trailing '/'", "EINVAL")
+    return path.encode("ascii")
+
+
+def candidate_endpoints() -> List[str]:
+    """Where :class:`XenstoreClient` looks, in order (ref §5.1, like ``xs_open()``).
+
+    ``XENSTORED_PATH`` alone when set; otherwise ``$XENSTORED_RUNDIR/socket`` (or
+    ``/run/xenstored/socket`` and ``/var/run/xenstored/socket``), then the kernel device
+    ``/dev/xen/xenbus`` and ``/proc/xen/xenbus``.
+    """
+    env = os.environ.get("XENSTORED_PATH")
+    if env:
+        return [env]
+    rundir = os.environ.get("XENSTORED_RUNDIR")
+    sockets = (
+        [os.path.join(rundir, "socket")]
+        if rundir
+        else ["/run/xenstored/socket", "/var/run/xenstored/socket"]
+    )
+    return sockets + ["/dev/xen/xenbus", "/proc/xen/xenbus"]
+
+
+# --------------------------------------------------------------------------- transports
+
+
+class _Timeout(Exception):
+    """Internal: a deadline passed while waiting for the daemon."""
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Timeout()
+    return left
+
+
+class _Transport:
+    name: str
+
+    def send(self, data: bytes, deadline: float) -> None:
+        raise NotImplementedError
+
+    def recv(self, deadline: float) -> bytes:
+        """Return some bytes (b"" at end of stream) or raise _Timeout."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SocketTransport(_Transport):
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+
+    def send(self, data: bytes, deadline: float) -> None:
+        try:
+            self.sock.settimeout(_remaining(deadline))
+            self.sock.sendall(data)
+        except socket.timeout as exc:
+            raise _Timeout() from exc
+
+    def recv(self, deadline: float) -> bytes:
+        try:
+            self.sock.settimeout(_remaining(deadline))
+            return self.sock.recv(65536)
+        except socket.timeout as exc:
+            raise _Timeout() from exc
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _FdTransport(_Transport):
+    """The xenbus character device (or any stream fd): poll() gives the timeouts."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+
+    def _wait(self, events: int, deadline: float) -> None:
+        poller = select.poll()
+        poller.register(self.fd, events)
+        while True:
+            ms = max(1, int(_remaining(deadline) * 1000))
+            if poller.poll(ms):
+                return
+
+    def send(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            self._wait(select.POLLOUT, deadline)
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def recv(self, deadline: float) -> bytes:
+        self._wait(select.POLLIN, deadline)
+        return os.read(self.fd, 65536)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _describe_oserror(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _open_one(path: str, timeout: float) -> _Transport:
+    """Open one endpoint; OSError propagates to the caller."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISSOCK(mode):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except BaseException:
+            sock.close()
+            raise
+        return _SocketTransport(sock, path)
+    # /dev/xen/xenbus is a character device, /proc/xen/xenbus a (xenfs) regular file.
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    return _FdTransport(fd, path)
+
+
+def _open_endpoint(path: Optional[str], timeout: float) -> _Transport:
+    candidates = [path] if path else candidate_endpoints()
+    failures: List[Tuple[str, OSError]] = []
+    for candidate in candidates:
+        try:
+            return _open_one(candidate, timeout)
+        except FileNotFoundError as exc:
+            if path:  # asked for exactly this one
+                failures.append((candidate, exc))
+            continue
+        except socket.timeout as exc:
+            failures.append((candidate, OSError(_errno.ETIMEDOUT, f"connect timed out: {exc}")))
+        except OSError as exc:
+            failures.append((candidate, exc))
+    denied = [(p, e) for p, e in failures if e.errno in (_errno.EACCES, _errno.EPERM)]
+    if denied:
+        where = denied[0][0]
+        # ref §7: non-root gets EACCES on the 0600 socket and on /dev/xen/xenbus.
+        raise PermissionDenied(
+            f"cannot open xenstore at {where}: permission denied (the socket and the xenbus "
+            "device are root-only, mode 0600): run as root in the control domain (dom0), "
+            "e.g. with sudo",
+            errno=_errno.EACCES,
+        )
+    if failures:
+        detail = "; ".join(f"{p}: {_describe_oserror(e)}" for p, e in failures)
+        first = failures[0][1].errno
+        name = _errno.errorcode.get(first, "EIO") if first is not None else "EIO"
+        hint = (
+            " (a stale socket: is xenstored running?)"
+            if any(e.errno == _errno.ECONNREFUSED for _, e in failures)
+            else ""
+        )
+        raise _xs_error(f"cannot connect to xenstore: {detail}{hint}", name, first)
+    raise _xs_error(
+        "no xenstore endpoint found (tried "
+        + ", ".join(candidates)
+        + "): is this a Xen control domain with xenstored running? "
+        "Set XENSTORED_PATH to use another socket",
+        "ENOENT",
+    )
+
+
+# ------------------------------------------------------------------------------ client
+
+
+class XenstoreClient:
+    """One connection to xenstored (or the xenbus device).
+
+    >>> with XenstoreClient() as xs:                       # doctest: +SKIP
+    ...     xs.write("/local/domain/3/cpu/1/availability", "offline")
+
+    Args:
+        path: socket or device to use; default: :func:`candidate_endpoints` in order.
+        timeout: seconds any single request or wait may take.
+
+    Raises:
+        PermissionDenied: the endpoint exists but only root may open it (ref §7).
+        XenstoreError: no endpoint could be opened (``errno`` says why).
+    """
+
+    def __init__(self, path: Optional[str] = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.timeout = float(timeout)
+        self._transport: Optional[_Transport] = _open_endpoint(path, self.timeout)
+        self.endpoint = self._transport.name
+        self._init_state()
+
+    @classmethod
+    def from_fd(
+        cls, fd: int, *, name: str = "<fd>", timeout: float = DEFAULT_TIMEOUT
+    ) -> XenstoreClient:
+        """Wrap an already open stream fd (a xenbus device fd); the client owns it."""
+        self = cls.__new__(cls)
+        self.timeout = float(timeout)
+        self._transport = _FdTransport(fd, name)
+        self.endpoint = name
+        self._init_state()
+        return self
+
+    def _init_state(self) -> None:
+        self._buf = bytearray()
+        self._events: Deque[WatchEvent] = deque()
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._tokens = itertools.count(1)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the connection (idempotent).  Watches die with it."""
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+
+    @property
+    def closed(self) -> bool:
+        return self._transport is None
+
+    def __enter__(self) -> XenstoreClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<XenstoreClient {self.endpoint} {state}>"
+
+    # ------------------------------------------------------------------ framing
+
+    def _live(self) -> _Transport:
+        if self._transport is None:
+            raise _xs_error(f"xenstore connection to {self.endpoint} is closed", "EIO")
+        return self._transport
+
+    def _next_id(self) -> int:
+        rid = next(self._ids) & 0xFFFFFFFF
+        if rid == 0:  # 0 is what unsolicited watch events carry
+            rid = next(self._ids) & 0xFFFFFFFF
+        return rid
+
+    def _read_message(self, deadline: float) -> Tuple[int, int, int, bytes]:
+        """Next complete message from the stream (type, req_id, tx_id, payload)."""
+        transport = self._live()
+        while True:
+            if len(self._buf) >= _HEADER.size:
+                mtype, rid, tx, length = _HEADER.unpack_from(self._buf)
+                if length > _SANITY_MAX:
+                    self.close()
+                    raise _xs_error(
+                        f"xenstore stream from {self.endpoint} is corrupt "
+                        f"(message of {length} bytes); connection closed",
+                        "EIO",
+                    )
+                end = _HEADER.size + length
+                if len(self._buf) >= end:
+                    payload = bytes(self._buf[_HEADER.size : end])
+                    del self._buf[:end]
+                    return mtype, rid, tx, payload
+            chunk = transport.recv(deadline)
+            if not chunk:
+                self.close()
+                raise _xs_error(
+                    f"xenstored closed the connection ({self.endpoint})", "ECONNRESET"
+                )
+            self._buf += chunk
+
+    def _queue_event(self, payload: bytes) -> None:
+        parts = payload.split(b"\0")
+        path = parts[0].decode("utf-8", "replace")
+        token = parts[1].decode("utf-8", "replace") if len(parts) > 1 else ""
+        self._events.append(WatchEvent(path, token))
+
+    def _request(self, op: Op, payload: bytes, tx: int = 0, *, what: str = "") -> bytes:
+        """Send one request and return the payload of its reply.
+
+        The single choke point of the client: everything goes through here.
+        """
+        what = what or op.name
+        if len(payload) > PAYLOAD_MAX:
+            # ref §5.2: xenstored would drop the connection; refuse before sending.
+            raise _xs_error(
+                f"xenstore {what}: payload of {len(payload)} bytes exceeds the protocol "
+                f"limit of {PAYLOAD_MAX} bytes (nothing was sent)",
+                "E2BIG",
+            )
+        with self._lock:
+            transport = self._live()
+            rid = self._next_id()
+            deadline = time.monotonic() + self.timeout
+            try:
+                transport.send(_HEADER.pack(op, rid, tx, len(payload)) + payload, deadline)
+            except _Timeout:
+                # Part of the message may be on the wire: the stream can no longer be
+                # framed, so this connection is finished.
+                self.close()
+                raise _xs_error(
+                    f"xenstored at {self.endpoint} did not accept {what} "
+                    f"within {self.timeout:g} s; connection closed",
+                    "ETIMEDOUT",
+                ) from None
+            except OSError as exc:
+                self.close()
+                raise _xs_error(
+                    f"xenstore {what}: I/O error on {self.endpoint}: {_describe_oserror(exc)}",
+                    _errno.errorcode.get(exc.errno or _errno.EIO, "EIO"),
+                    exc.errno,
+                ) from exc
+            try:
+                while True:
+                    mtype, got_rid, _tx, body = self._read_message(deadline)
+                    if mtype == Op.WATCH_EVENT:
+                        self._queue_event(body)
+                        continue
+                    if got_rid != rid:
+                        continue  # a late reply to a request that timed out earlier
+                    if mtype == Op.ERROR:
+                        name = body.rstrip(b"\0").decode("ascii", "replace") or "EINVAL"
+                        number = _errno_of(name)
+                        reason = os.strerror(number) if number is not None else "unknown error"
+                        raise _xs_error(f"xenstore {what}: {name} ({reason})", name, number)
+                    if mtype != op:
+                        raise _xs_error(
+                            f"xenstore {what}: unexpected reply type {mtype} "
+                            f"to request type {int(op)}",
+                            "EIO",
+                        )
+                    return body
+            except _Timeout:
+                raise _xs_error(
+                    f"xenstored at {self.endpoint} did not answer {what} "
+                    f"within {self.timeout:g} s",
+                    "ETIMEDOUT",
+                ) from None
+            except OSError as exc:
+                self.close()
+                raise _xs_error(
+                    f"xenstore {what}: I/O error on {self.endpoint}: {_describe_oserror(exc)}",
+                    _errno.errorcode.get(exc.errno or _errno.EIO, "EIO"),
+                    exc.errno,
+                ) from exc
+
+    # ------------------------------------------------------------------ operations
+
+    def read(self, path: str, *, tx: int = 0) -> bytes:
+        """Value of a node (raw bytes, ref §5.3).  ENOENT → XenstoreError(errno=2)."""
+        return self._request(Op.READ, validate_path(path) + b"\0", tx, what=f"READ {path}")
+
+    def read_text(self, path: str, *, tx: int = 0) -> str:
+        """Value of a node decoded as UTF-8 (invalid bytes replaced)."""
+        return self.read(path, tx=tx).decode("utf-8", "replace")
+
+    def try_read(self, path: str, *, tx: int = 0) -> Optional[bytes]:
+        """Like :meth:`read` but ``None`` when the node does not exist."""
+        try:
+            return self.read(path, tx=tx)
+        except XenstoreError as exc:
+            if exc.errno == _errno.ENOENT:
+                return None
+            raise
+
+    def exists(self, path: str, *, tx: int = 0) -> bool:
+        return self.try_read(path, tx=tx) is not None
+
+    def write(self, path: str, value: Union[bytes, str], *, tx: int = 0) -> None:
+        """Set a node, creating missing parents (ref §5.3)."""
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        self._request(Op.WRITE, validate_path(path) + b"\0" + data, tx, what=f"WRITE {path}")
+
+    def mkdir(self, path: str, *, tx: int = 0) -> None:
+        self._request(Op.MKDIR, validate_path(path) + b"\0", tx, what=f"MKDIR {path}")
+
+    def rm(self, path: str, *, tx: int = 0) -> None:
+        """Remove a node and everything below it."""
+        self._request(Op.RM, validate_path(path) + b"\0", tx, what=f"RM {path}")
+
+    def directory(self, path: str, *, tx: int = 0) -> List[str]:
+        """Names of the children of a node (in xenstored's order)."""
+        body = self._request(
+            Op.DIRECTORY, validate_path(path) + b"\0", tx, what=f"DIRECTORY {path}"
+        )
+        return [p.decode("utf-8", "replace") for p in body.split(b"\0") if p]
+
+    def get_domain_path(self, domid: int) -> str:
+        body = self._request(
+            Op.GET_DOMAIN_PATH, f"{int(domid)}\0".encode(), what=f"GET_DOMAIN_PATH {domid}"
+        )
+        return body.rstrip(b"\0").decode("ascii", "replace")
+
+    # ------------------------------------------------------------------ transactions
+
+    def transaction_start(self) -> int:
+        """Start a transaction and return its id (header tx_id must be 0, ref §5.3)."""
+        body = self._request(Op.TRANSACTION_START, b"\0", 0)
+        text = body.rstrip(b"\0").decode("ascii", "replace")
+        try:
+            return int(text)
+        except ValueError:
+            raise _xs_error(f"xenstore TRANSACTION_START: bad transaction id {text!r}", "EIO") from None
+
+    def transaction_end(self, tx: int, *, commit: bool = True) -> None:
+        """Commit (or abort) a transaction; a conflict raises errno EAGAIN (ref §5.3)."""
+        self._request(
+            Op.TRANSACTION_END,
+            b"T\0" if commit else b"F\0",
+            tx,
+            what="TRANSACTION_END commit" if commit else "TRANSACTION_END abort",
+        )
+
+    def transaction(
+        self,
+        body: Callable[[Transaction], T],
+        *,
+        max_attempts: int = 16,
+        backoff: float = 0.002,
+    ) -> T:
+        """Run ``body(tx)`` inside a transaction; redo the whole body on conflict.
+
+        ``body`` receives a :class:`Transaction` (with read/write/... bound to it) and
+        may be called several times, so it must only act through ``tx`` (and be free of
+        other side effects).  On EAGAIN -- at commit or from any request in the body --
+        the transaction is ended and the body run again, up to ``max_attempts`` times in
+        all, with a short randomised back-off (ref §5.3, §5.5: "redo whole transaction").
+        Any other exception aborts the transaction and propagates.
+
+        Raises:
+            XenstoreError: errno EAGAIN after ``max_attempts`` conflicting attempts.
+        """
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        for attempt in range(1, max_attempts + 1):
+            tx = Transaction(self, self.transaction_start(), attempt)
+            try:
+                result = body(tx)
+            except XenstoreError as exc:
+                self._abort_quietly(tx.id)
+                if exc.errno != _errno.EAGAIN:
+                    raise
+            except BaseException:
+                self._abort_quietly(tx.id)
+                raise
+            else:
+                try:
+                    self.transaction_end(tx.id, commit=True)
+                    return result
+                except XenstoreError as exc:
+                    if exc.errno != _errno.EAGAIN:
+                        raise
+            if attempt < max_attempts:
+                time.sleep(random.uniform(0, backoff * min(attempt, 10)))
+        raise _xs_error(
+            f"xenstore transaction still conflicting after {max_attempts} attempts (EAGAIN): "
+            "another writer keeps changing the same nodes",
+            "EAGAIN",
+        )
+
+    def _abort_quietly(self, tx: int) -> None:
+        if self.closed:
+            return
+        with contextlib.suppress(XenstoreError):
+            self.transaction_end(tx, commit=False)
+
+    # ------------------------------------------------------------------ watches
+
+    def watch(self, path: str, token: Optional[str] = None) -> str:
+        """Watch ``path`` and everything below it; return the token.
+
+        xenstored fires the watch once immediately (ref §5.3), so the first
+        :meth:`read_watch` returns an event for ``path`` itself.
+        """
+        if token is None:
+            token = f"xenvcpu-{os.getpid()}-{next(self._tokens)}"
+        if "\0" in token:
+            raise ValueError("watch token must not contain NUL")
+        payload = validate_path(path, watch=True) + b"\0" + token.encode("utf-8") + b"\0"
+        self._request(Op.WATCH, payload, what=f"WATCH {path}")
+        return token
+
+    def unwatch(self, path: str, token: str) -> None:
+        """Remove a watch; events already queued for it are dropped too."""
+        payload = validate_path(path, watch=True) + b"\0" + token.encode("utf-8") + b"\0"
+        self._request(Op.UNWATCH, payload, what=f"UNWATCH {path}")
+        with self._lock:
+            self._events = deque(e for e in self._events if e.token != token)
+
+    @contextlib.contextmanager
+    def watching(self, path: str, token: Optional[str] = None) -> Iterator[str]:
+        """``with xs.watching(path) as token:`` -- watch for the duration of the block."""
+        token = self.watch(path, token)
+        try:
+            yield token
+        finally:
+            if not self.closed:
+                with contextlib.suppress(XenstoreError):
+                    self.unwatch(path, token)
+
+    def read_watch(self, timeout: Optional[float] = None) -> Optional[WatchEvent]:
+        """Next watch event, waiting at most ``timeout`` seconds (default: the client's).
+
+        Returns ``None`` when nothing arrived in time; ``timeout=0`` only looks at what is
+        already queued or readable without blocking for long.
+        """
+        wait = self.timeout if timeout is None else max(0.0, float(timeout))
+        with self._lock:
+            if self._events:
+                return self._events.popleft()
+            deadline = time.monotonic() + max(wait, 0.001)
+            try:
+                while True:
+                    mtype, _rid, _tx, body = self._read_message(deadline)
+                    if mtype == Op.WATCH_EVENT:
+                        self._queue_event(body)
+                        return self._events.popleft()
+                    # anything else is a late reply to an abandoned request: drop it
+            except _Timeout:
+                return None
+            except OSError as exc:
+                self.close()
+                raise _xs_error(
+                    f"xenstore: I/O error on {self.endpoint}: {_describe_oserror(exc)}",
+                    _errno.errorcode.get(exc.errno or _errno.EIO, "EIO"),
+                    exc.errno,
+                ) from exc
+
+    def pending_events(self) -> List[WatchEvent]:
+        """Events already received but not yet handed out (not removed)."""
+        return list(self._events)
+
+
+class Transaction:
+    """The handle :meth:`XenstoreClient.transaction` passes to its body."""
+
+    def __init__(self, client: XenstoreClient, tx_id: int, attempt: int = 1) -> None:
+        self.client = client
+        self.id = tx_id
+        #: 1 on the first run of the body, 2 on the first retry, ...
+        self.attempt = attempt
+
+    def read(self, path: str) -> bytes:
+        return self.client.read(path, tx=self.id)
+
+    def read_text(self, path: str) -> str:
+        return self.client.read_text(path, tx=self.id)
+
+    def try_read(self, path: str) -> Optional[bytes]:
+        return self.client.try_read(path, tx=self.id)
+
+    def exists(self, path: str) -> bool:
+        return self.client.exists(path, tx=self.id)
+
+    def write(self, path: str, value: Union[bytes, str]) -> None:
+        self.client.write(path, value, tx=self.id)
+
+    def mkdir(self, path: str) -> None:
+        self.client.mkdir(path, tx=self.id)
+
+    def rm(self, path: str) -> None:
+        self.client.rm(path, tx=self.id)
+
+    def directory(self, path: str) -> List[str]:
+        return self.client.directory(path, tx=self.id)
+
+    def __repr__(self) -> str:
+        return f"<xenstore Transaction {self.id} attempt {self.attempt}>"
