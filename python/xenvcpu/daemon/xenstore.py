@@ -36,17 +36,12 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from enum import IntEnum
 from typing import (
     Callable,
-    Deque,
-    Iterator,
-    List,
     NamedTuple,
-    Optional,
-    Tuple,
     TypeVar,
-    Union,
 )
 
 from xenvcpu.errors import PermissionDenied, XenstoreError
@@ -111,7 +106,7 @@ class Op(IntEnum):
 
 
 #: Error names in protocol order (``xsd_errors``, ref §5.3); the numbers are Linux's.
-ERROR_NAMES: Tuple[str, ...] = (
+ERROR_NAMES: tuple[str, ...] = (
     "EINVAL",
     "EACCES",
     "EEXIST",
@@ -141,14 +136,14 @@ class WatchEvent(NamedTuple):
     token: str
 
 
-def _errno_of(name: str) -> Optional[int]:
+def _errno_of(name: str) -> int | None:
     if name in _EXTRA_ERRNOS:
         return _EXTRA_ERRNOS[name]
     value = getattr(_errno, name, None)
     return value if isinstance(value, int) else None
 
 
-def _xs_error(message: str, name: str, number: Optional[int] = None) -> XenstoreError:
+def _xs_error(message: str, name: str, number: int | None = None) -> XenstoreError:
     err = XenstoreError(message, errno=number if number is not None else _errno_of(name))
     err.name = name
     return err
@@ -197,7 +192,7 @@ def validate_path(path: str, *, watch: bool = False) -> bytes:
     return path.encode("ascii")
 
 
-def candidate_endpoints() -> List[str]:
+def candidate_endpoints() -> list[str]:
     """Where :class:`XenstoreClient` looks, in order (ref §5.1, like ``xs_open()``).
 
     ``XENSTORED_PATH`` alone when set; otherwise ``$XENSTORED_RUNDIR/socket`` (or
@@ -213,7 +208,7 @@ def candidate_endpoints() -> List[str]:
         if rundir
         else ["/run/xenstored/socket", "/var/run/xenstored/socket"]
     )
-    return sockets + ["/dev/xen/xenbus", "/proc/xen/xenbus"]
+    return [*sockets, "/dev/xen/xenbus", "/proc/xen/xenbus"]
 
 
 # --------------------------------------------------------------------------- transports
@@ -318,9 +313,9 @@ def _open_one(path: str, timeout: float) -> _Transport:
     return _FdTransport(fd, path)
 
 
-def _open_endpoint(path: Optional[str], timeout: float) -> _Transport:
+def _open_endpoint(path: str | None, timeout: float) -> _Transport:
     candidates = [path] if path else candidate_endpoints()
-    failures: List[Tuple[str, OSError]] = []
+    failures: list[tuple[str, OSError]] = []
     for candidate in candidates:
         try:
             return _open_one(candidate, timeout)
@@ -379,11 +374,11 @@ class XenstoreClient:
         XenstoreError: no endpoint could be opened (``errno`` says why).
     """
 
-    def __init__(self, path: Optional[str] = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.timeout = float(timeout)
-        self._transport: Optional[_Transport] = _open_endpoint(path, self.timeout)
+        self._transport: _Transport | None = _open_endpoint(path, self.timeout)
         self.endpoint = self._transport.name
         self._init_state()
 
@@ -401,7 +396,7 @@ class XenstoreClient:
 
     def _init_state(self) -> None:
         self._buf = bytearray()
-        self._events: Deque[WatchEvent] = deque()
+        self._events: deque[WatchEvent] = deque()
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._tokens = itertools.count(1)
@@ -442,7 +437,7 @@ class XenstoreClient:
             rid = next(self._ids) & 0xFFFFFFFF
         return rid
 
-    def _read_message(self, deadline: float) -> Tuple[int, int, int, bytes]:
+    def _read_message(self, deadline: float) -> tuple[int, int, int, bytes]:
         """Next complete message from the stream (type, req_id, tx_id, payload)."""
         transport = self._live()
         while True:
@@ -463,9 +458,7 @@ class XenstoreClient:
             chunk = transport.recv(deadline)
             if not chunk:
                 self.close()
-                raise _xs_error(
-                    f"xenstored closed the connection ({self.endpoint})", "ECONNRESET"
-                )
+                raise _xs_error(f"xenstored closed the connection ({self.endpoint})", "ECONNRESET")
             self._buf += chunk
 
     def _queue_event(self, payload: bytes) -> None:
@@ -531,8 +524,7 @@ class XenstoreClient:
                     return body
             except _Timeout:
                 raise _xs_error(
-                    f"xenstored at {self.endpoint} did not answer {what} "
-                    f"within {self.timeout:g} s",
+                    f"xenstored at {self.endpoint} did not answer {what} within {self.timeout:g} s",
                     "ETIMEDOUT",
                 ) from None
             except OSError as exc:
@@ -553,7 +545,7 @@ class XenstoreClient:
         """Value of a node decoded as UTF-8 (invalid bytes replaced)."""
         return self.read(path, tx=tx).decode("utf-8", "replace")
 
-    def try_read(self, path: str, *, tx: int = 0) -> Optional[bytes]:
+    def try_read(self, path: str, *, tx: int = 0) -> bytes | None:
         """Like :meth:`read` but ``None`` when the node does not exist."""
         try:
             return self.read(path, tx=tx)
@@ -565,7 +557,7 @@ class XenstoreClient:
     def exists(self, path: str, *, tx: int = 0) -> bool:
         return self.try_read(path, tx=tx) is not None
 
-    def write(self, path: str, value: Union[bytes, str], *, tx: int = 0) -> None:
+    def write(self, path: str, value: bytes | str, *, tx: int = 0) -> None:
         """Set a node, creating missing parents (ref §5.3)."""
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         self._request(Op.WRITE, validate_path(path) + b"\0" + data, tx, what=f"WRITE {path}")
@@ -577,7 +569,7 @@ class XenstoreClient:
         """Remove a node and everything below it."""
         self._request(Op.RM, validate_path(path) + b"\0", tx, what=f"RM {path}")
 
-    def directory(self, path: str, *, tx: int = 0) -> List[str]:
+    def directory(self, path: str, *, tx: int = 0) -> list[str]:
         """Names of the children of a node (in xenstored's order)."""
         body = self._request(
             Op.DIRECTORY, validate_path(path) + b"\0", tx, what=f"DIRECTORY {path}"
@@ -599,7 +591,9 @@ class XenstoreClient:
         try:
             return int(text)
         except ValueError:
-            raise _xs_error(f"xenstore TRANSACTION_START: bad transaction id {text!r}", "EIO") from None
+            raise _xs_error(
+                f"xenstore TRANSACTION_START: bad transaction id {text!r}", "EIO"
+            ) from None
 
     def transaction_end(self, tx: int, *, commit: bool = True) -> None:
         """Commit (or abort) a transaction; a conflict raises errno EAGAIN (ref §5.3)."""
@@ -665,7 +659,7 @@ class XenstoreClient:
 
     # ------------------------------------------------------------------ watches
 
-    def watch(self, path: str, token: Optional[str] = None) -> str:
+    def watch(self, path: str, token: str | None = None) -> str:
         """Watch ``path`` and everything below it; return the token.
 
         xenstored fires the watch once immediately (ref §5.3), so the first
@@ -687,7 +681,7 @@ class XenstoreClient:
             self._events = deque(e for e in self._events if e.token != token)
 
     @contextlib.contextmanager
-    def watching(self, path: str, token: Optional[str] = None) -> Iterator[str]:
+    def watching(self, path: str, token: str | None = None) -> Iterator[str]:
         """``with xs.watching(path) as token:`` -- watch for the duration of the block."""
         token = self.watch(path, token)
         try:
@@ -697,7 +691,7 @@ class XenstoreClient:
                 with contextlib.suppress(XenstoreError):
                     self.unwatch(path, token)
 
-    def read_watch(self, timeout: Optional[float] = None) -> Optional[WatchEvent]:
+    def read_watch(self, timeout: float | None = None) -> WatchEvent | None:
         """Next watch event, waiting at most ``timeout`` seconds (default: the client's).
 
         Returns ``None`` when nothing arrived in time; ``timeout=0`` only looks at what is
@@ -725,7 +719,7 @@ class XenstoreClient:
                     exc.errno,
                 ) from exc
 
-    def pending_events(self) -> List[WatchEvent]:
+    def pending_events(self) -> list[WatchEvent]:
         """Events already received but not yet handed out (not removed)."""
         return list(self._events)
 
@@ -745,13 +739,13 @@ class Transaction:
     def read_text(self, path: str) -> str:
         return self.client.read_text(path, tx=self.id)
 
-    def try_read(self, path: str) -> Optional[bytes]:
+    def try_read(self, path: str) -> bytes | None:
         return self.client.try_read(path, tx=self.id)
 
     def exists(self, path: str) -> bool:
         return self.client.exists(path, tx=self.id)
 
-    def write(self, path: str, value: Union[bytes, str]) -> None:
+    def write(self, path: str, value: bytes | str) -> None:
         self.client.write(path, value, tx=self.id)
 
     def mkdir(self, path: str) -> None:
@@ -760,7 +754,7 @@ class Transaction:
     def rm(self, path: str) -> None:
         self.client.rm(path, tx=self.id)
 
-    def directory(self, path: str) -> List[str]:
+    def directory(self, path: str) -> list[str]:
         return self.client.directory(path, tx=self.id)
 
     def __repr__(self) -> str:

@@ -38,7 +38,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
 
 HERE = Path(__file__).resolve().parent
 SHIM_SOURCE = HERE / "nohv_shim.c"
@@ -70,7 +69,7 @@ class Prepared:
     shim: Path
 
 
-def _run(cmd: List[str], cwd: Optional[Path] = None) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
     )
@@ -113,9 +112,10 @@ def _build_shim(cache: Path) -> Path:
         return shim
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        raise RuntimeError("gcc not found: it is needed to build tests/daemon/xenstored/nohv_shim.c")
+        raise RuntimeError(f"gcc not found: it is needed to build {SHIM_SOURCE}")
     tmp = shim.with_suffix(f".{os.getpid()}.tmp")
-    out = _run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(tmp), str(SHIM_SOURCE), "-ldl"])
+    cmd = [gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(tmp), str(SHIM_SOURCE), "-ldl"]
+    out = _run(cmd)
     if out.returncode != 0:
         raise RuntimeError(f"building the oxenstored shim failed:\n{out.stdout}")
     tmp.rename(shim)
@@ -128,9 +128,7 @@ def prepare(cache: Path = DEFAULT_CACHE) -> Prepared:
     root = cache / "root"
     if not (root / OXENSTORED_REL).is_file():
         _download(cache)
-    lib_path = ":".join(
-        str(root / d) for d in ("usr/lib/x86_64-linux-gnu", "usr/lib/xen-4.17/lib")
-    )
+    lib_path = ":".join(str(root / d) for d in ("usr/lib/x86_64-linux-gnu", "usr/lib/xen-4.17/lib"))
     return Prepared(root / OXENSTORED_REL, lib_path, _build_shim(cache))
 
 
@@ -149,12 +147,12 @@ exec env LD_PRELOAD="$SHIM" LD_LIBRARY_PATH="$LIBS" "$OXENSTORED" \
 class Oxenstored:
     """One running oxenstored; ``socket_path`` is what XENSTORED_PATH should be."""
 
-    def __init__(self, prepared: Prepared, workdir: Optional[Path] = None) -> None:
+    def __init__(self, prepared: Prepared, workdir: Path | None = None) -> None:
         self.prepared = prepared
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="xenvcpu-xs-"))
         self.socket_path = str(self.workdir / "socket")
         self.log_path = self.workdir / "oxenstored.out"
-        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> str:
         if shutil.which("unshare") is None:
@@ -189,14 +187,14 @@ class Oxenstored:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"oxenstored exited with {self.proc.returncode}:\n{self.log()}"
-                )
+                raise RuntimeError(f"oxenstored exited with {self.proc.returncode}:\n{self.log()}")
             if os.path.exists(self.socket_path) and self._connectable():
                 return self.socket_path
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"oxenstored did not create {self.socket_path} in {timeout} s:\n{self.log()}")
+        raise RuntimeError(
+            f"oxenstored did not create {self.socket_path} in {timeout} s:\n{self.log()}"
+        )
 
     def _connectable(self) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -228,7 +226,7 @@ class Oxenstored:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     if argv[1:2] != ["run"]:
         print("usage: xs_harness.py run", file=sys.stderr)
         return 2
@@ -240,8 +238,11 @@ def main(argv: List[str]) -> int:
         return 1
     daemon = Oxenstored(prepared)
     path = daemon.start()
-    print(f"XENSTORED_PATH={path} PID={daemon.proc.pid if daemon.proc else '?'} "
-          f"(ready in {time.monotonic() - t0:.2f} s)", flush=True)
+    print(
+        f"XENSTORED_PATH={path} PID={daemon.proc.pid if daemon.proc else '?'} "
+        f"(ready in {time.monotonic() - t0:.2f} s)",
+        flush=True,
+    )
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:

@@ -1,0 +1,288 @@
+"""Change which vCPUs of a running domain are online, the way the toolstack does.
+
+No hypercall can change the online vCPU count of a running domain (ref §3.7).  For PV
+and PVH guests the toolstack writes ``/local/domain/<domid>/cpu/<n>/availability`` =
+``online`` | ``offline`` for every n in 0 … max_vcpus-1 in **one** xenstore transaction
+(retried on EAGAIN) and the guest kernel, which watches its ``cpu`` subtree, brings the
+vCPUs up or down (ref §5.4, §5.5; libxl ``libxl__set_vcpuonline_xenstore``).  HVM guests
+with upstream QEMU need QMP ``device_add`` as well, which is not implemented here.
+
+These functions are backend-agnostic: the Domain class supplies the facts it got from
+the hypervisor (max vCPUs, HVM, dying) and a callable that reads the hypervisor's view
+of the online vCPUs (getvcpuinfo / nr_online_vcpus).
+
+Typical use by the Domain layer::
+
+    check_settable(dom.id, hvm=info.hvm, dying=info.dying)
+    online = validate_count(dom.id, n, info.max_vcpus)       # or validate_online(...)
+    write_availability(xs, dom.id, info.max_vcpus, online)
+    if wait:
+        wait_online(read_online, online, timeout, domain=dom.id)
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import time
+from collections.abc import Iterable, Set
+from typing import Callable
+
+from xenvcpu.daemon.xenstore import Transaction, XenstoreClient
+from xenvcpu.errors import (
+    DomainDying,
+    DomainNotFound,
+    DomainRef,
+    NotSupported,
+    VcpuCountError,
+    VcpuTimeout,
+    XenstoreError,
+)
+
+__all__ = [
+    "availability_path",
+    "check_settable",
+    "format_vcpus",
+    "read_availability",
+    "validate_count",
+    "validate_online",
+    "wait_online",
+    "write_availability",
+]
+
+
+def availability_path(domid: int, vcpu: int) -> str:
+    """``/local/domain/<domid>/cpu/<vcpu>/availability`` (ref §5.4)."""
+    return f"/local/domain/{int(domid)}/cpu/{int(vcpu)}/availability"
+
+
+def format_vcpus(vcpus: Iterable[int]) -> str:
+    """``{0, 1, 2, 5}`` → ``'0-2,5'`` (the cpulist style used in messages)."""
+    ordered = sorted(set(vcpus))
+    parts = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def _domain_label(domain: DomainRef) -> str:
+    return f"domain {domain}" if isinstance(domain, int) else f"domain {domain!r}"
+
+
+def check_settable(domain: DomainRef, *, hvm: bool = False, dying: bool = False) -> None:
+    """Refuse domains whose online vCPUs cannot be changed through xenstore.
+
+    Raises:
+        DomainDying: the domain is being destroyed.
+        NotSupported: an HVM guest (upstream QEMU needs QMP ``device_add``, ref §5.5).
+    """
+    if dying:
+        raise DomainDying(
+            f"{_domain_label(domain)} is dying (being destroyed): its vCPUs cannot be changed",
+            domain=domain,
+        )
+    if hvm:
+        raise NotSupported(
+            f"{_domain_label(domain)} is an HVM guest: changing its online vCPUs needs QMP, "
+            "not supported yet (PV and PVH guests are supported)",
+            domain=domain,
+        )
+
+
+def _check_max(max_vcpus: int) -> None:
+    if isinstance(max_vcpus, bool) or not isinstance(max_vcpus, int) or max_vcpus < 1:
+        raise ValueError(f"max_vcpus must be a positive int, not {max_vcpus!r}")
+
+
+def validate_count(domain: DomainRef, n: int, max_vcpus: int) -> frozenset[int]:
+    """Check an online vCPU count and return the set it means: ``{0, …, n-1}``.
+
+    Like libxl, 0 and anything above the domain's maximum are refused (ref §5.5).
+
+    Raises:
+        VcpuCountError: ``n < 1`` or ``n > max_vcpus``; the message names the domain and
+            the valid range ``1..max_vcpus``.
+        TypeError: ``n`` is not an int.
+    """
+    _check_max(max_vcpus)
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"vCPU count must be an int, not {type(n).__name__}")
+    if n < 1 or n > max_vcpus:
+        raise VcpuCountError(
+            f"{_domain_label(domain)}: cannot have {n} vCPUs online; the valid range is "
+            f"1..{max_vcpus} (the domain's maximum is {max_vcpus})",
+            domain=domain,
+        )
+    return frozenset(range(n))
+
+
+def validate_online(domain: DomainRef, online: Iterable[int], max_vcpus: int) -> frozenset[int]:
+    """Check a set of vCPU numbers to be online and return it as a frozenset.
+
+    Raises:
+        VcpuCountError: the set is empty, or names a vCPU outside ``0..max_vcpus-1``
+            (``.vcpu`` is the first such vCPU); the message gives the valid range.
+    """
+    _check_max(max_vcpus)
+    wanted = frozenset(online)
+    for v in wanted:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"vCPU numbers must be ints, not {type(v).__name__}")
+    if not wanted:
+        raise VcpuCountError(
+            f"{_domain_label(domain)}: at least one vCPU must stay online; valid vCPUs are "
+            f"0..{max_vcpus - 1} (1..{max_vcpus} of them may be online)",
+            domain=domain,
+        )
+    bad = sorted(v for v in wanted if v < 0 or v >= max_vcpus)
+    if bad:
+        raise VcpuCountError(
+            f"{_domain_label(domain)} has no vCPU {format_vcpus(bad)}: valid vCPUs are "
+            f"0..{max_vcpus - 1} (the domain's maximum is {max_vcpus})",
+            domain=domain,
+            vcpu=bad[0],
+        )
+    return wanted
+
+
+def write_availability(
+    xs: XenstoreClient,
+    domid: int,
+    max_vcpus: int,
+    online: Set[int],
+    *,
+    max_attempts: int = 16,
+) -> int:
+    """Write ``availability`` for every vCPU 0 … max_vcpus-1 in ONE transaction.
+
+    ``online`` vCPUs get ``online``, all others ``offline`` (ref §5.5).  The body first
+    reads ``/local/domain/<domid>`` inside the transaction, so a domain that does not
+    exist (or disappears meanwhile, which makes the commit conflict) is reported instead
+    of having its nodes created; a conflict (EAGAIN) re-runs the whole body.
+
+    Returns:
+        The number of attempts the transaction took (1 without conflicts).
+
+    Raises:
+        VcpuCountError: ``online`` is empty or names a vCPU ≥ ``max_vcpus``.
+        DomainNotFound: ``/local/domain/<domid>`` does not exist.
+        XenstoreError: any other xenstore failure (EAGAIN after ``max_attempts``).
+    """
+    wanted = validate_online(domid, online, max_vcpus)
+    home = f"/local/domain/{int(domid)}"
+
+    def body(tx: Transaction) -> int:
+        if not tx.exists(home):
+            raise DomainNotFound(
+                f"domain {domid} does not exist: xenstore has no {home}",
+                errno=_errno.ENOENT,
+                domain=domid,
+            )
+        for vcpu in range(max_vcpus):
+            tx.write(availability_path(domid, vcpu), "online" if vcpu in wanted else "offline")
+        return tx.attempt
+
+    return xs.transaction(body, max_attempts=max_attempts)
+
+
+def read_availability(xs: XenstoreClient, domid: int) -> dict[int, bool]:
+    """What xenstore currently asks of the guest: ``{vcpu: online?}`` (ref §5.4).
+
+    vCPUs whose node is missing are left out; this is the *request*, not what the guest
+    did -- use the hypervisor's view (getvcpuinfo) for that.
+
+    Raises:
+        DomainNotFound: the domain has no ``cpu`` directory in xenstore.
+    """
+    base = f"/local/domain/{int(domid)}/cpu"
+
+    def body(tx: Transaction) -> dict[int, bool]:
+        try:
+            names = tx.directory(base)
+        except XenstoreError as exc:
+            if exc.errno == _errno.ENOENT:
+                raise DomainNotFound(
+                    f"domain {domid} has no {base} in xenstore (no such domain?)",
+                    errno=_errno.ENOENT,
+                    domain=domid,
+                ) from exc
+            raise
+        result: dict[int, bool] = {}
+        for name in names:
+            if not name.isdigit():
+                continue
+            value = tx.try_read(f"{base}/{name}/availability")
+            if value is not None:
+                result[int(name)] = value.strip(b"\0") == b"online"
+        return result
+
+    return xs.transaction(body)
+
+
+def wait_online(
+    read_online: Callable[[], Set[int]],
+    wanted: Set[int],
+    timeout: float,
+    *,
+    domain: DomainRef | None = None,
+    poll_interval: float = 0.1,
+    wait_event: Callable[[float], object] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> frozenset[int]:
+    """Wait until the hypervisor's view of the online vCPUs equals ``wanted``.
+
+    ``read_online()`` returns the vCPUs that are online now (from getvcpuinfo, or the
+    simulator).  It is called at once, then after each pause: the pause starts at 5 ms
+    and doubles up to ``poll_interval``.  When ``wait_event`` is given it is called with
+    the pause length instead of ``sleep``, so a caller can wake early on a xenstore
+    watch (e.g. ``lambda t: xs.read_watch(t)``).  ``timeout=0`` checks once.
+
+    Returns:
+        The online set, equal to ``wanted``.
+
+    Raises:
+        VcpuTimeout: still different after ``timeout`` seconds; ``.pending`` holds the
+            vCPUs that did not follow (sorted), the message says which way each went.
+        Whatever ``read_online`` raises (e.g. DomainNotFound when the domain vanished).
+    """
+    if timeout < 0:
+        raise ValueError("timeout must not be negative")
+    target = frozenset(wanted)
+    deadline = clock() + timeout
+    pause = min(0.005, poll_interval)
+    while True:
+        now_online = frozenset(read_online())
+        if now_online == target:
+            return now_online
+        left = deadline - clock()
+        if left <= 0:
+            break
+        step = min(pause, left)
+        if wait_event is not None:
+            wait_event(step)
+        else:
+            sleep(step)
+        pause = min(pause * 2, poll_interval)
+
+    not_up = sorted(target - now_online)
+    not_down = sorted(now_online - target)
+    what = []
+    if not_up:
+        what.append(f"vCPU {format_vcpus(not_up)} still offline (asked: online)")
+    if not_down:
+        what.append(f"vCPU {format_vcpus(not_down)} still online (asked: offline)")
+    who = f"{_domain_label(domain)}: " if domain is not None else ""
+    err = VcpuTimeout(
+        f"{who}the guest did not follow within {timeout:g} s: "
+        + "; ".join(what)
+        + " (does the guest kernel support Xen vCPU hotplug?)",
+        domain=domain,
+        vcpu=(not_up + not_down)[0],
+    )
+    err.pending = tuple(sorted(not_up + not_down))
+    raise err
