@@ -149,13 +149,16 @@ def _xs_error(message: str, name: str, number: int | None = None) -> XenstoreErr
     return err
 
 
-def validate_path(path: str, *, watch: bool = False) -> bytes:
+def validate_path(path: str) -> bytes:
     """Check a xenstore path against xenstored's rules and return it encoded.
 
     Rules (ref §5.2): ASCII letters, digits and ``- / _ @`` only; absolute paths at most
     3072 bytes, relative ones (relative to the connection's home, ``/local/domain/<id>``)
     at most 2048; no empty component (``//``) and no trailing ``/`` except for ``/``.
-    Special watch paths such as ``@releaseDomain`` are accepted when ``watch`` is true.
+    Special watch paths such as ``@releaseDomain`` need no exception: ``@`` is an allowed
+    character (to xenstored a relative path may even begin with it).  oxenstored is
+    stricter than these rules: it refuses any path longer than 2048 bytes, absolute or
+    not, with EINVAL (seen with Debian's 4.17 build); that reply is an ordinary error.
 
     Raises:
         XenstoreError: ``errno`` EINVAL (bad characters or shape) or E2BIG (too long),
@@ -171,11 +174,6 @@ def validate_path(path: str, *, watch: bool = False) -> bytes:
         raise _xs_error(
             f"invalid xenstore path {path!r}: character(s) {shown!r} not allowed "
             "(only ASCII letters, digits and - / _ @)",
-            "EINVAL",
-        )
-    if path.startswith("@") and not watch:
-        raise _xs_error(
-            f"invalid xenstore path {path!r}: paths starting with '@' are special watch paths",
             "EINVAL",
         )
     limit = ABS_PATH_MAX if path.startswith("/") else REL_PATH_MAX
@@ -669,13 +667,13 @@ class XenstoreClient:
             token = f"xenvcpu-{os.getpid()}-{next(self._tokens)}"
         if "\0" in token:
             raise ValueError("watch token must not contain NUL")
-        payload = validate_path(path, watch=True) + b"\0" + token.encode("utf-8") + b"\0"
+        payload = validate_path(path) + b"\0" + token.encode("utf-8") + b"\0"
         self._request(Op.WATCH, payload, what=f"WATCH {path}")
         return token
 
     def unwatch(self, path: str, token: str) -> None:
         """Remove a watch; events already queued for it are dropped too."""
-        payload = validate_path(path, watch=True) + b"\0" + token.encode("utf-8") + b"\0"
+        payload = validate_path(path) + b"\0" + token.encode("utf-8") + b"\0"
         self._request(Op.UNWATCH, payload, what=f"UNWATCH {path}")
         with self._lock:
             self._events = deque(e for e in self._events if e.token != token)
