@@ -1,0 +1,198 @@
+"""Run and parse `xl` inside the lab's dom0: the reference the xenvcpu API is checked against.
+
+Every function shells out to the real `xl` (Xen 4.17) and returns plain Python data:
+
+    info()                  -> dict of `xl info` ("nr_cpus" -> "4"; ints where the value is one)
+    domains()               -> [Domain(name, domid, mem_mib, vcpus, state, time_s)]  (`xl list`)
+    vcpus(dom=None)         -> [Vcpu(name, domid, vcpu, cpu, state, time_s, hard, soft)]  (`xl vcpu-list`)
+    vcpu_pin(dom, vcpu, hard, soft=None)          `xl vcpu-pin`
+    vcpu_set(dom, count, timeout=...)             `xl vcpu-set`, then wait until that many are online
+    parse_cpulist("0-2,5", nr_cpus) -> frozenset  ("all", "none", "-" and "^N" exclusions too)
+    format_cpulist({0, 1, 3}) -> "0-1,3"
+
+Affinities and the CPU column are frozensets of pCPU numbers (an offline vCPU has cpu=None),
+so they compare directly with `set(xenvcpu.CpuMap)` -- iteration yields the set CPUs.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+
+XL = "xl"
+
+
+class XlError(RuntimeError):
+    def __init__(self, argv: list[str], rc: int, stderr: str):
+        super().__init__(f"{' '.join(argv)} failed (rc {rc}): {stderr.strip()}")
+        self.argv, self.rc, self.stderr = argv, rc, stderr
+
+
+def xl(*args: object, timeout: float = 60) -> str:
+    """Run `xl ARGS...`; return its stdout, raise XlError on a non-zero exit."""
+    argv = [XL, *map(str, args)]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise XlError(argv, p.returncode, p.stderr)
+    return p.stdout
+
+
+# --- cpulists ---------------------------------------------------------------------------
+def parse_cpulist(text: str, nr_cpus: int | None = None) -> frozenset[int]:
+    """Parse xl's (and Linux's) CPU list syntax into a set of CPU numbers.
+
+    "0-2,5" -> {0,1,2,5}; "all" -> range(nr_cpus); "none", "-" or "" -> empty;
+    "0-3,^2" -> {0,1,3} (exclusions, as `xl vcpu-pin` accepts them); whitespace is ignored.
+    """
+    text = text.strip()
+    if text in ("", "-", "none"):
+        return frozenset()
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        neg = part.startswith("^")
+        part = part.lstrip("^")
+        if part == "all":
+            if nr_cpus is None:
+                raise ValueError("'all' needs nr_cpus")
+            chunk = set(range(nr_cpus))
+        else:
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not m:
+                raise ValueError(f"bad cpulist element {part!r} in {text!r}")
+            lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
+            if hi < lo:
+                raise ValueError(f"bad range {part!r} in {text!r}")
+            chunk = set(range(lo, hi + 1))
+        if neg:
+            cpus -= chunk
+        else:
+            cpus |= chunk
+    return frozenset(cpus)
+
+
+def format_cpulist(cpus) -> str:
+    """{0, 1, 3} -> "0-1,3" (ascending ranges; "" for the empty set)."""
+    out, run = [], []
+    for c in sorted(set(cpus)):
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [c]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+# --- xl info -------------------------------------------------------------------------------
+def info() -> dict[str, object]:
+    """`xl info` as a dict; values that are plain integers become ints."""
+    result: dict[str, object] = {}
+    for line in xl("info").splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        result[key] = int(value) if re.fullmatch(r"-?\d+", value) else value
+    return result
+
+
+def nr_cpus() -> int:
+    return int(info()["nr_cpus"])
+
+
+# --- xl list --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    domid: int
+    mem_mib: int
+    vcpus: int
+    state: str
+    time_s: float
+
+
+def domains() -> list[Domain]:
+    """`xl list`: Name ID Mem VCPUs State Time(s)."""
+    rows = []
+    for line in xl("list").splitlines()[1:]:
+        f = line.split()
+        if len(f) < 6:
+            continue
+        rows.append(Domain(f[0], int(f[1]), int(f[2]), int(f[3]), f[4], float(f[5])))
+    return rows
+
+
+def domid(name: str) -> int:
+    return int(xl("domid", name).strip())
+
+
+# --- xl vcpu-list -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Vcpu:
+    name: str
+    domid: int
+    vcpu: int
+    cpu: int | None  # None: offline ("-")
+    state: str  # "r--" running, "-b-" blocked, "--p" offline (not up in the guest)
+    time_s: float
+    hard: frozenset[int]
+    soft: frozenset[int]
+
+    @property
+    def online(self) -> bool:
+        return not self.state.endswith("p")
+
+
+def vcpus(dom: object = None, nr: int | None = None) -> list[Vcpu]:
+    """`xl vcpu-list [dom]`: Name ID VCPU CPU State Time(s) Affinity (Hard / Soft)."""
+    nr = nr_cpus() if nr is None else nr
+    rows = []
+    out = xl("vcpu-list", *([] if dom is None else [dom]))
+    for line in out.splitlines()[1:]:
+        m = re.fullmatch(r"\s*(\S+)\s+(\d+)\s+(\d+)\s+(\d+|-)\s+(\S{3})\s+([\d.]+)\s+(\S+)\s*/\s*(\S+)\s*", line)
+        if not m:
+            continue
+        rows.append(Vcpu(m[1], int(m[2]), int(m[3]), None if m[4] == "-" else int(m[4]), m[5], float(m[6]),
+                         parse_cpulist(m[7], nr), parse_cpulist(m[8], nr)))
+    return rows
+
+
+def vcpu(dom: object, n: int) -> Vcpu:
+    for v in vcpus(dom):
+        if v.vcpu == n:
+            return v
+    raise LookupError(f"domain {dom} has no vCPU {n}")
+
+
+# --- xl vcpu-pin / vcpu-set ----------------------------------------------------------------
+def _cpus_arg(cpus) -> str:
+    return cpus if isinstance(cpus, str) else (format_cpulist(cpus) or "none")
+
+
+def vcpu_pin(dom: object, vcpu_: object, hard, soft=None) -> None:
+    """`xl vcpu-pin DOM VCPU HARD [SOFT]`: cpus as a set or as xl syntax ("all", "0-1", "-" = keep)."""
+    xl("vcpu-pin", dom, vcpu_, _cpus_arg(hard), *([] if soft is None else [_cpus_arg(soft)]))
+
+
+def online_count(dom: object) -> int:
+    return sum(v.online for v in vcpus(dom))
+
+
+def vcpu_set(dom: object, count: int, timeout: float = 60) -> None:
+    """`xl vcpu-set DOM COUNT`, then wait until `xl vcpu-list` shows COUNT online vCPUs.
+
+    Raising the count needs the guest to online the new vCPUs (domu's init does, as a udev rule
+    would); until it does, they show as "--p"."""
+    xl("vcpu-set", dom, count)
+    deadline = time.monotonic() + timeout
+    while True:
+        n = online_count(dom)
+        if n == count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"domain {dom}: {n} vCPUs online {timeout} s after `xl vcpu-set {dom} {count}`")
+        time.sleep(0.5)
