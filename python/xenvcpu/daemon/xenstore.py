@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_C = TypeVar("_C", bound="XenstoreClient")
 
 #: Seconds every request (and every wait) may take by default.
 DEFAULT_TIMEOUT = 10.0
@@ -412,7 +413,7 @@ class XenstoreClient:
     def closed(self) -> bool:
         return self._transport is None
 
-    def __enter__(self) -> XenstoreClient:
+    def __enter__(self: _C) -> _C:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
