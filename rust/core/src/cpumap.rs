@@ -470,25 +470,44 @@ impl CpuMap {
 
     /// Canonical cpulist: ascending, runs of two or more as `a-b`, `""` when empty.
     pub fn to_cpulist(&self) -> String {
-        let mut out = String::with_capacity(16);
-        self.write_cpulist(&mut out);
-        out
+        let mut out = Vec::new();
+        self.write_cpulist_bytes(&mut out);
+        // Only ASCII digits, ',' and '-' were written.
+        String::from_utf8(out).unwrap_or_default()
     }
 
-    /// Append the canonical cpulist to `out`.
-    pub fn write_cpulist(&self, out: &mut String) {
-        let mut first = true;
+    /// Append the canonical cpulist to `out` as ASCII bytes.
+    ///
+    /// The output is sized once (runs x widest run) and written by index: formatting
+    /// thousands of short runs is dominated by per-byte bookkeeping otherwise.
+    pub fn write_cpulist_bytes(&self, out: &mut Vec<u8>) {
+        let widest = decimal_len(self.width - 1);
+        let base = out.len();
+        out.resize(base + self.run_count() * (2 * widest + 2), 0);
+        let mut pos = base;
         for (lo, hi) in self.runs() {
-            if !first {
-                out.push(',');
+            if pos != base {
+                out[pos] = b',';
+                pos += 1;
             }
-            first = false;
-            push_decimal(out, lo);
+            pos = put_decimal(out, pos, lo);
             if hi > lo {
-                out.push('-');
-                push_decimal(out, hi);
+                out[pos] = b'-';
+                pos = put_decimal(out, pos + 1, hi);
             }
         }
+        out.truncate(pos);
+    }
+
+    /// Number of maximal runs of set CPUs.
+    pub fn run_count(&self) -> usize {
+        let mut carry = 0u64;
+        let mut n = 0usize;
+        for &w in &self.words {
+            n += (w & !((w << 1) | carry)).count_ones() as usize;
+            carry = w >> 63;
+        }
+        n
     }
 
     /// Parse a cpulist (the union of `xl`'s and `virsh`'s grammars) into a map of `width`.
@@ -636,19 +655,34 @@ fn parse_num(s: &str) -> Result<u64, &'static str> {
     Ok(n)
 }
 
-fn push_decimal(out: &mut String, mut n: usize) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// "00" to "99": two digits per division when formatting CPU numbers.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+fn decimal_len(n: usize) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// Write `n` in decimal at `buf[pos..]`, returning the position after it.
+fn put_decimal(buf: &mut [u8], pos: usize, n: usize) -> usize {
+    let end = pos + decimal_len(n);
+    let mut i = end;
+    let mut n = n;
+    while n >= 100 {
+        let d = (n % 100) * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    if n >= 10 {
+        buf[i - 2..i].copy_from_slice(&DIGIT_PAIRS[n * 2..n * 2 + 2]);
+    } else {
+        buf[i - 1] = b'0' + n as u8;
+    }
+    end
 }
 
 /// Iterator over maximal runs of set bits, see [`CpuMap::runs`].
