@@ -1,13 +1,12 @@
 """Type stubs of the private native module (rust/py)."""
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Optional, Union
 
 from typing_extensions import Self
 
 MAX_WIDTH: int
 
-Topology = Union[Sequence[Optional[int]], Mapping[int, int], object]
+Topology = Sequence[int | None] | Mapping[int, int] | object
 
 class CpuMap:
     """A set of physical CPUs of a fixed width, packed as little-endian bits."""
@@ -18,15 +17,13 @@ class CpuMap:
     @classmethod
     def from_cpus(cls, cpus: Iterable[int], width: int) -> Self: ...
     @classmethod
-    def from_bytes(
-        cls, data: Union[bytes, bytearray, memoryview], width: Optional[int] = None
-    ) -> Self: ...
+    def from_bytes(cls, data: bytes | bytearray | memoryview, width: int | None = None) -> Self: ...
     @classmethod
-    def parse(cls, text: str, width: int, topology: Optional[Topology] = None) -> Self: ...
+    def parse(cls, text: str, width: int, topology: Topology | None = None) -> Self: ...
     @classmethod
     def from_bools(cls, bools: Iterable[object]) -> Self: ...
     def to_bools(self) -> tuple[bool, ...]: ...
-    def to_bytes(self, maplen: Optional[int] = None) -> bytes: ...
+    def to_bytes(self, maplen: int | None = None) -> bytes: ...
     def __bytes__(self) -> bytes: ...
     def to_cpulist(self) -> str: ...
     def to_list(self) -> list[int]: ...
@@ -52,7 +49,7 @@ class CpuMap:
 def _raise_error(
     class_name: str,
     message: str,
-    errno: Optional[int] = None,
-    domain: Optional[int] = None,
-    vcpu: Optional[int] = None,
+    errno: int | None = None,
+    domain: int | None = None,
+    vcpu: int | None = None,
 ) -> None: ...

@@ -10,7 +10,7 @@ Every error carries the context it knows: ``errno`` (the Xen/Linux errno, or Non
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Union
 
 DomainRef = Union[int, str]
 
@@ -29,9 +29,9 @@ __all__ = [
     "VcpuCountError",
     "VcpuNotFound",
     "VcpuTimeout",
+    "XendError",
     "XenstoreError",
     "XenvcpuError",
-    "XendError",
 ]
 
 
@@ -48,9 +48,9 @@ class XenvcpuError(Exception):
         self,
         message: str,
         *,
-        errno: Optional[int] = None,
-        domain: Optional[DomainRef] = None,
-        vcpu: Optional[int] = None,
+        errno: int | None = None,
+        domain: DomainRef | None = None,
+        vcpu: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -65,9 +65,9 @@ class XenvcpuError(Exception):
 def _rebuild(
     cls: type[XenvcpuError],
     message: str,
-    errno: Optional[int],
-    domain: Optional[DomainRef],
-    vcpu: Optional[int],
+    errno: int | None,
+    domain: DomainRef | None,
+    vcpu: int | None,
 ) -> XenvcpuError:
     return cls(message, errno=errno, domain=domain, vcpu=vcpu)
 

@@ -1,0 +1,64 @@
+# Developer and CI entry points. `make test` is the README's test command and what CI runs.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+export HYPOTHESIS_PROFILE ?= dev
+
+.PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test demo clean
+
+all: test
+
+# System packages the tests need (C ABI check against Xen's headers). Root installs them;
+# anyone else is told what is missing.
+deps:
+	@if ! [ -f /usr/include/xen/domctl.h ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libxen-dev >/dev/null) \
+	    || { echo "deps: could not install libxen-dev (needed by the C ABI check)"; exit 1; }; \
+	  else echo "deps: libxen-dev is missing: run 'sudo apt-get install libxen-dev'"; exit 1; fi; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q -U pip
+	$(VPY) -m pip install -q "maturin>=1.5,<2" "pytest>=7" "hypothesis>=6" "pytest-benchmark>=4" \
+	    "numpy>=1.22" "ruff>=0.5" "mypy>=1.10" typing_extensions
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Release build: the benchmarks and the smoke runs measure what users get.
+build: venv
+	$(VENV)/bin/maturin develop --release -q
+
+test: deps build test-python test-rust
+
+test-python:
+	$(VPY) -m pytest
+
+test-rust:
+	cargo test -p xenvcpu-core
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy --strict
+
+fmt: venv
+	cargo fmt --all
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+
+# Timed benchmarks; rewrites the tables in docs/benchmarks.md.
+bench: build
+	$(VPY) benches/report.py
+
+# Real Xen 4.17 under QEMU (see docs/lab.md).
+xen-test:
+	$(PY) tests/xen/harness.py
+
+clean:
+	rm -rf $(VENV) target dist

@@ -1,0 +1,5 @@
+import sys
+
+from xenvcpu.cli import main
+
+sys.exit(main())

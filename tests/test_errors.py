@@ -1,0 +1,48 @@
+"""The one Rust -> Python error mapping: every class is reachable by name, with its context."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from xenvcpu import _native, errors
+
+CLASSES = [
+    name
+    for name in errors.__all__
+    if isinstance(getattr(errors, name), type)
+    and issubclass(getattr(errors, name), errors.XenvcpuError)
+]
+
+
+def test_every_error_class_is_listed() -> None:
+    assert len(CLASSES) >= 15
+    assert "AffinityNarrowed" not in CLASSES  # a warning, not an error
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_rust_raises_the_python_class(name: str) -> None:
+    cls = getattr(errors, name)
+    with pytest.raises(cls) as info:
+        _native._raise_error(name, f"{name} happened", errno=22, domain=7, vcpu=3)
+    e = info.value
+    assert type(e) is cls
+    assert (e.errno, e.domain, e.vcpu, str(e)) == (22, 7, 3, f"{name} happened")
+    clone = pickle.loads(pickle.dumps(e))
+    assert type(clone) is cls and (clone.errno, clone.domain, clone.vcpu) == (22, 7, 3)
+
+
+def test_unknown_name_falls_back_to_the_base_class() -> None:
+    with pytest.raises(errors.XenvcpuError) as info:
+        _native._raise_error("NoSuchError", "boom")
+    assert type(info.value) is errors.XenvcpuError
+    assert info.value.errno is None and info.value.domain is None
+
+
+def test_builtin_bases_for_idiomatic_catching() -> None:
+    assert issubclass(errors.CpuListError, ValueError)
+    assert issubclass(errors.DomainNotFound, LookupError)
+    assert issubclass(errors.PermissionDenied, PermissionError)
+    assert issubclass(errors.VcpuTimeout, TimeoutError)
+    assert issubclass(errors.AffinityNarrowed, UserWarning)
