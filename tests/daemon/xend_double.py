@@ -63,15 +63,17 @@ def py2_repr(text: str) -> str:
     return "".join(out)
 
 
-def show(value: Value) -> str:
+def show(value: object) -> str:
     """xend's ``sxp.show``: lists in parentheses, numbers with str(), atoms bare or repr'd."""
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "(" + " ".join(show(v) for v in value) + ")"
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, (int, float)):
         return str(value)
-    if value and (value.isalnum() or all(c in _BARE for c in value)) and value.isascii():
+    if not isinstance(value, str):
+        raise TypeError(f"cannot show {type(value).__name__}")
+    if value and value.isascii() and (value.isalnum() or all(c in _BARE for c in value)):
         return value
     if value == "@":
         return value
