@@ -32,11 +32,13 @@ pub enum ErrorKind {
     CpuListError,
     /// Not supported by this hypervisor / backend.
     NotSupported,
+    /// A requested online vCPU count / set is outside what the domain allows.
+    VcpuCountError,
 }
 
 impl ErrorKind {
     /// Every kind, for tests of the mapping.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::Other,
         ErrorKind::NoHypervisor,
         ErrorKind::PermissionDenied,
@@ -48,6 +50,7 @@ impl ErrorKind {
         ErrorKind::AffinityBusy,
         ErrorKind::CpuListError,
         ErrorKind::NotSupported,
+        ErrorKind::VcpuCountError,
     ];
 
     /// The class name in `xenvcpu.errors`.
@@ -64,6 +67,7 @@ impl ErrorKind {
             ErrorKind::AffinityBusy => "AffinityBusy",
             ErrorKind::CpuListError => "CpuListError",
             ErrorKind::NotSupported => "NotSupported",
+            ErrorKind::VcpuCountError => "VcpuCountError",
         }
     }
 }

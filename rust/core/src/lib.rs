@@ -8,5 +8,7 @@
 pub mod abi;
 pub mod cpumap;
 pub mod error;
+pub mod ops;
 pub mod privcmd;
+pub mod sim;
 pub mod transport;
