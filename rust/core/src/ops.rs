@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 /// Size of one domctl/sysctl block slot in the arena (144 and 136 B, ref §3.1, §4.1).
 const BLOCK: usize = abi::XenDomctl::SIZE;
-/// Target arena size for one multicall chunk.
-const CHUNK_BYTES: usize = 256 * 1024;
+/// Target arena size for one multicall chunk: within the hypercall buffer device's default
+/// per-file limit of 64 pages (see [`crate::privcmd::BUFDEV_DEFAULT_LIMIT`]).
+const CHUNK_BYTES: usize = crate::privcmd::BUFDEV_DEFAULT_LIMIT;
 /// Domains per getdomaininfolist page.
 const DOMAIN_PAGE: usize = 256;
 
@@ -488,6 +489,12 @@ impl Xen {
         self.multicall_ok
     }
 
+    /// Turn multicall batching on or off (off: one hypercall per domctl, as libxc does) — for
+    /// benchmarks and for comparing both paths on a real hypervisor.
+    pub fn set_batching(&mut self, on: bool) {
+        self.multicall_ok = on;
+    }
+
     // ----- host ---------------------------------------------------------------------------------
 
     /// sysctl physinfo (ref §4.2).
@@ -827,9 +834,8 @@ impl Xen {
             let blocks = 2 * n * MulticallEntry::SIZE;
             let maps = blocks + 2 * n * BLOCK;
             self.t.reserve(maps + 2 * n * mb8)?;
+            let dv = self.ver.domctl;
             let (base, a) = self.t.arena();
-            let (dv, ver) = (self.ver.domctl, self.width);
-            let _ = ver;
             for (i, &(domid, vcpu)) in part.iter().enumerate() {
                 let (bi, ba) = (blocks + 2 * i * BLOCK, blocks + (2 * i + 1) * BLOCK);
                 let (mh, ms) = (maps + 2 * i * mb8, maps + (2 * i + 1) * mb8);

@@ -22,6 +22,12 @@ pub const PROC_PRIVCMD: &str = "/proc/xen/privcmd";
 /// Hypercall buffer device (ref §1.1, §1.5).
 pub const DEV_HYPERCALL: &str = "/dev/xen/hypercall";
 
+/// Linux `privcmd-buf.c` lets one open file of `/dev/xen/hypercall` hold at most `limit`
+/// pages (module parameter, default 64 = 256 KiB; read in torvalds/linux
+/// `drivers/xen/privcmd-buf.c`, not in the reference). Operations size their batches to stay
+/// within it; a larger arena falls back to locked memory when the device answers ENOSPC.
+pub const BUFDEV_DEFAULT_LIMIT: usize = 64 * PAGE;
+
 /// How the arena was allocated (ref §1.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArenaKind {
@@ -168,19 +174,22 @@ impl Privcmd {
                     0,
                 )
             };
-            if p == libc::MAP_FAILED {
-                let e = last_errno();
+            if p != libc::MAP_FAILED {
+                return Ok(Mapping {
+                    addr: p as usize,
+                    len,
+                    kind: ArenaKind::BufDev,
+                });
+            }
+            let e = last_errno();
+            if e != libc::ENOSPC {
                 return Err(Error::new(
                     ErrorKind::Other,
                     format!("mmap of {DEV_HYPERCALL} ({len} bytes) failed: {}", Errno(e)),
                 )
                 .with_errno(e));
             }
-            return Ok(Mapping {
-                addr: p as usize,
-                len,
-                kind: ArenaKind::BufDev,
-            });
+            // over the device's per-file page limit: use the locked fallback (ref §1.5)
         }
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED;
         // SAFETY: fresh anonymous mapping (addr NULL, fd -1); aliases nothing; checked below.
@@ -190,7 +199,8 @@ impl Privcmd {
             return Err(Error::new(
                 ErrorKind::Other,
                 format!(
-                    "cannot allocate {len} bytes of locked hypercall memory: {}",
+                    "cannot allocate {len} bytes of locked hypercall memory: {} (check \
+                     RLIMIT_MEMLOCK, or run as root)",
                     Errno(e)
                 ),
             )
@@ -252,11 +262,13 @@ impl Transport for Privcmd {
         if have >= len {
             return Ok(());
         }
-        let want = pages(len.max(have * 2));
-        let new = self.map_new(want)?;
-        if let Some(old) = self.map.replace(new) {
+        // Grow geometrically up to the bufdev's default per-file limit, exactly beyond it.
+        let want = pages(len.max((have * 2).min(BUFDEV_DEFAULT_LIMIT)));
+        // Free the old arena first: the buffer device counts pages per open file.
+        if let Some(old) = self.map.take() {
             Self::unmap(&old);
         }
+        self.map = Some(self.map_new(want)?);
         Ok(())
     }
 

@@ -570,6 +570,10 @@ fn scale_host_snapshot() {
     );
     let (per, _) = bench_snapshot(&mut x, 1).unwrap();
     assert_eq!(per, 8004);
+    assert!(
+        x.t.arena().1.len() <= crate::privcmd::BUFDEV_DEFAULT_LIMIT,
+        "the arena stays within /dev/xen/hypercall's default per-file limit"
+    );
 }
 
 #[test]
@@ -740,4 +744,24 @@ proptest::proptest! {
             proptest::prop_assert_eq!(now.soft, s);
         }
     }
+}
+
+#[test]
+fn batching_off_gives_the_same_answers_with_one_call_per_domctl() {
+    let mut x = open("sim:///default");
+    let batched = x.snapshot().unwrap();
+    x.set_batching(false);
+    let c0 = calls(&x);
+    let single = x.snapshot().unwrap();
+    assert_eq!(calls(&x) - c0, 1 + 2 * (4 + 4 + 8 + 16));
+    assert_eq!(batched, single, "frozen clock: identical results");
+    x.set_batching(true);
+    assert!(x.multicall_enabled());
+}
+
+#[test]
+fn xen_is_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Xen>();
+    is_send::<Error>();
 }
