@@ -7,6 +7,7 @@ uses fake read_online callables (the hypervisor's view) and a fake clock.
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ from xenvcpu.daemon.vcpus import (
     check_settable,
     format_vcpus,
     read_availability,
+    set_count,
+    set_online,
     validate_count,
     validate_online,
     wait_online,
@@ -356,3 +359,109 @@ def test_wait_online_negative_timeout() -> None:
 def test_module_exports() -> None:
     for name in vcpus.__all__:
         assert hasattr(vcpus, name)
+
+
+# ------------------------------------------------------------------ the whole path, with a guest
+
+
+class FakeGuest:
+    """Plays the guest kernel of ref §5.5: watches its cpu subtree on its own xenstore
+    connection and, after ``delay``, brings vCPUs up/down as ``availability`` says.
+    ``follows=False`` is a guest without vCPU hotplug support (it never reacts)."""
+
+    def __init__(
+        self, path: str, domid: int, initial: set[int], delay: float = 0.05, follows: bool = True
+    ) -> None:
+        self.domid = domid
+        self.delay = delay
+        self.follows = follows
+        self._online = set(initial)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self.reactions = 0
+        self.xs = XenstoreClient(path, timeout=5)
+        self.xs.watch(f"/local/domain/{domid}/cpu")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.xs.read_watch(0.05) is None or not self.follows:
+                    continue
+                time.sleep(self.delay)
+                wanted = {n for n, up in read_availability(self.xs, self.domid).items() if up}
+                with self._lock:
+                    self._online = wanted
+                    self.reactions += 1
+        except BaseException as exc:
+            self.error = exc
+
+    def read_online(self) -> set[int]:
+        """The hypervisor's view (what getvcpuinfo would say)."""
+        with self._lock:
+            return set(self._online)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.xs.close()
+        if self.error is not None:
+            raise self.error
+
+
+def test_set_count_4_1_3_with_wait(xs: XenstoreClient, xenstored_path: str, domid: int) -> None:
+    """The lab scenario of issue 5 (PV guest, maxvcpus=4): 4 → 1 → 3 with wait=True."""
+    make_domain(xs, domid, max_vcpus=4, online=2)
+    guest = FakeGuest(xenstored_path, domid, {0, 1})
+    try:
+        for n in (4, 1, 3):
+            wanted = set_count(xs, domid, 4, n, wait=True, read_online=guest.read_online, timeout=5)
+            assert wanted == set(range(n))
+            assert guest.read_online() == set(range(n))
+            assert read_availability(xs, domid) == {v: v < n for v in range(4)}
+        assert set_online(xs, domid, 4, {0, 3}, wait=True, read_online=guest.read_online) == {0, 3}
+        assert guest.read_online() == {0, 3}
+    finally:
+        guest.close()
+
+
+def test_set_count_guest_that_never_follows(
+    xs: XenstoreClient, xenstored_path: str, domid: int
+) -> None:
+    make_domain(xs, domid, max_vcpus=4, online=2)
+    guest = FakeGuest(xenstored_path, domid, {0, 1}, follows=False)
+    try:
+        start = time.monotonic()
+        with pytest.raises(VcpuTimeout) as info:
+            set_count(xs, domid, 4, 3, wait=True, read_online=guest.read_online, timeout=0.3)
+        assert time.monotonic() - start < 2
+        assert info.value.pending == (2,)
+        assert info.value.domain == domid
+        assert "vCPU 2 still offline" in str(info.value)
+        # the request itself was written: a guest that catches up later will follow it
+        assert read_availability(xs, domid) == {0: True, 1: True, 2: True, 3: False}
+    finally:
+        guest.close()
+
+
+def test_set_count_without_wait_returns_at_once(xs: XenstoreClient, domid: int) -> None:
+    make_domain(xs, domid, max_vcpus=2, online=2)
+    assert set_count(xs, domid, 2, 1) == {0}
+    assert read_availability(xs, domid) == {0: True, 1: False}
+
+
+def test_set_refusals_write_nothing(xenstored_path: str, domid: int) -> None:
+    with RecordingClient(xenstored_path) as xs:
+        with pytest.raises(NotSupported, match="needs QMP, not supported yet"):
+            set_count(xs, domid, 4, 2, hvm=True)
+        with pytest.raises(DomainDying):
+            set_online(xs, domid, 4, {0}, dying=True)
+        with pytest.raises(VcpuCountError, match=r"1\.\.4"):
+            set_count(xs, domid, 4, 5)
+        with pytest.raises(ValueError, match="read_online"):
+            set_count(xs, domid, 4, 2, wait=True)
+        assert xs.log == []
+    with XenstoreClient(xenstored_path) as xs2, pytest.raises(DomainNotFound):
+        set_count(xs2, domid, 4, 2)  # no such domain in xenstore

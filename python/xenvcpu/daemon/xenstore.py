@@ -513,7 +513,14 @@ class XenstoreClient:
                         name = body.rstrip(b"\0").decode("ascii", "replace") or "EINVAL"
                         number = _errno_of(name)
                         reason = os.strerror(number) if number is not None else "unknown error"
-                        raise _xs_error(f"xenstore {what}: {name} ({reason})", name, number)
+                        hint = ""
+                        if name == "EACCES":
+                            # ref §7: node permissions; dom0's root connection may do anything
+                            hint = (
+                                "; this connection lacks permission on the node (run as "
+                                "root in dom0, or check the node's permissions)"
+                            )
+                        raise _xs_error(f"xenstore {what}: {name} ({reason}){hint}", name, number)
                     if mtype != op:
                         raise _xs_error(
                             f"xenstore {what}: unexpected reply type {mtype} "
