@@ -178,6 +178,12 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl From<crate::cpumap::CpuMapError> for Error {
+    fn from(e: crate::cpumap::CpuMapError) -> Self {
+        Error::new(ErrorKind::CpuListError, e.to_string())
+    }
+}
+
 /// Format CPU numbers (ascending) as a compact cpulist, e.g. `0-3,8,10-11`.
 pub fn fmt_cpulist<I: IntoIterator<Item = u32>>(cpus: I) -> String {
     let mut out = String::new();

@@ -8,6 +8,23 @@
 //!
 //! Every public method validates its input before the first state-changing hypercall, so a
 //! typed error means nothing was changed.
+//!
+//! ```
+//! use xenvcpu_core::cpumap::CpuMap;
+//! use xenvcpu_core::ops::{VcpuRunState, Xen};
+//!
+//! let mut xen = Xen::open_sim("sim:///default")?; // or Xen::open_privcmd() in dom0
+//! assert_eq!(xen.width(), 64);
+//! let db = xen.vcpus(2)?;
+//! assert_eq!(db[7].state(), VcpuRunState::Offline);
+//! // effective hard = requested ∩ the domain's cpupool (CPUs 0-47 on this host)
+//! let hard = CpuMap::parse("40-50", xen.width(), None)?;
+//! let p = xen.pin(2, 0, Some(&hard), None, false)?;
+//! assert_eq!(p.hard.unwrap().to_cpulist(), "40-47");
+//! let e = xen.pin(2, 99, Some(&hard), None, false).unwrap_err();
+//! assert_eq!(e.kind_name(), "VcpuNotFound");
+//! # Ok::<(), xenvcpu_core::error::Error>(())
+//! ```
 
 use crate::abi::{
     self, domctl, dominf, sysctl, CpuTopoInfo, CpupoolOp, Field, GetDomainInfoList, GetVcpuInfo,
@@ -270,7 +287,7 @@ fn entry_result(r: u64) -> std::result::Result<u64, i32> {
 }
 
 fn bad_map(e: crate::cpumap::CpuMapError) -> Error {
-    Error::new(ErrorKind::CpuListError, e.to_string())
+    Error::from(e)
 }
 
 impl Xen {

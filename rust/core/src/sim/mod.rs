@@ -108,6 +108,7 @@ pub struct SimHost {
     ops: u64,
     hypercalls: u64,
     faults: Vec<(u64, i32)>,
+    hc_faults: Vec<(u64, i32)>,
     removals: Vec<(u64, u16)>,
     multicall_errno: Option<i32>,
 }
@@ -272,6 +273,7 @@ impl SimHost {
             ops: 0,
             hypercalls: 0,
             faults: Vec::new(),
+            hc_faults: Vec::new(),
             removals: Vec::new(),
             multicall_errno: None,
         };
@@ -581,6 +583,12 @@ impl SimHost {
     /// count one each) with `errno`.
     pub fn fail_nth(&mut self, n: u64, errno: i32) {
         self.faults.push((self.ops + n, errno));
+    }
+
+    /// Fail the `n`-th top-level hypercall from now (1 = the next; a multicall batch counts
+    /// once, as does xen_version) with `errno`, before it does anything.
+    pub fn fail_nth_hypercall(&mut self, n: u64, errno: i32) {
+        self.hc_faults.push((self.hypercalls + n, errno));
     }
 
     /// Remove domain `domid` just before the `n`-th domctl/sysctl operation from now.
@@ -1119,6 +1127,10 @@ impl SimHost {
     fn hypercall(&mut self, mem: &mut Mem, op: u64, a: [u64; 5]) -> std::result::Result<u64, i32> {
         self.tick();
         self.hypercalls += 1;
+        let n = self.hypercalls;
+        if let Some(pos) = self.hc_faults.iter().position(|f| f.0 == n) {
+            return Err(self.hc_faults.remove(pos).1);
+        }
         if op != abi::HYPERVISOR_MULTICALL {
             return self.dispatch(mem, op, [a[0], a[1], a[2], a[3], a[4], 0]);
         }

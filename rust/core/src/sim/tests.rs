@@ -386,3 +386,15 @@ fn uris() {
     assert_eq!(h.domain_name(3).as_deref(), Some("batch"));
     assert_eq!(h.pool_name(1).as_deref(), Some("batch-pool"));
 }
+
+#[test]
+fn hypercall_level_faults() {
+    let mut t = sim("sim:///default");
+    lock(&t.handle()).fail_nth_hypercall(2, libc::EFAULT);
+    assert!(t.hypercall(abi::HYPERVISOR_XEN_VERSION, [0; 5]).is_ok());
+    assert_eq!(
+        t.hypercall(abi::HYPERVISOR_XEN_VERSION, [0; 5]),
+        Err(Errno(libc::EFAULT))
+    );
+    assert!(t.hypercall(abi::HYPERVISOR_XEN_VERSION, [0; 5]).is_ok());
+}
