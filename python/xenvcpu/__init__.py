@@ -1,15 +1,57 @@
 """xenvcpu: manage the virtual CPUs of running Xen domains.
 
-The CPU map type is :class:`CpuMap` (little-endian bytes, the ``xl``/``virsh`` cpulist
-grammar, set algebra). Errors are in :mod:`xenvcpu.errors`.
+>>> import xenvcpu
+>>> host = xenvcpu.connect("sim:///default")        # or connect() on a Xen dom0
+>>> dom = host.domain("web")
+>>> [v.state.name for v in dom.vcpus()][:2]         # doctest: +SKIP
+['RUNNING', 'BLOCKED']
+>>> dom.pin_vcpu(0, hard="0-3").hard                 # doctest: +SKIP
+CpuMap.parse("0-3", 64)
+
+Errors are in :mod:`xenvcpu.errors`; the CPU map type is :class:`CpuMap`.
 """
 
 from __future__ import annotations
 
 from xenvcpu._native import MAX_WIDTH, CpuMap
-from xenvcpu.errors import CpuListError, XenvcpuError
+from xenvcpu.compat import get_vcpus, pin_vcpu, set_vcpus
+from xenvcpu.errors import AffinityNarrowed, CpuListError, XenvcpuError
+from xenvcpu.host import DEFAULT_URI, Domain, DomainVcpus, Host, connect
+from xenvcpu.types import (
+    Cpupool,
+    CpuTopology,
+    DomainInfo,
+    HostInfo,
+    Pinning,
+    Topology,
+    VcpuInfo,
+    VcpuState,
+)
 
-__all__ = ["MAX_WIDTH", "CpuListError", "CpuMap", "XenvcpuError", "__version__"]
+__all__ = [
+    "DEFAULT_URI",
+    "MAX_WIDTH",
+    "AffinityNarrowed",
+    "CpuListError",
+    "CpuMap",
+    "CpuTopology",
+    "Cpupool",
+    "Domain",
+    "DomainInfo",
+    "DomainVcpus",
+    "Host",
+    "HostInfo",
+    "Pinning",
+    "Topology",
+    "VcpuInfo",
+    "VcpuState",
+    "XenvcpuError",
+    "__version__",
+    "connect",
+    "get_vcpus",
+    "pin_vcpu",
+    "set_vcpus",
+]
 
 try:
     from importlib.metadata import version as _version

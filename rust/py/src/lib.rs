@@ -3,10 +3,14 @@ use pyo3::prelude::*;
 
 mod cpumap;
 mod errors;
+mod hv;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cpumap::PyCpuMap>()?;
+    m.add_class::<hv::PyHypervisor>()?;
+    m.add_class::<hv::PyVcpuInfo>()?;
+    m.add_class::<hv::PyDomainInfo>()?;
     m.add_function(wrap_pyfunction!(errors::_raise_error, m)?)?;
     m.add("MAX_WIDTH", xenvcpu_core::cpumap::MAX_WIDTH)?;
     Ok(())

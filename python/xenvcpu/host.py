@@ -1,0 +1,418 @@
+"""The public API: :func:`connect`, :class:`Host`, :class:`Domain`.
+
+One place picks the backend (:func:`connect`). Hypercalls (info, pinning) go through the
+Rust core; what Xen keeps in the toolstack — domain and cpupool names, and the online
+vCPU request — comes from a :class:`~xenvcpu.toolstack.Toolstack` (xenstore on a real
+host, the simulator's own on ``sim:///``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+from typing import NamedTuple, Union
+
+from xenvcpu._native import CpuMap, DomainInfo, Hypervisor, VcpuInfo
+from xenvcpu.daemon import vcpus as _vcpus
+from xenvcpu.errors import (
+    AffinityNarrowed,
+    DomainNotFound,
+    InvalidAffinity,
+    NoHypervisor,
+    VcpuNotFound,
+    XenvcpuError,
+)
+from xenvcpu.toolstack import SimToolstack, Toolstack, XenstoreToolstack
+from xenvcpu.types import SCHEDULERS, Cpupool, CpuTopology, HostInfo, Pinning, Topology
+
+__all__ = ["DEFAULT_URI", "Domain", "DomainVcpus", "Host", "MapSpec", "connect"]
+
+DEFAULT_URI = "xen:///system"
+PRIVCMD_NODES = ("/dev/xen/privcmd", "/proc/xen/privcmd")
+
+#: What a map argument may be: a CpuMap, a cpulist string, or CPU numbers.
+MapSpec = Union[CpuMap, str, Iterable[int]]
+
+
+def connect(uri: str | None = None) -> Host:
+    """Connect to a hypervisor.
+
+    ``xen:///system`` is the local Xen host (privcmd + xenstore; the default where
+    ``/dev/xen/privcmd`` exists). ``sim:///default``, ``sim:///?cpus=4096&domains=1000``
+    or ``sim:///path/host.toml`` is a simulated host, for trying and testing tools
+    without Xen.
+
+    Raises:
+        NoHypervisor: no URI was given and this machine is not a Xen control domain.
+        PermissionDenied: privcmd exists but this process may not use it (run as root).
+        InterfaceMismatch: the running Xen speaks an interface version xenvcpu does not know.
+    """
+    if uri is None:
+        if not any(os.path.exists(p) for p in PRIVCMD_NODES):
+            raise NoHypervisor(
+                "no Xen hypervisor here (neither /dev/xen/privcmd nor /proc/xen/privcmd "
+                "exists); to try xenvcpu without Xen, use connect('sim:///default')"
+            )
+        uri = DEFAULT_URI
+    hv = Hypervisor(uri)
+    toolstack: Toolstack = SimToolstack(hv) if hv.is_sim else XenstoreToolstack()
+    return Host(uri, hv, toolstack)
+
+
+class DomainVcpus(NamedTuple):
+    """One domain of a :meth:`Host.snapshot`: its vCPUs, or the error reading them."""
+
+    domain: Domain
+    vcpus: list[VcpuInfo]
+    error: XenvcpuError | None
+
+
+class Host:
+    """A hypervisor host. Get one with :func:`connect`."""
+
+    def __init__(self, uri: str, hv: Hypervisor, toolstack: Toolstack) -> None:
+        self.uri = uri
+        self._hv = hv
+        self.toolstack = toolstack
+        self._topology: Topology | None = None
+
+    def __repr__(self) -> str:
+        return f"<Host {self.uri} Xen {self.xen_version} via {self.backend}>"
+
+    @property
+    def backend(self) -> str:
+        """What serves hypercalls: "privcmd" or "sim"."""
+        return self._hv.transport
+
+    @property
+    def xen_version(self) -> str:
+        major, minor, _, _ = self._hv.version
+        return f"{major}.{minor}"
+
+    @property
+    def max_cpus(self) -> int:
+        """Width of every CPU map of this host (max_cpu_id + 1, offline CPUs included)."""
+        return self._hv.width
+
+    @property
+    def cpus(self) -> CpuMap:
+        """The online physical CPUs."""
+        return self._hv.online_cpus()
+
+    @property
+    def info(self) -> HostInfo:
+        p = self._hv.physinfo()
+        return HostInfo(
+            xen_version=self.xen_version,
+            nr_cpus=p["nr_cpus"],
+            max_cpu_id=p["max_cpu_id"],
+            threads_per_core=p["threads_per_core"],
+            cores_per_socket=p["cores_per_socket"],
+            nr_nodes=p["nr_nodes"],
+            cpu_mhz=p["cpu_khz"] // 1000,
+            total_memory_mib=p["total_pages"] * 4096 // (1 << 20),
+            free_memory_mib=p["free_pages"] * 4096 // (1 << 20),
+        )
+
+    @property
+    def topology(self) -> Topology:
+        """Core, socket and node of every present CPU (read once per Host)."""
+        if self._topology is None:
+            rows = self._hv.topology()
+            cpus = tuple(CpuTopology(cpu, *row) for cpu, row in enumerate(rows) if row is not None)
+            nodes: list[int | None] = [None] * self.max_cpus
+            for c in cpus:
+                if c.cpu < len(nodes):
+                    nodes[c.cpu] = c.node
+            self._topology = Topology(cpus=cpus, cpu_to_node=tuple(nodes))
+        return self._topology
+
+    @property
+    def cpupools(self) -> list[Cpupool]:
+        return [
+            Cpupool(
+                id=pid,
+                name=self.toolstack.pool_name(pid) or f"Pool-{pid}",
+                scheduler=SCHEDULERS.get(sched, f"scheduler-{sched}"),
+                cpus=cpus,
+                n_domains=n_dom,
+            )
+            for pid, sched, n_dom, cpus in self._hv.cpupools()
+        ]
+
+    def cpumap(self, spec: MapSpec, *, what: str = "CPU map") -> CpuMap:
+        """A map of this host's width from a CpuMap, a cpulist or CPU numbers.
+
+        Raises:
+            CpuListError: malformed cpulist or a CPU number outside the host.
+            InvalidAffinity: a CpuMap with CPUs beyond this host's CPUs.
+        """
+        width = self.max_cpus
+        if isinstance(spec, CpuMap):
+            if spec.width == width:
+                return spec
+            extra = [c for c in spec if c >= width]
+            if extra:
+                raise InvalidAffinity(
+                    f"{what} {spec} is wider than the host: CPU {extra[0]} does not exist; "
+                    f"valid CPUs are 0-{width - 1}"
+                )
+            return spec.resized(width)
+        if isinstance(spec, str):
+            return CpuMap.parse(spec, width, topology=self.topology)
+        return CpuMap.from_cpus(spec, width)
+
+    # ---- domains -----------------------------------------------------------------------
+
+    def _names(self) -> dict[int, str]:
+        return self.toolstack.domain_names()
+
+    def _domain(self, info: DomainInfo, names: dict[int, str]) -> Domain:
+        return Domain(self, info, names.get(info.id) or default_name(info.id))
+
+    def domains(self) -> list[Domain]:
+        """Every domain, by id."""
+        names = self._names()
+        return [self._domain(d, names) for d in self._hv.domains()]
+
+    def domain(self, ref: int | str | Domain) -> Domain:
+        """A domain by id, by name, or a decimal id given as a string.
+
+        Raises:
+            DomainNotFound: no such domain; the message lists the known ones.
+        """
+        if isinstance(ref, Domain):
+            return ref
+        names = self._names()
+        domid: int | None = None
+        if isinstance(ref, bool):
+            raise TypeError("a domain is an id (int) or a name (str)")
+        if isinstance(ref, int):
+            domid = ref
+        elif isinstance(ref, str):
+            matches = [i for i, n in names.items() if n == ref]
+            if matches:
+                domid = matches[0]
+            elif ref.isdigit():
+                domid = int(ref)
+        else:
+            raise TypeError(f"a domain is an id (int) or a name (str), not {type(ref).__name__}")
+        if domid is None or not 0 <= domid < 0x7FF0:
+            raise DomainNotFound(
+                f"no domain named {ref!r}; known domains: {self._known(names)}", domain=ref
+            )
+        try:
+            info = self._hv.domain(domid)
+        except DomainNotFound:
+            raise DomainNotFound(
+                f"no domain with id {domid}; known domains: {self._known(names)}", domain=domid
+            ) from None
+        return self._domain(info, names)
+
+    def _known(self, names: dict[int, str]) -> str:
+        ids = [d.id for d in self._hv.domains()]
+        return ", ".join(f"{names.get(i) or default_name(i)} ({i})" for i in ids) or "none"
+
+    def snapshot(self) -> list[DomainVcpus]:
+        """Every vCPU of every domain, in one batched call.
+
+        A domain that vanished or failed midway carries its error instead of vCPUs, so
+        one domain cannot hide the others.
+        """
+        names = self._names()
+        out = []
+        for info, vcpus in self._hv.snapshot():
+            dom = self._domain(info, names)
+            if isinstance(vcpus, XenvcpuError):
+                out.append(DomainVcpus(dom, [], vcpus))
+            else:
+                out.append(DomainVcpus(dom, vcpus, None))
+        return out
+
+
+def default_name(domid: int) -> str:
+    return "Domain-0" if domid == 0 else f"domain-{domid}"
+
+
+class Domain:
+    """One domain. Identity (id, name, uuid, max_vcpus, cpupool) is fixed; state is read live."""
+
+    def __init__(self, host: Host, info: DomainInfo, name: str) -> None:
+        self.host = host
+        self.id = info.id
+        self.name = name
+        self.uuid = info.uuid
+        self.max_vcpus = info.max_vcpus
+        self.cpupool = info.cpupool
+        self._info = info
+
+    def __repr__(self) -> str:
+        return f"<Domain {self.name} id={self.id} vcpus={self.max_vcpus}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Domain) and (other.host, other.id, other.uuid) == (
+            self.host,
+            self.id,
+            self.uuid,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.uuid))
+
+    @property
+    def label(self) -> str:
+        return f"domain {self.name} (id {self.id})"
+
+    def info(self) -> DomainInfo:
+        """A fresh getdomaininfo record."""
+        self._info = self.host._hv.domain(self.id)
+        return self._info
+
+    @property
+    def online_vcpus(self) -> int:
+        """vCPUs online now (read from Xen)."""
+        return self.info().online_vcpus
+
+    def _check_vcpu(self, vcpu: int) -> int:
+        if isinstance(vcpu, bool) or not isinstance(vcpu, int):
+            raise TypeError(f"a vCPU number is an int, not {type(vcpu).__name__}")
+        if not 0 <= vcpu < self.max_vcpus:
+            raise VcpuNotFound(
+                f"{self.label} has no vCPU {vcpu}: valid vCPUs are {_range(self.max_vcpus)}",
+                domain=self.id,
+                vcpu=vcpu,
+            )
+        return vcpu
+
+    def vcpus(self) -> list[VcpuInfo]:
+        """Every vCPU: state, CPU time, pCPU, hard and soft affinity (one batched call)."""
+        return self.host._hv.vcpus(self.id)
+
+    def vcpu(self, vcpu: int) -> VcpuInfo:
+        return self.host._hv.vcpu(self.id, self._check_vcpu(vcpu))
+
+    def _maps(
+        self, hard: MapSpec | None, soft: MapSpec | None
+    ) -> tuple[CpuMap | None, CpuMap | None]:
+        if hard is None and soft is None:
+            raise InvalidAffinity(
+                f"{self.label}: give a hard or a soft affinity (or both)", domain=self.id
+            )
+        h = None if hard is None else self.host.cpumap(hard, what="hard affinity")
+        s = None if soft is None else self.host.cpumap(soft, what="soft affinity")
+        if h is not None and not h:
+            raise InvalidAffinity(
+                f"{self.label}: the hard affinity is empty; a vCPU needs at least one CPU "
+                f"(valid CPUs are 0-{self.host.max_cpus - 1})",
+                domain=self.id,
+            )
+        return h, s
+
+    def pin_vcpu(
+        self,
+        vcpu: int,
+        hard: MapSpec | None = None,
+        soft: MapSpec | None = None,
+        force: bool = False,
+    ) -> Pinning:
+        """Set the hard and/or soft affinity of one vCPU; returns what Xen applied.
+
+        Warns with :class:`~xenvcpu.errors.AffinityNarrowed` when Xen applied less than
+        asked (CPUs outside the domain's cpupool, or soft CPUs outside the hard map).
+
+        Raises:
+            VcpuNotFound, InvalidAffinity, AffinityBusy (retry with force=True),
+            CpuListError, DomainNotFound.
+        """
+        vcpu = self._check_vcpu(vcpu)
+        h, s = self._maps(hard, soft)
+        eh, es = self.host._hv.pin(self.id, vcpu, h, s, force)
+        p = Pinning(self.id, vcpu, h, s, eh, es)
+        if p.narrowed:
+            _warn_narrowed(self, p)
+        return p
+
+    def pin_all(
+        self, hard: MapSpec | None = None, soft: MapSpec | None = None, force: bool = False
+    ) -> list[Pinning]:
+        """Pin every vCPU (offline ones too, like ``xl vcpu-pin D all``), batched.
+
+        Input is validated before anything changes. If Xen refuses some vCPUs, the others
+        are still pinned and the error raised names every vCPU that failed.
+        """
+        h, s = self._maps(hard, soft)
+        results = self.host._hv.pin_all(self.id, h, s, force)
+        pins: list[Pinning] = []
+        failed: list[tuple[int, XenvcpuError]] = []
+        for vcpu, r in results:
+            if isinstance(r, XenvcpuError):
+                failed.append((vcpu, r))
+            else:
+                pins.append(Pinning(self.id, vcpu, h, s, r[0], r[1]))
+        if failed:
+            first = failed[0][1]
+            listed = ", ".join(str(v) for v, _ in failed)
+            raise type(first)(
+                f"{self.label}: pinning failed for vCPU {listed} ({first}); "
+                f"{len(pins)} other vCPU(s) were pinned",
+                errno=first.errno,
+                domain=self.id,
+                vcpu=failed[0][0],
+            )
+        narrowed = [p for p in pins if p.narrowed]
+        if narrowed:
+            _warn_narrowed(self, narrowed[0], count=len(narrowed))
+        return pins
+
+    # ---- online vCPUs (toolstack path) ---------------------------------------------------
+
+    def _online_now(self) -> set[int]:
+        return {v.number for v in self.vcpus() if v.online}
+
+    def set_vcpus(self, n: int, wait: bool = False, timeout: float = 30.0) -> None:
+        """Bring vCPUs 0..n-1 online and the rest offline.
+
+        No hypercall can do this for a running domain: the toolstack asks the guest
+        through xenstore and the guest acts. With ``wait=True``, block until Xen shows
+        exactly that set online, or raise :class:`~xenvcpu.errors.VcpuTimeout` naming the
+        vCPUs that did not follow.
+        """
+        info = self.info()
+        _vcpus.check_settable(self.name, hvm=info.hvm, dying=info.dying)
+        self._apply_online(_vcpus.validate_count(self.name, n, info.max_vcpus), wait, timeout)
+
+    def set_online(self, vcpus: MapSpec, wait: bool = False, timeout: float = 30.0) -> None:
+        """Choose exactly which vCPUs are online (a CpuMap over vCPU numbers, a list such as
+        ``"0,2-3"``, or numbers); the others go offline. See :meth:`set_vcpus`."""
+        info = self.info()
+        _vcpus.check_settable(self.name, hvm=info.hvm, dying=info.dying)
+        if isinstance(vcpus, str):
+            wanted: Iterable[int] = CpuMap.parse(vcpus, max(info.max_vcpus, 1))
+        else:
+            wanted = vcpus
+        online = _vcpus.validate_online(self.name, list(wanted), info.max_vcpus)
+        self._apply_online(online, wait, timeout)
+
+    def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:
+        self.host.toolstack.set_availability(self.id, self.max_vcpus, online)
+        if wait:
+            _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)
+
+
+def _range(n: int) -> str:
+    return "none" if n == 0 else ("0" if n == 1 else f"0-{n - 1}")
+
+
+def _warn_narrowed(dom: Domain, p: Pinning, count: int = 1) -> None:
+    parts = []
+    if p.requested_hard is not None and p.hard != p.requested_hard:
+        parts.append(f"hard {p.requested_hard} -> {p.hard}")
+    if p.requested_soft is not None and p.soft != p.requested_soft:
+        parts.append(f"soft {p.requested_soft} -> {p.soft or '(empty)'}")
+    more = f" (and {count - 1} more vCPU(s))" if count > 1 else ""
+    warnings.warn(
+        f"{dom.label} vCPU {p.vcpu}: Xen applied less than requested: {'; '.join(parts)}{more}",
+        AffinityNarrowed,
+        stacklevel=3,
+    )

@@ -1,0 +1,94 @@
+"""What Xen keeps outside the hypervisor: names and the online-vCPU request.
+
+Domain names, cpupool names and each vCPU's ``availability`` live in xenstore on a real
+host (ref §5.4); a simulated host keeps its own. :class:`Toolstack` is the seam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from typing import Protocol
+
+from xenvcpu._native import Hypervisor
+from xenvcpu.daemon import vcpus as _vcpus
+from xenvcpu.daemon.xenstore import XenstoreClient
+from xenvcpu.errors import XenstoreError
+
+__all__ = ["SimToolstack", "Toolstack", "XenstoreToolstack"]
+
+
+class Toolstack(Protocol):
+    #: "xenstore" or "sim", for messages and ``xenvcpu doctor``.
+    name: str
+
+    def domain_names(self) -> dict[int, str]: ...
+
+    def pool_name(self, pool: int) -> str | None: ...
+
+    def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None: ...
+
+    def availability(self, domid: int) -> dict[int, bool]: ...
+
+
+class SimToolstack:
+    """The simulated host's toolstack (its guests follow availability after a delay)."""
+
+    name = "sim"
+
+    def __init__(self, hv: Hypervisor) -> None:
+        self._hv = hv
+
+    def domain_names(self) -> dict[int, str]:
+        return dict(self._hv.sim_domain_names())
+
+    def pool_name(self, pool: int) -> str | None:
+        return self._hv.sim_pool_name(pool)
+
+    def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None:
+        self._hv.sim_set_availability(domid, [v in online for v in range(max_vcpus)])
+
+    def availability(self, domid: int) -> dict[int, bool]:
+        a = self._hv.sim_availability(domid) or []
+        return dict(enumerate(a))
+
+
+class XenstoreToolstack:
+    """xenstored on the local host (socket, or the xenbus device), opened on first use."""
+
+    name = "xenstore"
+
+    def __init__(self, path: str | None = None) -> None:
+        self._path = path
+        self._xs: XenstoreClient | None = None
+
+    def client(self) -> XenstoreClient:
+        if self._xs is None or self._xs.closed:
+            self._xs = XenstoreClient(self._path)
+        return self._xs
+
+    def domain_names(self) -> dict[int, str]:
+        """Names from ``/local/domain/<id>/name``; an unreadable xenstore gives no names."""
+        try:
+            xs = self.client()
+            names: dict[int, str] = {}
+            for entry in xs.directory("/local/domain"):
+                if entry.isdigit():
+                    raw = xs.try_read(f"/local/domain/{entry}/name")
+                    if raw:
+                        names[int(entry)] = raw.decode("utf-8", "replace")
+            return names
+        except (XenstoreError, OSError):
+            return {}
+
+    def pool_name(self, pool: int) -> str | None:
+        try:
+            raw = self.client().try_read(f"/local/pool/{int(pool)}/name")
+        except (XenstoreError, OSError):
+            return None
+        return raw.decode("utf-8", "replace") if raw else None
+
+    def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None:
+        _vcpus.write_availability(self.client(), domid, max_vcpus, online)
+
+    def availability(self, domid: int) -> dict[int, bool]:
+        return _vcpus.read_availability(self.client(), domid)

@@ -1,0 +1,124 @@
+"""Result types of the public API. They are the same whichever backend answered."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from xenvcpu._native import CpuMap, DomainInfo, VcpuInfo
+
+__all__ = [
+    "CpuTopology",
+    "Cpupool",
+    "DomainInfo",
+    "HostInfo",
+    "Pinning",
+    "Topology",
+    "VcpuInfo",
+    "VcpuState",
+]
+
+
+class VcpuState(enum.IntEnum):
+    """State of a vCPU. The first three keep the 2006 proposal's numbers.
+
+    RUNNABLE is online but neither running nor blocked: waiting for a physical CPU
+    (libvirt reports that as offline; it is not).
+    """
+
+    OFFLINE = 0
+    RUNNING = 1
+    BLOCKED = 2
+    RUNNABLE = 3
+
+    @property
+    def letter(self) -> str:
+        """The letter `xl vcpu-list` uses: r, b, - (runnable) or p (offline)."""
+        return {0: "p", 1: "r", 2: "b", 3: "-"}[int(self)]
+
+
+class CpuTopology(NamedTuple):
+    """Where one physical CPU sits (Xen's ids; None when Xen does not know)."""
+
+    cpu: int
+    core: int | None
+    socket: int | None
+    node: int | None
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Per-CPU core, socket and NUMA node of the host's present CPUs.
+
+    ``cpu_to_node`` (indexed by CPU id, None for absent CPUs) is what
+    ``CpuMap.parse(text, width, topology=...)`` reads for ``node:N`` terms.
+    """
+
+    cpus: tuple[CpuTopology, ...]
+    cpu_to_node: tuple[int | None, ...]
+
+    def node_cpus(self, node: int) -> list[int]:
+        """CPU ids on NUMA node ``node``."""
+        return [c.cpu for c in self.cpus if c.node == node]
+
+    @property
+    def nodes(self) -> list[int]:
+        """NUMA nodes that have at least one CPU."""
+        return sorted({c.node for c in self.cpus if c.node is not None})
+
+    @property
+    def sockets(self) -> list[int]:
+        return sorted({c.socket for c in self.cpus if c.socket is not None})
+
+
+SCHEDULERS = {5: "credit", 6: "credit2", 7: "arinc653", 8: "rtds", 9: "null"}
+
+
+@dataclass(frozen=True)
+class Cpupool:
+    """A cpupool: its CPUs, scheduler and how many domains run in it."""
+
+    id: int
+    name: str
+    scheduler: str
+    cpus: CpuMap
+    n_domains: int
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """The host as physinfo reports it."""
+
+    xen_version: str
+    nr_cpus: int
+    max_cpu_id: int
+    threads_per_core: int
+    cores_per_socket: int
+    nr_nodes: int
+    cpu_mhz: int
+    total_memory_mib: int
+    free_memory_mib: int
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """What a pin asked for and what Xen applied.
+
+    ``hard``/``soft`` are the *effective* maps Xen wrote back (requested ∩ the cpupool's
+    online CPUs; soft also ∩ hard, and it may be empty); None for a kind not requested.
+    """
+
+    domain: int
+    vcpu: int
+    requested_hard: CpuMap | None
+    requested_soft: CpuMap | None
+    hard: CpuMap | None
+    soft: CpuMap | None
+    narrowed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        narrowed = (self.requested_hard is not None and self.hard != self.requested_hard) or (
+            self.requested_soft is not None and self.soft != self.requested_soft
+        )
+        object.__setattr__(self, "narrowed", narrowed)
