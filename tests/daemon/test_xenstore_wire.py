@@ -303,3 +303,51 @@ def test_fd_is_closed_with_the_client() -> None:
     with pytest.raises(OSError):
         os.fstat(fd)
     b.close()
+
+
+def test_transaction_start_refused_with_eagain_is_retried(tmp_path: Path) -> None:
+    seen: list[tuple[int, int, bytes]] = []
+
+    def script(peer: Peer) -> None:
+        _, rid, _, _ = peer.recv()
+        peer.send(Op.ERROR, rid, 0, b"EAGAIN\0")
+        for reply in (b"5\0", b"OK\0", b"OK\0"):
+            mtype, rid, tx, payload = peer.recv()
+            seen.append((mtype, tx, payload))
+            peer.send(mtype, rid, tx, reply)
+        wait_for_hangup(peer)
+
+    server = ScriptedServer(str(tmp_path / "sock"), script)
+    attempts: list[int] = []
+    with XenstoreClient(server.path, timeout=5) as xs:
+
+        def body(tx: xenstore.Transaction) -> str:
+            attempts.append(tx.attempt)
+            tx.write("/n", "v")
+            return "done"
+
+        assert xs.transaction(body) == "done"
+    server.close()
+    assert attempts == [2]
+    assert seen == [
+        (Op.TRANSACTION_START, 0, b"\0"),
+        (Op.WRITE, 5, b"/n\0v"),
+        (Op.TRANSACTION_END, 5, b"T\0"),
+    ]
+
+
+def test_transaction_body_timeout_does_not_wait_twice(tmp_path: Path) -> None:
+    def script(peer: Peer) -> None:
+        _, rid, _, _ = peer.recv()
+        peer.send(Op.TRANSACTION_START, rid, 0, b"9\0")
+        peer.recv()  # the READ inside the body: never answered
+        wait_for_hangup(peer)
+
+    server = ScriptedServer(str(tmp_path / "sock"), script)
+    with XenstoreClient(server.path, timeout=0.3) as xs:
+        start = time.monotonic()
+        with pytest.raises(XenstoreError) as info:
+            xs.transaction(lambda tx: tx.read("/slow"))
+        assert info.value.errno == errno.ETIMEDOUT
+        assert time.monotonic() - start < 0.55  # no second wait for an abort reply
+    server.close()

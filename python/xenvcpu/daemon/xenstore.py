@@ -632,11 +632,18 @@ class XenstoreClient:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         for attempt in range(1, max_attempts + 1):
-            tx = Transaction(self, self.transaction_start(), attempt)
+            try:
+                tx = Transaction(self, self.transaction_start(), attempt)
+            except XenstoreError as exc:
+                if exc.errno != _errno.EAGAIN:  # a busy daemon may refuse to start one
+                    raise
+                time.sleep(random.uniform(0, backoff * min(attempt, 10)))
+                continue
             try:
                 result = body(tx)
             except XenstoreError as exc:
-                self._abort_quietly(tx.id)
+                if exc.errno != _errno.ETIMEDOUT:  # else: the daemon is not answering
+                    self._abort_quietly(tx.id)
                 if exc.errno != _errno.EAGAIN:
                     raise
             except BaseException:
