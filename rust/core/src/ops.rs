@@ -303,6 +303,22 @@ impl Xen {
         Self::with_transport(Box::new(t), Some(h))
     }
 
+    /// Open by URI: `xen:///system` (also `xen:///`, `xen://`) → privcmd; `sim://…` → the
+    /// simulator. Other schemes (the xend daemon path) belong to the Python layer.
+    pub fn open(uri: &str) -> Result<Self> {
+        match uri {
+            "xen:///system" | "xen:///" | "xen://" | "xen:" => Self::open_privcmd(),
+            u if u.starts_with("sim://") => Self::open_sim(u),
+            u => Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "the Rust core cannot open {u:?}: it handles xen:///system and sim:// URIs \
+                     (e.g. sim:///default)"
+                ),
+            )),
+        }
+    }
+
     /// Open over any transport: reads the Xen release, picks the interface (probing the 4.10
     /// split, ref §8 item 1), and reads physinfo for the map width.
     pub fn with_transport(t: Box<dyn Transport>, sim: Option<SimHandle>) -> Result<Self> {
@@ -1158,9 +1174,13 @@ impl Xen {
                         Err(Error::new(
                             ErrorKind::InvalidAffinity,
                             format!(
-                                "domain {domid} vCPU {vcpu}: Xen refused hard affinity {} (EINVAL): \
-                                 it has no online CPU of the domain's cpupool {}, whose CPUs are {}",
-                                hard.map_or("(unchanged)".to_string(), CpuMap::to_cpulist),
+                                "domain {domid} vCPU {vcpu}: Xen refused {} (EINVAL): the hard \
+                                 affinity must contain an online CPU of the domain's cpupool {}, \
+                                 whose CPUs are {}",
+                                hard.map_or("the affinity".to_string(), |h| format!(
+                                    "hard affinity {}",
+                                    h.to_cpulist()
+                                )),
                                 d.cpupool,
                                 pool_cpus.as_deref().unwrap_or("?")
                             ),

@@ -765,3 +765,33 @@ fn xen_is_send() {
     is_send::<Xen>();
     is_send::<Error>();
 }
+
+#[test]
+fn open_by_uri() {
+    let x = Xen::open("sim:///default").unwrap();
+    assert_eq!(x.transport_name(), "sim");
+    assert_eq!(
+        Xen::open("xend+unix:///var/lib/xend/xend-socket")
+            .unwrap_err()
+            .kind,
+        ErrorKind::NotSupported
+    );
+    if !Path::new(crate::privcmd::DEV_PRIVCMD).exists()
+        && !Path::new(crate::privcmd::PROC_PRIVCMD).exists()
+    {
+        let e = Xen::open("xen:///system").unwrap_err();
+        assert_eq!(
+            (e.kind, e.errno),
+            (ErrorKind::NoHypervisor, Some(libc::ENOENT))
+        );
+    }
+}
+
+#[test]
+fn paused_domain_reports_no_running_vcpu() {
+    let mut x = open("sim:///default");
+    lock(x.sim().unwrap()).set_paused(0, true).unwrap();
+    let d = x.domain(0).unwrap();
+    assert!(d.paused && !d.running);
+    assert!(x.vcpus(0).unwrap().iter().all(|v| !v.running));
+}

@@ -614,6 +614,12 @@ impl SimHost {
         Ok(())
     }
 
+    /// Pause or unpause a domain (its vCPUs then report not running).
+    pub fn set_paused(&mut self, domid: u32, paused: bool) -> Result<()> {
+        self.dom_mut(domid)?.paused = paused;
+        Ok(())
+    }
+
     /// Mark a domain shut down with a code (ref §3.4 SHUTDOWN_*), or clear it.
     pub fn set_shutdown(&mut self, domid: u32, code: Option<u8>) -> Result<()> {
         self.dom_mut(domid)?.shutdown = code;
@@ -727,7 +733,7 @@ impl SimHost {
         }
         // running/blocked only when some vCPU is online (ref §3.4 semantics)
         if !online.is_empty() {
-            if online.iter().any(|v| v.state == VcpuState::Running) {
+            if !d.paused && online.iter().any(|v| v.state == VcpuState::Running) {
                 flags |= dominf::RUNNING;
             }
             if online.iter().all(|v| v.state == VcpuState::Blocked) {
