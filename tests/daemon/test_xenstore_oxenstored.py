@@ -75,6 +75,19 @@ def test_mkdir_and_rm(xs: XenstoreClient, domid: int) -> None:
     assert not xs.exists(home(domid))
 
 
+def test_directory_reply_longer_than_4096_bytes(xs: XenstoreClient, domid: int) -> None:
+    """oxenstored answers a big DIRECTORY in one reply over 4096 bytes (it has no
+    DIRECTORY_PART): the client must not cap replies at the request limit."""
+    names = [f"n{i:04d}" for i in range(1200)]  # 1200 * 6 = 7200 bytes of reply
+
+    def fill(tx: Transaction) -> None:
+        for name in names:
+            tx.write(f"{home(domid)}/many/{name}", "")
+
+    xs.transaction(fill)
+    assert sorted(xs.directory(f"{home(domid)}/many")) == names
+
+
 def test_get_domain_path(xs: XenstoreClient) -> None:
     assert xs.get_domain_path(5) == "/local/domain/5"
 
