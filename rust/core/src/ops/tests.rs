@@ -795,3 +795,32 @@ fn paused_domain_reports_no_running_vcpu() {
     assert!(d.paused && !d.running);
     assert!(x.vcpus(0).unwrap().iter().all(|v| !v.running));
 }
+
+#[test]
+fn open_time_errors() {
+    // xen_version refused (e.g. a restricted privcmd fd): PermissionDenied with the fix
+    let mut host = SimHost::from_uri("sim:///default").unwrap();
+    host.fail_nth_hypercall(1, libc::EPERM);
+    let e = Xen::with_transport(Box::new(SimTransport::new(host)), None).unwrap_err();
+    assert_eq!(
+        (e.kind, e.errno),
+        (ErrorKind::PermissionDenied, Some(libc::EPERM))
+    );
+    assert!(e.message.contains("dom0"));
+    // 4.10 where neither candidate is accepted: InterfaceMismatch listing both
+    let mut host = SimHost::from_uri("sim:///default?version=4.10.0").unwrap();
+    host.fail_nth(2, libc::EACCES); // probe 1 (0x0f) fails by itself, probe 2 (0x0e) injected
+    let e = Xen::with_transport(Box::new(SimTransport::new(host)), None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InterfaceMismatch);
+    assert!(
+        e.message.contains("0x0f") && e.message.contains("0x0e"),
+        "{}",
+        e.message
+    );
+    // sysctl refused at open (physinfo): InterfaceMismatch naming the versions used
+    let mut host = SimHost::from_uri("sim:///default").unwrap();
+    host.fail_nth(1, libc::EACCES);
+    let e = Xen::with_transport(Box::new(SimTransport::new(host)), None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InterfaceMismatch);
+    assert!(e.message.contains("Xen 4.17"), "{}", e.message);
+}
