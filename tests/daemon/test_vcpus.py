@@ -17,7 +17,10 @@ from xenvcpu.daemon import vcpus
 from xenvcpu.daemon.vcpus import (
     availability_path,
     check_settable,
+    find_domid,
     format_vcpus,
+    list_domains,
+    max_vcpus_from_xenstore,
     read_availability,
     set_count,
     set_online,
@@ -465,3 +468,29 @@ def test_set_refusals_write_nothing(xenstored_path: str, domid: int) -> None:
         assert xs.log == []
     with XenstoreClient(xenstored_path) as xs2, pytest.raises(DomainNotFound):
         set_count(xs2, domid, 4, 2)  # no such domain in xenstore
+
+
+# ------------------------------------------------------------------ pure-Python lookups
+
+
+def test_list_and_find_domains(xs: XenstoreClient, domid: int) -> None:
+    make_domain(xs, domid, max_vcpus=3, online=1)
+    xs.write(f"/local/domain/{domid}/name", "web server")
+    domains = list_domains(xs)
+    assert domains[domid] == "web server"
+    assert find_domid(xs, "web server") == domid
+    assert find_domid(xs, domid) == domid
+    assert find_domid(xs, str(domid)) == domid
+    with pytest.raises(DomainNotFound) as info:
+        find_domid(xs, "no-such-vm")
+    assert "web server" in str(info.value) and info.value.errno == errno.ESRCH
+    with pytest.raises(DomainNotFound):
+        find_domid(xs, 99999)
+    assert max_vcpus_from_xenstore(xs, domid) == 3
+
+
+def test_max_vcpus_from_xenstore_without_cpu_nodes(xs: XenstoreClient, domid: int) -> None:
+    xs.write(f"/local/domain/{domid}/name", "bare")
+    xs.mkdir(f"/local/domain/{domid}/cpu")
+    with pytest.raises(DomainNotFound, match="no cpu"):
+        max_vcpus_from_xenstore(xs, domid)

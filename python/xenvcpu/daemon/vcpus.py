@@ -41,7 +41,10 @@ from xenvcpu.errors import (
 __all__ = [
     "availability_path",
     "check_settable",
+    "find_domid",
     "format_vcpus",
+    "list_domains",
+    "max_vcpus_from_xenstore",
     "read_availability",
     "set_count",
     "set_online",
@@ -223,6 +226,74 @@ def read_availability(xs: XenstoreClient, domid: int) -> dict[int, bool]:
         return result
 
     return xs.transaction(body)
+
+
+def list_domains(xs: XenstoreClient) -> dict[int, str]:
+    """``{domid: name}`` of every domain xenstore knows, read in one transaction.
+
+    The pure-Python way to list domains when the hypercall path is unavailable
+    (ref §5.4: ``/local/domain`` lists domids, ``/local/domain/<id>/name`` their names);
+    a domain without a ``name`` node gets ``""``.
+    """
+
+    def body(tx: Transaction) -> dict[int, str]:
+        try:
+            ids = tx.directory("/local/domain")
+        except XenstoreError as exc:
+            if exc.errno == _errno.ENOENT:
+                return {}
+            raise
+        result: dict[int, str] = {}
+        for entry in ids:
+            if entry.isdigit():
+                raw = tx.try_read(f"/local/domain/{entry}/name")
+                result[int(entry)] = "" if raw is None else raw.decode("utf-8", "replace")
+        return result
+
+    return xs.transaction(body)
+
+
+def find_domid(xs: XenstoreClient, domain: DomainRef) -> int:
+    """The domid of a domain given by id or name, as xenstore sees it.
+
+    Raises:
+        DomainNotFound: no such id or name (the message lists the known names).
+    """
+    domains = list_domains(xs)
+    if isinstance(domain, int) and not isinstance(domain, bool):
+        if domain in domains:
+            return domain
+    else:
+        text = str(domain)
+        if text.isdigit() and int(text) in domains:
+            return int(text)
+        matches = [d for d, name in domains.items() if name == text]
+        if len(matches) == 1:
+            return matches[0]
+    known = ", ".join(f"{n or '?'} ({d})" for d, n in sorted(domains.items())) or "none"
+    raise DomainNotFound(
+        f"no domain {domain!r} in xenstore; known domains: {known}",
+        errno=_errno.ESRCH,
+        domain=domain,
+    )
+
+
+def max_vcpus_from_xenstore(xs: XenstoreClient, domid: int) -> int:
+    """The domain's maximum vCPUs as xenstore shows it: libxl writes ``cpu/<n>`` for
+    n = 0 … max_vcpus-1 at build time (ref §5.4).  Prefer the hypervisor's
+    ``max_vcpu_id + 1`` when the hypercall path is available.
+
+    Raises:
+        DomainNotFound: no ``cpu`` directory for the domain.
+    """
+    vcpus = read_availability(xs, domid)
+    if not vcpus:
+        raise DomainNotFound(
+            f"domain {domid} has no cpu/<n>/availability nodes in xenstore",
+            errno=_errno.ENOENT,
+            domain=domid,
+        )
+    return max(vcpus) + 1
 
 
 def wait_online(
