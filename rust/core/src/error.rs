@@ -77,7 +77,7 @@ impl ErrorKind {
 pub struct Errno(pub i32);
 
 impl Errno {
-    /// Symbolic name of the errnos this project meets (ref §1.4, §7), else "E<n>".
+    /// Symbolic name of the errnos this project meets (ref §1.4, §7), else `E<n>`.
     pub fn name(self) -> String {
         let s = match self.0 {
             libc::EPERM => "EPERM",
