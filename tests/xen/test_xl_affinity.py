@@ -17,6 +17,16 @@ def test_guest_affinity_reads_into_cpumap(guest, nr_cpus):
         assert CpuMap.from_bytes(hard.to_bytes(), nr_cpus).to_cpulist() == hard.to_cpulist()
 
 
+def test_cpumap_parses_xl_affinity_text(guest, nr_cpus, restore_affinity):
+    """CpuMap.parse reads xl's own output ("all", ranges) to the same CPUs as the helper."""
+    restore_affinity.save(guest, 1)
+    xl.vcpu_pin(guest, 1, "0-1,3", "all")
+    for v in xl.vcpus(0) + xl.vcpus(guest):
+        for text, cpus in ((v.hard_text, v.hard), (v.soft_text, v.soft)):
+            assert set(CpuMap.parse(text, nr_cpus)) == cpus, (v, text)
+    assert xl.vcpu(guest, 1).hard_text == "0-1,3"
+
+
 @pytest.mark.parametrize("hard,soft", [("1-2", "2"), ("3", "all"), ("0,2", "-")])
 def test_xl_pin_round_trip(guest, nr_cpus, restore_affinity, hard, soft):
     restore_affinity.save(guest, 0)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 XL = "xl"
 
@@ -141,6 +141,8 @@ class Vcpu:
     time_s: float
     hard: frozenset[int]
     soft: frozenset[int]
+    hard_text: str = field(default="", compare=False)  # as xl printed it: "all", "0-1,3"
+    soft_text: str = field(default="", compare=False)
 
     @property
     def online(self) -> bool:
@@ -157,7 +159,7 @@ def vcpus(dom: object = None, nr: int | None = None) -> list[Vcpu]:
         if not m:
             continue
         rows.append(Vcpu(m[1], int(m[2]), int(m[3]), None if m[4] == "-" else int(m[4]), m[5], float(m[6]),
-                         parse_cpulist(m[7], nr), parse_cpulist(m[8], nr)))
+                         parse_cpulist(m[7], nr), parse_cpulist(m[8], nr), m[7], m[8]))
     return rows
 
 
