@@ -17,10 +17,12 @@ import pytest
 
 from xenvcpu.daemon.xenstore import (
     PAYLOAD_MAX,
+    EndpointStatus,
     Op,
     Transaction,
     WatchEvent,
     XenstoreClient,
+    probe_endpoints,
 )
 from xenvcpu.errors import DaemonError, PermissionDenied, XenstoreError
 
@@ -385,3 +387,13 @@ def test_non_root_gets_permission_denied_naming_the_fix(xenstored_path: str) -> 
     assert out.stdout.startswith(f"DENIED {errno.EACCES} ")
     assert "run as root" in out.stdout
     assert issubclass(PermissionDenied, PermissionError)
+
+
+def test_probe_endpoints(xenstored_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XENSTORED_PATH", xenstored_path)
+    assert probe_endpoints() == [
+        EndpointStatus(xenstored_path, "socket", True, "xenstored answered (/local/domain/0)")
+    ]
+    monkeypatch.setenv("XENSTORED_PATH", xenstored_path + ".missing")
+    [status] = probe_endpoints()
+    assert (status.kind, status.ok) == ("missing", False)

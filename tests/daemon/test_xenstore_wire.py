@@ -351,3 +351,13 @@ def test_transaction_body_timeout_does_not_wait_twice(tmp_path: Path) -> None:
         assert info.value.errno == errno.ETIMEDOUT
         assert time.monotonic() - start < 0.55  # no second wait for an abort reply
     server.close()
+
+
+def test_probe_reports_stale_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "stale")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(path)
+        monkeypatch.setenv("XENSTORED_PATH", path)
+        [status] = xenstore.probe_endpoints()
+    assert (status.path, status.kind, status.ok) == (path, "socket", False)
+    assert "is xenstored running?" in status.detail

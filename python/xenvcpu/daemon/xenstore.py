@@ -52,11 +52,13 @@ __all__ = [
     "ERROR_NAMES",
     "PAYLOAD_MAX",
     "REL_PATH_MAX",
+    "EndpointStatus",
     "Op",
     "Transaction",
     "WatchEvent",
     "XenstoreClient",
     "candidate_endpoints",
+    "probe_endpoints",
     "validate_path",
 ]
 
@@ -772,3 +774,44 @@ class Transaction:
 
     def __repr__(self) -> str:
         return f"<xenstore Transaction {self.id} attempt {self.attempt}>"
+
+
+class EndpointStatus(NamedTuple):
+    """What :func:`probe_endpoints` found at one place (for ``xenvcpu doctor``)."""
+
+    path: str
+    #: "socket", "device" (char device or xenfs file), "missing" or "other"
+    kind: str
+    #: True when a request was answered there
+    ok: bool
+    #: why not, or what answered
+    detail: str
+
+
+def probe_endpoints(timeout: float = 1.0) -> list[EndpointStatus]:
+    """Try every candidate endpoint (:func:`candidate_endpoints`) with one cheap request
+    (GET_DOMAIN_PATH 0) and say what happened at each; never raises for a bad endpoint."""
+    result = []
+    for path in candidate_endpoints():
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            result.append(EndpointStatus(path, "missing", False, "does not exist"))
+            continue
+        except OSError as exc:
+            result.append(EndpointStatus(path, "other", False, _describe_oserror(exc)))
+            continue
+        if stat.S_ISSOCK(mode):
+            kind = "socket"
+        elif stat.S_ISCHR(mode) or stat.S_ISREG(mode):
+            kind = "device"
+        else:
+            kind = "other"
+        try:
+            with XenstoreClient(path, timeout=timeout) as xs:
+                home = xs.get_domain_path(0)
+        except (XenstoreError, PermissionDenied) as exc:
+            result.append(EndpointStatus(path, kind, False, exc.message))
+            continue
+        result.append(EndpointStatus(path, kind, True, f"xenstored answered ({home})"))
+    return result
