@@ -1159,14 +1159,25 @@ impl Xen {
                 .encode(&mut a[i * MulticallEntry::SIZE..]);
             }
             self.run_entries(n)?;
-            for (i, &vcpu) in part.iter().enumerate() {
-                let r = entry_result(u64::get(&self.t.arena().1[i * MulticallEntry::SIZE + 8..]));
-                let (mh, ms) = (maps + 2 * i * mb8, maps + (2 * i + 1) * mb8);
-                let res = match r {
-                    Ok(_) => Ok(Pinning {
+            // First read every entry's own result and maps, then build errors: the error path
+            // may issue lookups that reuse the arena.
+            let raw: Vec<(u32, std::result::Result<Pinning, i32>)> = part
+                .iter()
+                .enumerate()
+                .map(|(i, &vcpu)| {
+                    let r =
+                        entry_result(u64::get(&self.t.arena().1[i * MulticallEntry::SIZE + 8..]));
+                    let (mh, ms) = (maps + 2 * i * mb8, maps + (2 * i + 1) * mb8);
+                    let res = r.map(|_| Pinning {
                         hard: hard.is_some().then(|| self.map_from_arena(mh)),
                         soft: soft.is_some().then(|| self.map_from_arena(ms)),
-                    }),
+                    });
+                    (vcpu, res)
+                })
+                .collect();
+            for (vcpu, r) in raw {
+                let res = match r {
+                    Ok(p) => Ok(p),
                     Err(libc::EINVAL) => {
                         if pool_cpus.is_none() {
                             pool_cpus = Some(self.pool_cpulist(d.cpupool));

@@ -824,3 +824,39 @@ fn open_time_errors() {
     assert_eq!(e.kind, ErrorKind::InterfaceMismatch);
     assert!(e.message.contains("Xen 4.17"), "{}", e.message);
 }
+
+#[test]
+fn pin_all_errors_do_not_clobber_other_entries_results() {
+    // every vCPU refused: each gets InvalidAffinity naming the pool, nothing changes
+    let mut y = open("sim:///default");
+    let before = y.vcpus(2).unwrap();
+    let r = y.pin_all(2, Some(&map("48-63", 64)), None, false).unwrap();
+    assert_eq!(r.len(), 8);
+    for (v, res) in &r {
+        let e = res.as_ref().unwrap_err();
+        assert_eq!(
+            (e.kind, e.vcpu),
+            (ErrorKind::InvalidAffinity, Some(*v)),
+            "{e:?}"
+        );
+        assert!(e.message.contains("0-47"), "{}", e.message);
+    }
+    assert_eq!(y.vcpus(2).unwrap(), before);
+    // a big domain with one early failure: later entries keep their own results
+    let mut x = open("sim:///?cpus=64&domains=1&vcpus=64");
+    lock(x.sim().unwrap()).fail_nth(2, libc::EINVAL); // lookup, then vCPU 0's entry
+    lock(x.sim().unwrap()).drop_vcpu_slot(1, 40).unwrap();
+    let r = x.pin_all(1, Some(&map("0-3", 64)), None, false).unwrap();
+    assert_eq!(r.len(), 64);
+    for (v, res) in &r {
+        match v {
+            0 => assert_eq!(res.as_ref().unwrap_err().kind, ErrorKind::InvalidAffinity),
+            40 => assert_eq!(res.as_ref().unwrap_err().kind, ErrorKind::VcpuNotFound),
+            _ => assert_eq!(
+                res.as_ref().unwrap().hard.as_ref().unwrap().to_cpulist(),
+                "0-3",
+                "vCPU {v}"
+            ),
+        }
+    }
+}
