@@ -323,6 +323,7 @@ def test_batched_and_single_calls_agree() -> None:
         ]
 
     assert view(batched) == view(single) and len(view(batched)) == 32
+    assert batched._hv.multicall and not single._hv.multicall
     n0 = batched._hv.sim_hypercalls()
     batched.domain("batch").vcpus()
     n_batched = batched._hv.sim_hypercalls() - n0

@@ -307,6 +307,12 @@ impl PyHypervisor {
         self.lock().multicall_enabled()
     }
 
+    /// Turn multicall batching off (one hypercall per domctl, as libxenctrl does) or on.
+    #[setter]
+    fn set_multicall(&self, on: bool) {
+        self.lock().set_batching(on);
+    }
+
     /// physinfo as a dict of its fields.
     fn physinfo<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let p = self.with(py, |x| x.physinfo())?;
