@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-for _p in (HERE, HERE / "xenstored"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from xenvcpu.daemon.xenstore import XenstoreClient
 
-import xend_double  # noqa: E402
-import xs_harness  # noqa: E402
-
-from xenvcpu.daemon.xenstore import XenstoreClient  # noqa: E402
+from . import xend_double
+from .xenstored import xs_harness
 
 _domids = itertools.count(100)
 

@@ -11,10 +11,11 @@ from decimal import Decimal
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from xend_double import py2_repr, show
 
 from xenvcpu.daemon import sxp
 from xenvcpu.daemon.sxp import Sxp
+
+from .xend_double import py2_repr, show
 
 
 def test_lists_and_bare_atoms() -> None:

@@ -14,7 +14,6 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from xend_double import XendDouble, raw_http
 
 from xenvcpu.daemon.xend import (
     XendClient,
@@ -30,6 +29,8 @@ from xenvcpu.errors import (
     VcpuCountError,
     XendError,
 )
+
+from .xend_double import XendDouble, raw_http
 
 SAMPLE_VCPUINFO = b"""(domain (domid 7) (name guest1) (vcpu_count '3')
  (vcpu (number 0) (online 1) (blocked 0) (running 1) (cpu_time 12.345678901) (cpu 3)

@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from xs_script import PairServer, Peer, ScriptedServer
 
 from xenvcpu.daemon import xenstore
 from xenvcpu.daemon.xenstore import Op, WatchEvent, XenstoreClient, validate_path
 from xenvcpu.errors import XenstoreError
+
+from .xs_script import PairServer, Peer, ScriptedServer
 
 
 def ok(peer: Peer, rid: int, op: Op, tx: int = 0) -> None:
