@@ -718,3 +718,14 @@ def test_json_fields_are_the_documented_ones(capsys: pytest.CaptureFixture[str])
     for fields in DOCUMENTED.values():
         for f in fields:
             assert f"`{f}`" in text, f
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = run(capsys, "--help")
+    assert rc == 0
+    for command in ("host", "list", "pin", "set", "doctor", "cpumap", "XENVCPU_URI"):
+        assert command in out
+    rc, out, _ = run(capsys, "pin", "--help")
+    assert rc == 0 and "DOMAIN VCPU HARD [SOFT]" in out
+    rc, out, _ = run(capsys, "--version")
+    assert (rc, out) == (0, f"xenvcpu {xenvcpu.__version__}\n")
