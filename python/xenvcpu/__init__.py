@@ -16,7 +16,7 @@ from __future__ import annotations
 from xenvcpu._native import MAX_WIDTH, CpuMap
 from xenvcpu.compat import get_vcpus, pin_vcpu, set_vcpus
 from xenvcpu.errors import AffinityNarrowed, CpuListError, XenvcpuError
-from xenvcpu.host import DEFAULT_URI, Domain, DomainVcpus, Host, connect
+from xenvcpu.host import DEFAULT_URI, Domain, DomainVcpus, Host, Snapshot, connect
 from xenvcpu.types import (
     Cpupool,
     CpuTopology,
@@ -42,6 +42,7 @@ __all__ = [
     "Host",
     "HostInfo",
     "Pinning",
+    "Snapshot",
     "Topology",
     "VcpuInfo",
     "VcpuState",

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
-from typing import NamedTuple, Union
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple, Union, overload
 
 from xenvcpu._native import CpuMap, DomainInfo, Hypervisor, VcpuInfo
+from xenvcpu._native import Snapshot as _NativeSnapshot
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.errors import (
     AffinityNarrowed,
@@ -26,7 +28,7 @@ from xenvcpu.errors import (
 from xenvcpu.toolstack import SimToolstack, Toolstack, XenstoreToolstack
 from xenvcpu.types import SCHEDULERS, Cpupool, CpuTopology, HostInfo, Pinning, Topology
 
-__all__ = ["DEFAULT_URI", "Domain", "DomainVcpus", "Host", "MapSpec", "connect"]
+__all__ = ["DEFAULT_URI", "Domain", "DomainVcpus", "Host", "MapSpec", "Snapshot", "connect"]
 
 DEFAULT_URI = "xen:///system"
 PRIVCMD_NODES = ("/dev/xen/privcmd", "/proc/xen/privcmd")
@@ -214,21 +216,67 @@ class Host:
         ids = [d.id for d in self._hv.domains()]
         return ", ".join(f"{names.get(i) or default_name(i)} ({i})" for i in ids) or "none"
 
-    def snapshot(self) -> list[DomainVcpus]:
-        """Every vCPU of every domain, in one batched call.
+    def snapshot(self) -> Snapshot:
+        """Every vCPU of every domain, in one batched pass (the GIL is released throughout).
 
+        The result is a sequence of :class:`DomainVcpus`, made on demand; whole columns
+        (``column("cpu")``, ``maps("hard")``) come out without a Python object per vCPU.
         A domain that vanished or failed midway carries its error instead of vCPUs, so
         one domain cannot hide the others.
         """
-        names = self._names()
-        out = []
-        for info, vcpus in self._hv.snapshot():
-            dom = self._domain(info, names)
-            if isinstance(vcpus, XenvcpuError):
-                out.append(DomainVcpus(dom, [], vcpus))
-            else:
-                out.append(DomainVcpus(dom, vcpus, None))
-        return out
+        names = self._names()  # first: a domain that vanishes midway still has its name
+        return Snapshot(self, self._hv.snapshot(), names)
+
+
+class Snapshot(Sequence["DomainVcpus"]):
+    """Every vCPU of every domain at one moment; ``snap[i]`` is the i-th domain's
+    :class:`DomainVcpus`. Columns over all vCPUs: :meth:`column`, :meth:`maps`."""
+
+    def __init__(self, host: Host, native: _NativeSnapshot, names: dict[int, str]) -> None:
+        self.host = host
+        self.native = native
+        self.names = names
+
+    def __repr__(self) -> str:
+        return f"<Snapshot of {self.host.uri}: {len(self)} domains, {self.vcpu_count} vCPUs>"
+
+    def __len__(self) -> int:
+        return self.native.domain_count
+
+    @property
+    def vcpu_count(self) -> int:
+        """vCPUs of the domains that answered."""
+        return len(self.native)
+
+    @overload
+    def __getitem__(self, i: int) -> DomainVcpus: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[DomainVcpus]: ...
+
+    def __getitem__(self, i: int | slice) -> DomainVcpus | list[DomainVcpus]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"domain index {i} out of range (the snapshot has {n} domains)")
+        i %= n
+        dom = self.host._domain(self.native.domain(i), self.names)
+        err = self.native.error(i)
+        if err is not None:
+            return DomainVcpus(dom, [], err)
+        return DomainVcpus(dom, self.native.vcpus(i), None)
+
+    def __iter__(self) -> Iterator[DomainVcpus]:
+        return (self[i] for i in range(len(self)))
+
+    def column(self, name: str) -> array[int]:
+        """One field of every vCPU as an ``array.array`` (see ``_native.Snapshot.column``)."""
+        return self.native.column(name)
+
+    def maps(self, kind: str) -> bytes:
+        """Every vCPU's ``"hard"`` or ``"soft"`` map, ``maplen`` bytes each, back to back."""
+        return self.native.maps(kind)
 
 
 def default_name(domid: int) -> str:

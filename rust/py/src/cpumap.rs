@@ -162,7 +162,11 @@ impl PyCpuMap {
         topology: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let w = width_arg(py, width)?;
-        let nodes = topology.map(|t| nodes_of(t, w)).transpose()?;
+        // Converting a topology costs a Python call per CPU: only do it for node terms.
+        let nodes = match topology {
+            Some(t) if text.contains("node") => Some(nodes_of(t, w)?),
+            _ => None,
+        };
         Ok(Self::wrap(map_err(
             py,
             CpuMap::parse(text, w, nodes.as_deref()),

@@ -27,7 +27,7 @@ pub fn core_err(py: Python<'_>, e: &Error) -> PyErr {
     errors::make(py, e.kind.class_name(), &e.message, &ctx)
 }
 
-fn exc_object(py: Python<'_>, e: &Error) -> Py<PyAny> {
+pub fn exc_object(py: Python<'_>, e: &Error) -> Py<PyAny> {
     core_err(py, e).into_value(py).into_any()
 }
 
@@ -57,8 +57,8 @@ fn vcpu_state(py: Python<'_>, state: ops::VcpuRunState) -> PyResult<Py<PyAny>> {
 /// One vCPU as Xen reported it: getvcpuinfo plus the configured hard and soft affinity.
 #[pyclass(module = "xenvcpu._native", name = "VcpuInfo", frozen)]
 pub struct PyVcpuInfo {
-    domain: u32,
-    v: VcpuInfo,
+    pub domain: u32,
+    pub v: VcpuInfo,
 }
 
 #[pymethods]
@@ -125,55 +125,96 @@ impl PyVcpuInfo {
 }
 
 /// A domain as getdomaininfo reported it at one moment.
-#[pyclass(module = "xenvcpu._native", name = "DomainInfo", frozen, get_all)]
+#[pyclass(module = "xenvcpu._native", name = "DomainInfo", frozen)]
 pub struct PyDomainInfo {
-    id: u32,
-    uuid: String,
-    flags: u32,
-    dying: bool,
-    hvm: bool,
-    shutdown: bool,
-    shutdown_code: Option<u8>,
-    paused: bool,
-    running: bool,
-    blocked: bool,
-    max_vcpus: u32,
-    online_vcpus: u32,
-    cpu_time_ns: u64,
-    cpupool: u32,
-    tot_pages: u64,
-    max_pages: u64,
+    d: DomainInfo,
 }
 
 impl PyDomainInfo {
-    fn new(d: &DomainInfo) -> Self {
-        PyDomainInfo {
-            id: d.id,
-            uuid: d.uuid_string(),
-            flags: d.flags,
-            dying: d.dying,
-            hvm: d.hvm,
-            shutdown: d.shutdown,
-            shutdown_code: d.shutdown_code,
-            paused: d.paused,
-            running: d.running,
-            blocked: d.blocked,
-            max_vcpus: d.max_vcpus,
-            online_vcpus: d.nr_online_vcpus,
-            cpu_time_ns: d.cpu_time_ns,
-            cpupool: d.cpupool,
-            tot_pages: d.tot_pages,
-            max_pages: d.max_pages,
-        }
+    pub fn new(d: &DomainInfo) -> Self {
+        PyDomainInfo { d: d.clone() }
     }
 }
 
 #[pymethods]
 impl PyDomainInfo {
+    #[getter]
+    fn id(&self) -> u32 {
+        self.d.id
+    }
+    /// UUID in the 8-4-4-4-12 form.
+    #[getter]
+    fn uuid(&self) -> String {
+        self.d.uuid_string()
+    }
+    /// Raw XEN_DOMINF_* flags.
+    #[getter]
+    fn flags(&self) -> u32 {
+        self.d.flags
+    }
+    #[getter]
+    fn dying(&self) -> bool {
+        self.d.dying
+    }
+    #[getter]
+    fn hvm(&self) -> bool {
+        self.d.hvm
+    }
+    #[getter]
+    fn shutdown(&self) -> bool {
+        self.d.shutdown
+    }
+    #[getter]
+    fn shutdown_code(&self) -> Option<u8> {
+        self.d.shutdown_code
+    }
+    #[getter]
+    fn paused(&self) -> bool {
+        self.d.paused
+    }
+    #[getter]
+    fn running(&self) -> bool {
+        self.d.running
+    }
+    #[getter]
+    fn blocked(&self) -> bool {
+        self.d.blocked
+    }
+    /// Number of vCPUs (max_vcpu_id + 1).
+    #[getter]
+    fn max_vcpus(&self) -> u32 {
+        self.d.max_vcpus
+    }
+    /// vCPUs online at that moment.
+    #[getter]
+    fn online_vcpus(&self) -> u32 {
+        self.d.nr_online_vcpus
+    }
+    /// Nanoseconds all vCPUs have run.
+    #[getter]
+    fn cpu_time_ns(&self) -> u64 {
+        self.d.cpu_time_ns
+    }
+    #[getter]
+    fn cpupool(&self) -> u32 {
+        self.d.cpupool
+    }
+    #[getter]
+    fn tot_pages(&self) -> u64 {
+        self.d.tot_pages
+    }
+    #[getter]
+    fn max_pages(&self) -> u64 {
+        self.d.max_pages
+    }
     fn __repr__(&self) -> String {
         format!(
             "DomainInfo(id={}, uuid='{}', max_vcpus={}, online_vcpus={}, cpupool={})",
-            self.id, self.uuid, self.max_vcpus, self.online_vcpus, self.cpupool
+            self.d.id,
+            self.d.uuid_string(),
+            self.d.max_vcpus,
+            self.d.nr_online_vcpus,
+            self.d.cpupool
         )
     }
 }
@@ -390,18 +431,11 @@ impl PyHypervisor {
         Ok(PyVcpuInfo { domain: domid, v })
     }
 
-    /// Every vCPU of every domain: [(DomainInfo, [VcpuInfo] or the exception for that domain)].
-    fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// Every vCPU of every domain in one batched pass, kept columnar (see `Snapshot`).
+    fn snapshot(&self, py: Python<'_>) -> PyResult<crate::snapshot::PySnapshot> {
+        let width = self.lock().width();
         let all = self.with(py, |x| x.snapshot())?;
-        let mut out = Vec::with_capacity(all.len());
-        for (d, r) in all {
-            let vcpus: Py<PyAny> = match r {
-                Ok(v) => vcpu_list(py, d.id, v)?.into_any().unbind(),
-                Err(e) => exc_object(py, &e),
-            };
-            out.push((PyDomainInfo::new(&d), vcpus).into_pyobject(py)?);
-        }
-        PyList::new(py, out)
+        Ok(crate::snapshot::PySnapshot::new(width, all))
     }
 
     /// Pin one vCPU; returns the effective (hard, soft) maps Xen applied (None: not set).

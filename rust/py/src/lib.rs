@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 mod cpumap;
 mod errors;
 mod hv;
+mod snapshot;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -11,6 +12,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hv::PyHypervisor>()?;
     m.add_class::<hv::PyVcpuInfo>()?;
     m.add_class::<hv::PyDomainInfo>()?;
+    m.add_class::<snapshot::PySnapshot>()?;
     m.add_function(wrap_pyfunction!(errors::_raise_error, m)?)?;
     m.add("MAX_WIDTH", xenvcpu_core::cpumap::MAX_WIDTH)?;
     Ok(())
