@@ -61,6 +61,19 @@ def _raise_error(
 class VcpuInfo:
     """One vCPU as Xen reported it: getvcpuinfo plus the configured affinity maps."""
 
+    def __init__(
+        self,
+        domain: int,
+        number: int,
+        *,
+        online: bool,
+        blocked: bool,
+        running: bool,
+        cpu_time_ns: int,
+        cpu: int | None,
+        hard_affinity: CpuMap,
+        soft_affinity: CpuMap,
+    ) -> None: ...
     @property
     def domain(self) -> int: ...
     @property
@@ -85,6 +98,24 @@ class VcpuInfo:
 class DomainInfo:
     """A domain as getdomaininfo reported it at one moment."""
 
+    def __init__(
+        self,
+        id: int,
+        uuid: str,
+        max_vcpus: int,
+        online_vcpus: int,
+        *,
+        dying: bool = False,
+        hvm: bool = False,
+        shutdown_code: int | None = None,
+        paused: bool = False,
+        running: bool = False,
+        blocked: bool = False,
+        cpu_time_ns: int = 0,
+        cpupool: int = 0,
+        tot_pages: int = 0,
+        max_pages: int = 0,
+    ) -> None: ...
     @property
     def id(self) -> int: ...
     @property

@@ -63,6 +63,36 @@ pub struct PyVcpuInfo {
 
 #[pymethods]
 impl PyVcpuInfo {
+    /// Build one by hand (backends that do not use hypercalls, tests).
+    #[new]
+    #[pyo3(signature = (domain, number, *, online, blocked, running, cpu_time_ns, cpu, hard_affinity, soft_affinity))]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new(
+        domain: u32,
+        number: u32,
+        online: bool,
+        blocked: bool,
+        running: bool,
+        cpu_time_ns: u64,
+        cpu: Option<u32>,
+        hard_affinity: PyRef<'_, PyCpuMap>,
+        soft_affinity: PyRef<'_, PyCpuMap>,
+    ) -> Self {
+        PyVcpuInfo {
+            domain,
+            v: VcpuInfo {
+                number,
+                online,
+                blocked,
+                running,
+                cpu_time_ns,
+                cpu: if online { cpu } else { None },
+                hard: hard_affinity.inner.clone(),
+                soft: soft_affinity.inner.clone(),
+            },
+        }
+    }
+
     /// Domain id.
     #[getter]
     fn domain(&self) -> u32 {
@@ -136,8 +166,80 @@ impl PyDomainInfo {
     }
 }
 
+fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
 #[pymethods]
 impl PyDomainInfo {
+    /// Build one by hand (backends that do not use hypercalls, tests).
+    #[new]
+    #[pyo3(signature = (id, uuid, max_vcpus, online_vcpus, *, dying=false, hvm=false, shutdown_code=None, paused=false, running=false, blocked=false, cpu_time_ns=0, cpupool=0, tot_pages=0, max_pages=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn py_new(
+        id: u32,
+        uuid: &str,
+        max_vcpus: u32,
+        online_vcpus: u32,
+        dying: bool,
+        hvm: bool,
+        shutdown_code: Option<u8>,
+        paused: bool,
+        running: bool,
+        blocked: bool,
+        cpu_time_ns: u64,
+        cpupool: u32,
+        tot_pages: u64,
+        max_pages: u64,
+    ) -> PyResult<Self> {
+        let uuid = parse_uuid(uuid).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "uuid {uuid:?}: expected 32 hex digits (dashes allowed)"
+            ))
+        })?;
+        use xenvcpu_core::abi::dominf;
+        let flags = [
+            (dying, dominf::DYING),
+            (hvm, dominf::HVM_GUEST),
+            (shutdown_code.is_some(), dominf::SHUTDOWN),
+            (paused, dominf::PAUSED),
+            (blocked, dominf::BLOCKED),
+            (running, dominf::RUNNING),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit)
+            | (u32::from(shutdown_code.unwrap_or(0)) << dominf::SHUTDOWNSHIFT);
+        Ok(PyDomainInfo {
+            d: DomainInfo {
+                id,
+                uuid,
+                flags,
+                dying,
+                hvm,
+                shutdown: shutdown_code.is_some(),
+                shutdown_code,
+                paused,
+                running,
+                blocked,
+                max_vcpus,
+                nr_online_vcpus: online_vcpus,
+                cpu_time_ns,
+                cpupool,
+                tot_pages,
+                max_pages,
+            },
+        })
+    }
+
     #[getter]
     fn id(&self) -> u32 {
         self.d.id
