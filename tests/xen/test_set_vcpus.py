@@ -61,11 +61,17 @@ def test_bad_counts_change_nothing(host: Host, guest: str, n: int) -> None:
 
 
 class ConflictingClient(XenstoreClient):
-    """Before the first commit, another connection rewrites a node the transaction read."""
+    """Before the first commit, another connection changes a node the transaction read.
+
+    oxenstored only fails a commit when a node the transaction read now holds a different
+    value (rewriting the same value does not conflict), so the intruder writes a marker;
+    the test restores the original value afterwards.
+    """
 
     def __init__(self, domid: int) -> None:
         super().__init__()
-        self.domid = domid
+        self.home = f"/local/domain/{domid}"
+        self.original = self.read(self.home)
         self.commits = 0
 
     def transaction_end(self, tx: int, *, commit: bool = True) -> None:
@@ -73,22 +79,19 @@ class ConflictingClient(XenstoreClient):
             self.commits += 1
             if self.commits == 1:
                 with XenstoreClient() as other:
-                    home = f"/local/domain/{self.domid}"
-                    other.write(home, other.read(home))
+                    other.write(self.home, self.original + b"-conflict")
         super().transaction_end(tx, commit=commit)
 
 
 def test_transaction_conflict_is_retried(host: Host, guest: str, restore_two: None) -> None:
     d = host.domain(guest)
     with ConflictingClient(d.id) as xs:
-        attempts = daemon_vcpus.write_availability(xs, d.id, 4, {0, 1, 2})
-    assert attempts == 2
-    assert daemon_vcpus.read_availability(XenstoreClient(), d.id) == {
-        0: True,
-        1: True,
-        2: True,
-        3: False,
-    }
+        try:
+            attempts = daemon_vcpus.write_availability(xs, d.id, 4, {0, 1, 2})
+        finally:
+            xs.write(xs.home, xs.original)
+        assert attempts == 2 and xs.commits == 2
+        assert daemon_vcpus.read_availability(xs, d.id) == {0: True, 1: True, 2: True, 3: False}
     daemon_vcpus.wait_online(
         lambda: {v.number for v in d.vcpus() if v.online}, {0, 1, 2}, 90, domain=guest
     )
