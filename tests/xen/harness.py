@@ -278,6 +278,12 @@ def start_wheel_build(dist: Path, out: Path) -> subprocess.Popen | None:
         f.write(f"+ {shlex.join(cmd)}\n".encode())
     proc = spawn(cmd, out / "maturin.log", cwd=REPO, env=env)
     proc.started = time.monotonic()  # type: ignore[attr-defined]
+
+    def timed() -> None:
+        proc.wait()
+        TIMINGS["wheel_build"] = round(time.monotonic() - proc.started, 1)  # type: ignore[attr-defined]
+
+    threading.Thread(target=timed, daemon=True).start()
     return proc
 
 
@@ -319,6 +325,7 @@ def build_rootfs(lab: Path, out: Path) -> None:
     except TimeoutError as e:
         raise LabUnavailable(f"{e} (mirror {mirror} slow or unreachable?)\n{tail(out / 'debootstrap.log')}")
     if rc != 0 or not (new / "boot/xen-4.17-amd64.gz").exists():
+        shutil.rmtree(new, ignore_errors=True)
         raise LabUnavailable(f"debootstrap failed (rc {rc}; mirror {mirror} unreachable or a package missing?):\n"
                              f"{tail(out / 'debootstrap.log')}")
     for deb in (new / "var/cache/apt/archives").glob("*.deb"):  # ~120 MB of downloads
