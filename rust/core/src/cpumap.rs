@@ -149,25 +149,39 @@ impl CpuMap {
 
     /// Unpack the little-endian byte form. `width` defaults to `8 * data.len()`; a wider map
     /// is zero-extended, a narrower one must not have a bit set at or above `width`.
+    ///
+    /// Whole words are copied straight (this runs twice per vCPU in every bulk read), then
+    /// one check finds any bit beyond the width.
     pub fn from_bytes(data: &[u8], width: Option<usize>) -> Result<Self, CpuMapError> {
         let width = width.unwrap_or(data.len() * 8);
-        let mut m = Self::new(width)?;
-        let mut chunks = data.chunks_exact(8);
-        let mut i = 0;
-        for chunk in chunks.by_ref() {
-            let w = u64::from_le_bytes(chunk.try_into().expect("chunks_exact(8)"));
-            if w != 0 {
-                m.put_word(i, w)?;
-            }
-            i += 1;
+        if width == 0 || width > MAX_WIDTH {
+            return Err(CpuMapError::BadWidth { width });
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
+        let nw = words_for(width);
+        let mut words = vec![0u64; nw];
+        for (w, c) in words.iter_mut().zip(data.chunks_exact(8)) {
+            *w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        }
+        let copied = (data.len() / 8).min(nw);
+        let mut m = CpuMap { width, words };
+        // A partial last word of input that still falls inside the map.
+        if copied < nw {
+            let rest = &data[copied * 8..];
             let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            let w = u64::from_le_bytes(buf);
-            if w != 0 {
-                m.put_word(i, w)?;
+            let k = rest.len().min(8);
+            buf[..k].copy_from_slice(&rest[..k]);
+            m.words[copied] = u64::from_le_bytes(buf);
+        }
+        // Bits above the width: in the last word, or anywhere in bytes past the map.
+        let extra_last = m.words[nw - 1] & !last_word_mask(width);
+        if extra_last != 0 {
+            let cpu = ((nw - 1) * WORD_BITS) as u64 + u64::from(extra_last.trailing_zeros());
+            return Err(CpuMapError::CpuOutOfRange { cpu, width });
+        }
+        if data.len() > nw * 8 {
+            if let Some((i, b)) = data[nw * 8..].iter().enumerate().find(|(_, &b)| b != 0) {
+                let cpu = ((nw * 8 + i) * 8) as u64 + u64::from(b.trailing_zeros());
+                return Err(CpuMapError::CpuOutOfRange { cpu, width });
             }
         }
         Ok(m)

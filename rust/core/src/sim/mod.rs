@@ -805,7 +805,9 @@ impl SimHost {
     fn domctl(&mut self, mem: &mut Mem, addr: u64) -> std::result::Result<u64, i32> {
         self.count_op()?;
         let now = self.now();
-        let block = mem.slice(addr, abi::XenDomctl::SIZE)?.to_vec();
+        // A stack copy: the request block is read once per multicall entry.
+        let mut block = [0u8; abi::XenDomctl::SIZE];
+        block.copy_from_slice(mem.slice(addr, abi::XenDomctl::SIZE)?);
         let (cmd, ver, domid) = abi::read_domctl_header(&block);
         let iface = self.iface.ok_or(libc::EACCES)?;
         if ver != iface.domctl {
