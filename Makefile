@@ -9,14 +9,16 @@ export HYPOTHESIS_PROFILE ?= dev
 
 all: test
 
-# System packages the tests need (C ABI check against Xen's headers). Root installs them;
-# anyone else is told what is missing.
+# System packages the tests need: Xen's headers (the C ABI check) and Debian's libvirt
+# bindings (the libvirt-python baseline of the benchmarks). Root installs them; anyone
+# else is told what is missing.
 deps:
-	@if ! [ -f /usr/include/xen/domctl.h ]; then \
+	@if ! [ -f /usr/include/xen/domctl.h ] || ! /usr/bin/python3 -c "import libvirt" 2>/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libxen-dev >/dev/null) \
-	    || { echo "deps: could not install libxen-dev (needed by the C ABI check)"; exit 1; }; \
-	  else echo "deps: libxen-dev is missing: run 'sudo apt-get install libxen-dev'"; exit 1; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        libxen-dev python3-libvirt >/dev/null) \
+	    || { echo "deps: could not install libxen-dev python3-libvirt"; exit 1; }; \
+	  else echo "deps: run 'sudo apt-get install libxen-dev python3-libvirt'"; exit 1; fi; \
 	fi
 
 $(VENV)/.stamp: pyproject.toml

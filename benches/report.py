@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- cpumap:begin -->", "<!-- cpumap:end -->"
+SCALE_BEGIN, SCALE_END = "<!-- scale:begin -->", "<!-- scale:end -->"
 
 
 def run(args: list[str]) -> dict[str, object]:
@@ -52,6 +53,8 @@ def table(data: dict[str, object]) -> str:
     rows: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
     for b in data["benchmarks"]:  # type: ignore[attr-defined]
         info = b["extra_info"]
+        if info.get("suite") == "scale":
+            continue
         rows[(info["op"], info["width"])][info["impl"]] = b["stats"]["median"]
     lines = [
         "| operation | CPUs | xenvcpu | pure Python | speed-up | numpy | vs numpy |",
@@ -69,6 +72,38 @@ def table(data: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def scale_table(data: dict[str, object]) -> str:
+    """Per-vCPU cost of the bulk operations, with ratios to the pure-Rust loop and libvirt."""
+    rows: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
+    for b in data["benchmarks"]:  # type: ignore[attr-defined]
+        info = b["extra_info"]
+        if info.get("suite") == "scale":
+            rows[info["op"]][info["impl"]] = (b["stats"]["median"], int(info["per"]))
+    lines = [
+        "| operation | implementation | median per call | vCPUs per call | per vCPU |"
+        " vs pure-Rust loop | vs libvirt-python |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    rust = rows.get("snapshot", {}).get("rust-loop")
+    lv = rows.get("snapshot", {}).get("libvirt-python")
+    for op, impls in rows.items():
+        for impl, (t, per) in impls.items():
+            pv = t / per
+            vs_rust = f"{pv / (rust[0] / rust[1]):.2f}x" if rust and op == "snapshot" else "—"
+            vs_lv = f"{pv / (lv[0] / lv[1]):.2f}x" if lv else "—"
+            lines.append(
+                f"| {op} | {impl} | {fmt_time(t)} | {per} | {pv * 1e9:,.0f} ns | "
+                f"{vs_rust} | {vs_lv} |"
+            )
+    return "\n".join(lines)
+
+
+def splice(text: str, begin: str, end: str, section: str) -> str:
+    if begin in text:
+        return text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
+    return text + "\n" + section + "\n"
+
+
 def main() -> None:
     data = run(sys.argv[1:])
     cpu = data["machine_info"]["cpu"]["brand_raw"]  # type: ignore[index]
@@ -78,13 +113,17 @@ def main() -> None:
         f"Python {platform.python_version()}, medians; speed-up = baseline time / xenvcpu time.\n\n"
         f"{table(data)}\n{END}"
     )
+    scale = (
+        f"{SCALE_BEGIN}\n"
+        f"Measured in the same run. Ratios are per vCPU: below 1 means cheaper.\n\n"
+        f"{scale_table(data)}\n{SCALE_END}"
+    )
     text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text += "\n" + section + "\n"
+    text = splice(text, BEGIN, END, section)
+    text = splice(text, SCALE_BEGIN, SCALE_END, scale)
     OUT.write_text(text)
     print(section)
+    print(scale)
 
 
 if __name__ == "__main__":
