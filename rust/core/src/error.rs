@@ -184,48 +184,6 @@ impl From<crate::cpumap::CpuMapError> for Error {
     }
 }
 
-/// Format CPU numbers (ascending) as a compact cpulist, e.g. `0-3,8,10-11`.
-pub fn fmt_cpulist<I: IntoIterator<Item = u32>>(cpus: I) -> String {
-    let mut out = String::new();
-    let mut run: Option<(u32, u32)> = None;
-    let flush = |out: &mut String, (a, b): (u32, u32)| {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if a == b {
-            out.push_str(&a.to_string());
-        } else {
-            out.push_str(&format!("{a}-{b}"));
-        }
-    };
-    for c in cpus {
-        run = match run {
-            Some((a, b)) if c == b + 1 => Some((a, c)),
-            Some(r) => {
-                flush(&mut out, r);
-                Some((c, c))
-            }
-            None => Some((c, c)),
-        };
-    }
-    if let Some(r) = run {
-        flush(&mut out, r);
-    }
-    if out.is_empty() {
-        out.push_str("(none)");
-    }
-    out
-}
-
-/// CPU numbers set in a little-endian byte bitmap (ref §3.6 bit order).
-pub fn bitmap_cpus(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
-    bytes.iter().enumerate().flat_map(|(i, &b)| {
-        (0..8u32)
-            .filter(move |bit| b & (1 << bit) != 0)
-            .map(move |bit| i as u32 * 8 + bit)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,17 +219,6 @@ mod tests {
             .message
             .contains("run as root in the control domain (dom0)"));
         assert_eq!(p.kind_name(), "PermissionDenied");
-    }
-
-    #[test]
-    fn cpulist_formatting() {
-        assert_eq!(fmt_cpulist([0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
-        assert_eq!(fmt_cpulist([5]), "5");
-        assert_eq!(fmt_cpulist([]), "(none)");
-        assert_eq!(
-            fmt_cpulist(bitmap_cpus(&[0b0000_0101, 0b1000_0000])),
-            "0,2,15"
-        );
     }
 
     #[test]

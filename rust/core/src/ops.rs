@@ -31,7 +31,7 @@ use crate::abi::{
     InterfaceVersion, MulticallEntry, RawDomainInfo, RawPhysinfo, VcpuAffinity, XenctlBitmap,
 };
 use crate::cpumap::CpuMap;
-use crate::error::{fmt_cpulist, Errno, Error, ErrorKind, Result};
+use crate::error::{Errno, Error, ErrorKind, Result};
 use crate::privcmd::Privcmd;
 use crate::sim::{SimHandle, SimHost, SimTransport};
 use crate::transport::Transport;
@@ -49,30 +49,8 @@ fn align8(n: usize) -> usize {
     n.div_ceil(8) * 8
 }
 
-/// Host facts from sysctl physinfo (ref §4.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PhysInfo {
-    /// threads per core (of CPU 0)
-    pub threads_per_core: u32,
-    /// cores per socket (of CPU 0)
-    pub cores_per_socket: u32,
-    /// online pCPUs
-    pub nr_cpus: u32,
-    /// highest possible CPU id; maps are `max_cpu_id + 1` wide
-    pub max_cpu_id: u32,
-    /// online NUMA nodes
-    pub nr_nodes: u32,
-    /// MAX_NUMNODES - 1
-    pub max_node_id: u32,
-    /// kHz
-    pub cpu_khz: u32,
-    /// XEN_SYSCTL_PHYSCAP_* bits
-    pub capabilities: u32,
-    /// 4 KiB pages
-    pub total_pages: u64,
-    /// 4 KiB pages
-    pub free_pages: u64,
-}
+/// Host facts from sysctl physinfo (ref §4.2): the decoded ABI record itself.
+pub use crate::abi::RawPhysinfo as PhysInfo;
 
 /// Topology of one CPU (ref §4.3); `None` fields are Xen's invalid ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -538,19 +516,10 @@ impl Xen {
         self.sysctl_at(0)
             .map_err(|e| self.errno_error(e, "sysctl physinfo"))?;
         let layout = self.ver.physinfo_layout();
-        let r = RawPhysinfo::decode(&self.t.arena().1[abi::SYSCTL_U..], layout);
-        Ok(PhysInfo {
-            threads_per_core: r.threads_per_core,
-            cores_per_socket: r.cores_per_socket,
-            nr_cpus: r.nr_cpus,
-            max_cpu_id: r.max_cpu_id,
-            nr_nodes: r.nr_nodes,
-            max_node_id: r.max_node_id,
-            cpu_khz: r.cpu_khz,
-            capabilities: r.capabilities,
-            total_pages: r.total_pages,
-            free_pages: r.free_pages,
-        })
+        Ok(RawPhysinfo::decode(
+            &self.t.arena().1[abi::SYSCTL_U..],
+            layout,
+        ))
     }
 
     /// Per-CPU topology (ref §4.3), `width()` entries; `None` for CPUs Xen reports nothing for.
@@ -1210,7 +1179,8 @@ impl Xen {
 
     fn pool_cpulist(&mut self, pool: u32) -> String {
         match self.cpupool_call(abi::cpupool_op::INFO, pool) {
-            Ok((r, m)) if r.cpupool_id == pool => fmt_cpulist(m.iter().map(|c| c as u32)),
+            Ok((r, m)) if r.cpupool_id == pool && m.is_empty() => "(none)".to_string(),
+            Ok((r, m)) if r.cpupool_id == pool => m.to_cpulist(),
             _ => "unknown".to_string(),
         }
     }
