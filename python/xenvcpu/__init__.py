@@ -13,7 +13,7 @@ Errors are in :mod:`xenvcpu.errors`; the CPU map type is :class:`CpuMap`.
 
 from __future__ import annotations
 
-from xenvcpu._native import MAX_WIDTH, CpuMap
+from xenvcpu._impl import MAX_WIDTH, CpuMap
 from xenvcpu.compat import get_vcpus, pin_vcpu, set_vcpus
 from xenvcpu.errors import AffinityNarrowed, CpuListError, XenvcpuError
 from xenvcpu.host import DEFAULT_URI, Domain, DomainVcpus, Host, Snapshot, connect

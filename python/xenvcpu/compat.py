@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xenvcpu._native import CpuMap, VcpuInfo
+from xenvcpu._impl import CpuMap, VcpuInfo
 
 if TYPE_CHECKING:
     from xenvcpu.host import Domain

@@ -12,16 +12,18 @@ import os
 import warnings
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple, Union, overload
+from typing import Any, NamedTuple, NoReturn, Union, overload
 
-from xenvcpu._native import CpuMap, DomainInfo, Hypervisor, VcpuInfo
-from xenvcpu._native import Snapshot as _NativeSnapshot
+from xenvcpu import _impl
+from xenvcpu._backend import HypervisorBackend, SnapshotBackend
+from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.errors import (
     AffinityNarrowed,
     DomainNotFound,
     InvalidAffinity,
     NoHypervisor,
+    NotSupported,
     VcpuNotFound,
     XenvcpuError,
 )
@@ -43,7 +45,18 @@ def connect(uri: str | None = None) -> Host:
     ``xen:///system`` is the local Xen host (privcmd + xenstore; the default where
     ``/dev/xen/privcmd`` exists). ``sim:///default``, ``sim:///?cpus=4096&domains=1000``
     or ``sim:///path/host.toml`` is a simulated host, for trying and testing tools
-    without Xen.
+    without Xen. Both need the native module (``xenvcpu._native``).
+
+    Pure Python (they work without the native module):
+
+    * ``xend+unix:///var/lib/xend/xend-socket`` or ``xend+http://HOST:8000``: a Xen <= 4.4
+      host through xend (:mod:`xenvcpu.daemon.xend_backend`): info, vCPUs, hard pinning,
+      online count (no soft affinity; online vCPUs only as a count 0..n-1).
+    * ``xenstore:///`` (the usual xenstored socket or xenbus device) or
+      ``xenstore:///PATH/TO/SOCKET``: the xenstore-only path for dom0s where hypercalls
+      are unavailable (:mod:`xenvcpu.daemon.xenstore_backend`): domain list, names,
+      maximum vCPUs, and ``set_vcpus``/``set_online`` (without ``wait``); vCPU state and
+      pinning raise NotSupported.
 
     Raises:
         NoHypervisor: no URI was given and this machine is not a Xen control domain.
@@ -55,11 +68,44 @@ def connect(uri: str | None = None) -> Host:
             raise NoHypervisor(
                 "no Xen hypervisor here (neither /dev/xen/privcmd nor /proc/xen/privcmd "
                 "exists); to try xenvcpu without Xen, use connect('sim:///default')"
+                + (
+                    ""
+                    if _impl.HAVE_NATIVE
+                    else f" once xenvcpu._native loads ({_impl.NATIVE_ERROR})"
+                )
             )
         uri = DEFAULT_URI
-    hv = Hypervisor(uri)
+    scheme = uri.split(":", 1)[0]
+    if scheme in ("xend+unix", "xend+http"):
+        from xenvcpu.daemon import xend_backend
+
+        return xend_backend.connect(uri)
+    if scheme == "xenstore":
+        from xenvcpu.daemon import xenstore_backend
+
+        return xenstore_backend.connect(uri)
+    if not _impl.HAVE_NATIVE:
+        _no_native(uri)
+    hv = _impl.Hypervisor(uri)
     toolstack: Toolstack = SimToolstack(hv) if hv.is_sim else XenstoreToolstack()
     return Host(uri, hv, toolstack)
+
+
+def _no_native(uri: str) -> NoReturn:
+    """Raise the typed error for a URI that needs the missing native module."""
+    why = f"xenvcpu._native cannot be loaded ({_impl.NATIVE_ERROR})"
+    pure = (
+        "xenstore:/// (domain list, online vCPUs) and, on Xen <= 4.4, "
+        "xend+unix:///var/lib/xend/xend-socket still work"
+    )
+    if uri.startswith("sim:"):
+        raise NotSupported(f"{uri}: the simulated host is part of the native module, and {why}")
+    if uri.startswith("xen:"):
+        raise NoHypervisor(f"{uri}: hypercalls need the native module, and {why}; {pure}")
+    raise NotSupported(
+        f"unknown hypervisor URI {uri!r}: use xen:///system or sim:///default "
+        f"(both need the native module, and {why}), xenstore:/// or xend+unix:///PATH"
+    )
 
 
 class DomainVcpus(NamedTuple):
@@ -73,9 +119,9 @@ class DomainVcpus(NamedTuple):
 class Host:
     """A hypervisor host. Get one with :func:`connect`."""
 
-    def __init__(self, uri: str, hv: Hypervisor, toolstack: Toolstack) -> None:
+    def __init__(self, uri: str, hv: HypervisorBackend, toolstack: Toolstack) -> None:
         self.uri = uri
-        self._hv = hv
+        self._backend = hv
         self.toolstack = toolstack
         self._topology: Topology | None = None
 
@@ -83,28 +129,34 @@ class Host:
         return f"<Host {self.uri} Xen {self.xen_version} via {self.backend}>"
 
     @property
+    def _hv(self) -> Any:
+        """The backend object, untyped: for backend-specific controls (``sim_*``)."""
+        return self._backend
+
+    @property
     def backend(self) -> str:
-        """What serves hypercalls: "privcmd" or "sim"."""
-        return self._hv.transport
+        """What serves hypercalls: "privcmd" or "sim" (or "xend", "xenstore")."""
+        return self._backend.transport
 
     @property
     def xen_version(self) -> str:
-        major, minor, _, _ = self._hv.version
-        return f"{major}.{minor}"
+        """``major.minor``, or "unknown" where the backend cannot tell (xenstore:///)."""
+        major, minor, _, _ = self._backend.version
+        return f"{major}.{minor}" if major else "unknown"
 
     @property
     def max_cpus(self) -> int:
         """Width of every CPU map of this host (max_cpu_id + 1, offline CPUs included)."""
-        return self._hv.width
+        return self._backend.width
 
     @property
     def cpus(self) -> CpuMap:
         """The online physical CPUs."""
-        return self._hv.online_cpus()
+        return self._backend.online_cpus()
 
     @property
     def info(self) -> HostInfo:
-        p = self._hv.physinfo()
+        p = self._backend.physinfo()
         return HostInfo(
             xen_version=self.xen_version,
             nr_cpus=p["nr_cpus"],
@@ -121,7 +173,7 @@ class Host:
     def topology(self) -> Topology:
         """Core, socket and node of every present CPU (read once per Host)."""
         if self._topology is None:
-            rows = self._hv.topology()
+            rows = self._backend.topology()
             cpus = tuple(CpuTopology(cpu, *row) for cpu, row in enumerate(rows) if row is not None)
             nodes: list[int | None] = [None] * self.max_cpus
             for c in cpus:
@@ -140,7 +192,7 @@ class Host:
                 cpus=cpus,
                 n_domains=n_dom,
             )
-            for pid, sched, n_dom, cpus in self._hv.cpupools()
+            for pid, sched, n_dom, cpus in self._backend.cpupools()
         ]
 
     def cpumap(self, spec: MapSpec, *, what: str = "CPU map") -> CpuMap:
@@ -176,7 +228,7 @@ class Host:
     def domains(self) -> list[Domain]:
         """Every domain, by id."""
         names = self._names()
-        return [self._domain(d, names) for d in self._hv.domains()]
+        return [self._domain(d, names) for d in self._backend.domains()]
 
     def domain(self, ref: int | str | Domain) -> Domain:
         """A domain by id, by name, or a decimal id given as a string.
@@ -205,7 +257,7 @@ class Host:
                 f"no domain named {ref!r}; known domains: {self._known(names)}", domain=ref
             )
         try:
-            info = self._hv.domain(domid)
+            info = self._backend.domain(domid)
         except DomainNotFound:
             raise DomainNotFound(
                 f"no domain with id {domid}; known domains: {self._known(names)}", domain=domid
@@ -213,7 +265,7 @@ class Host:
         return self._domain(info, names)
 
     def _known(self, names: dict[int, str]) -> str:
-        ids = [d.id for d in self._hv.domains()]
+        ids = [d.id for d in self._backend.domains()]
         return ", ".join(f"{names.get(i) or default_name(i)} ({i})" for i in ids) or "none"
 
     def snapshot(self) -> Snapshot:
@@ -225,14 +277,14 @@ class Host:
         one domain cannot hide the others.
         """
         names = self._names()  # first: a domain that vanishes midway still has its name
-        return Snapshot(self, self._hv.snapshot(), names)
+        return Snapshot(self, self._backend.snapshot(), names)
 
 
 class Snapshot(Sequence["DomainVcpus"]):
     """Every vCPU of every domain at one moment; ``snap[i]`` is the i-th domain's
     :class:`DomainVcpus`. Columns over all vCPUs: :meth:`column`, :meth:`maps`."""
 
-    def __init__(self, host: Host, native: _NativeSnapshot, names: dict[int, str]) -> None:
+    def __init__(self, host: Host, native: SnapshotBackend, names: dict[int, str]) -> None:
         self.host = host
         self.native = native
         self.names = names
@@ -314,7 +366,7 @@ class Domain:
 
     def info(self) -> DomainInfo:
         """A fresh getdomaininfo record."""
-        self._info = self.host._hv.domain(self.id)
+        self._info = self.host._backend.domain(self.id)
         return self._info
 
     @property
@@ -335,10 +387,10 @@ class Domain:
 
     def vcpus(self) -> list[VcpuInfo]:
         """Every vCPU: state, CPU time, pCPU, hard and soft affinity (one batched call)."""
-        return self.host._hv.vcpus(self.id)
+        return self.host._backend.vcpus(self.id)
 
     def vcpu(self, vcpu: int) -> VcpuInfo:
-        return self.host._hv.vcpu(self.id, self._check_vcpu(vcpu))
+        return self.host._backend.vcpu(self.id, self._check_vcpu(vcpu))
 
     def _maps(
         self, hard: MapSpec | None, soft: MapSpec | None
@@ -375,7 +427,7 @@ class Domain:
         """
         vcpu = self._check_vcpu(vcpu)
         h, s = self._maps(hard, soft)
-        eh, es = self.host._hv.pin(self.id, vcpu, h, s, force)
+        eh, es = self.host._backend.pin(self.id, vcpu, h, s, force)
         p = Pinning(self.id, vcpu, h, s, eh, es)
         if p.narrowed:
             _warn_narrowed(self, p)
@@ -390,7 +442,7 @@ class Domain:
         are still pinned and the error raised names every vCPU that failed.
         """
         h, s = self._maps(hard, soft)
-        results = self.host._hv.pin_all(self.id, h, s, force)
+        results = self.host._backend.pin_all(self.id, h, s, force)
         pins: list[Pinning] = []
         failed: list[tuple[int, XenvcpuError]] = []
         for vcpu, r in results:
@@ -443,6 +495,10 @@ class Domain:
         self._apply_online(online, wait, timeout)
 
     def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:
+        if wait and self.host.backend == "xenstore":
+            from xenvcpu.daemon.xenstore_backend import no_wait_error
+
+            raise no_wait_error(self.label, self.id)
         self.host.toolstack.set_availability(self.id, self.max_vcpus, online)
         if wait:
             _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)

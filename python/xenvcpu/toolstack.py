@@ -7,18 +7,20 @@ host (ref §5.4); a simulated host keeps its own. :class:`Toolstack` is the seam
 from __future__ import annotations
 
 from collections.abc import Set
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from xenvcpu._native import Hypervisor
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.daemon.xenstore import XenstoreClient
 from xenvcpu.errors import XenstoreError
+
+if TYPE_CHECKING:
+    from xenvcpu._native import Hypervisor
 
 __all__ = ["SimToolstack", "Toolstack", "XenstoreToolstack"]
 
 
 class Toolstack(Protocol):
-    #: "xenstore" or "sim", for messages and ``xenvcpu doctor``.
+    #: "xenstore", "sim" or "xend", for messages and ``xenvcpu doctor``.
     name: str
 
     def domain_names(self) -> dict[int, str]: ...

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from xenvcpu._native import CpuMap, DomainInfo, VcpuInfo
+from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
 
 __all__ = [
     "CpuTopology",

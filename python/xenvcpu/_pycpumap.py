@@ -1,0 +1,432 @@
+"""Pure-Python ``CpuMap``: used when the native module ``xenvcpu._native`` cannot load.
+
+Same API, grammar, byte order, reprs and error messages as the Rust ``CpuMap``
+(``rust/core/src/cpumap.rs`` and ``rust/py/src/cpumap.rs``); tests/test_fallback.py
+compares the two on the same inputs. The bits live in one Python ``int`` (CPU n is bit
+n), so packing is ``int.to_bytes`` and the algebra is whole-int bit operations.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Optional, Union
+
+from xenvcpu.errors import CpuListError
+
+__all__ = ["MAX_WIDTH", "CpuMap"]
+
+#: The widest map accepted (as the native module: 4 Mi CPUs).
+MAX_WIDTH = 1 << 22
+
+_U64_MAX = (1 << 64) - 1
+_U32_MAX = (1 << 32) - 1
+_NO_NODE = _U32_MAX  # what the native code stores for a CPU without a node
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+# Rust's char::is_whitespace (the Unicode White_Space property): str.trim() uses it.
+_WS = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_RUNS = re.compile("1+")
+
+Topology = Union[Sequence[Optional[int]], Mapping[int, int], object]
+
+
+def _i64(value: object) -> int:
+    """An int argument as PyO3 extracts an ``i64`` (``__index__``; OverflowError past i64)."""
+    n = operator.index(value)  # type: ignore[arg-type]
+    if not _I64_MIN <= n <= _I64_MAX:
+        raise OverflowError("Python int too large to convert to C long")
+    return n
+
+
+def _unsigned(value: object, limit: int) -> int:
+    n = operator.index(value)  # type: ignore[arg-type]
+    if n < 0:
+        raise OverflowError("can't convert negative int to unsigned")
+    if n > limit:
+        raise OverflowError("out of range integral type conversion attempted")
+    return n
+
+
+def valid_range(width: int) -> str:
+    return "none" if width == 0 else ("0" if width == 1 else f"0-{width - 1}")
+
+
+def rust_debug(text: str) -> str:
+    """``format!("{text:?}")``: how the native messages quote a string."""
+    out = ['"']
+    for c in text:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c == "\t":
+            out.append("\\t")
+        elif c == "\n":
+            out.append("\\n")
+        elif c == "\r":
+            out.append("\\r")
+        elif c == "\0":
+            out.append("\\0")
+        elif not c.isprintable() or unicodedata.category(c) in ("Mn", "Me"):
+            out.append(f"\\u{{{ord(c):x}}}")
+        else:
+            out.append(c)
+    out.append('"')
+    return "".join(out)
+
+
+def _bad_width(width: int) -> CpuListError:
+    return CpuListError(
+        f"invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}"
+    )
+
+
+def _out_of_range(cpu: int, width: int) -> CpuListError:
+    return CpuListError(
+        f"CPU {cpu} is out of range: valid CPUs are {valid_range(width)} (width {width})"
+    )
+
+
+def _width_arg(width: object) -> int:
+    w = _i64(width)
+    if not 1 <= w <= MAX_WIDTH:
+        raise _bad_width(w)
+    return w
+
+
+def _lowest_bit(n: int) -> int:
+    return (n & -n).bit_length() - 1
+
+
+def _check_fits(bits: int, width: int) -> None:
+    extra = bits >> width
+    if extra:
+        raise _out_of_range(width + _lowest_bit(extra), width)
+
+
+class _ParseError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _parse_num(s: str) -> int:
+    if not s:
+        raise _ParseError("a CPU number is missing")
+    n = 0
+    for b in s.encode("utf-8"):
+        if not 0x30 <= b <= 0x39:
+            raise _ParseError("not a CPU number")
+        n = n * 10 + (b - 0x30)
+        if n > _U64_MAX:
+            raise _ParseError("CPU number too large")
+    return n
+
+
+def _parse_range(s: str) -> tuple[int, int]:
+    if "-" not in s:
+        n = _parse_num(s)
+        return n, n
+    a, b = s.split("-", 1)
+    if not a:
+        raise _ParseError("a range needs a start (negative CPUs do not exist)")
+    if not b:
+        raise _ParseError("a range needs an end")
+    if "-" in b:
+        raise _ParseError("a range has one '-'")
+    lo, hi = _parse_num(a), _parse_num(b)
+    if lo > hi:
+        raise _ParseError("a range must go upwards")
+    return lo, hi
+
+
+def _nodes_of(topology: Any, width: int) -> list[int]:
+    """Node of each CPU, as the native ``nodes_of``: ``cpu_to_node``, a dict, or a sequence."""
+    source = topology.cpu_to_node if hasattr(topology, "cpu_to_node") else topology
+    nodes = [_NO_NODE] * width
+    if isinstance(source, dict):
+        for k, v in source.items():
+            cpu = _unsigned(k, _U64_MAX)
+            if cpu < width and v is not None:
+                nodes[cpu] = _unsigned(v, _U32_MAX)
+    else:
+        for cpu, v in enumerate(source):
+            if cpu < width and v is not None:
+                nodes[cpu] = _unsigned(v, _U32_MAX)
+    return nodes
+
+
+def _known_nodes(nodes: list[int]) -> str:
+    present = {n for n in nodes if n != _NO_NODE}
+    return _format_runs(sum(1 << n for n in present)) if present else "none"
+
+
+def _format_runs(bits: int) -> str:
+    out = []
+    for m in _RUNS.finditer(bin(bits)[:1:-1]):
+        lo, hi = m.start(), m.end() - 1
+        out.append(str(lo) if lo == hi else f"{lo}-{hi}")
+    return ",".join(out)
+
+
+class CpuMap:
+    """A set of physical CPUs of a fixed width, packed as little-endian bits."""
+
+    __slots__ = ("_bits", "_width")
+    _bits: int
+    _width: int
+
+    def __new__(cls, width: int) -> CpuMap:
+        return cls._make(0, _width_arg(width))
+
+    @classmethod
+    def _make(cls, bits: int, width: int) -> CpuMap:
+        self = object.__new__(cls)
+        object.__setattr__(self, "_bits", bits)
+        object.__setattr__(self, "_width", width)
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"'CpuMap' object attribute {name!r} is read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"'CpuMap' object attribute {name!r} is read-only")
+
+    # ---- constructors ------------------------------------------------------------------
+
+    @classmethod
+    def full(cls, width: int) -> CpuMap:
+        w = _width_arg(width)
+        return cls._make((1 << w) - 1, w)
+
+    @classmethod
+    def from_cpus(cls, cpus: Iterable[int], width: int) -> CpuMap:
+        w = _width_arg(width)
+        bits = 0
+        for item in cpus:
+            cpu = _i64(item)
+            if cpu < 0:
+                raise CpuListError(
+                    f"CPU {cpu} is negative: valid CPUs are {valid_range(w)} (width {w})"
+                )
+            if cpu >= w:
+                raise _out_of_range(cpu, w)
+            bits |= 1 << cpu
+        return cls._make(bits, w)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, width: int | None = None) -> CpuMap:
+        w = None if width is None else _width_arg(width)
+        raw: object = data
+        if not isinstance(raw, (bytes, bytearray)):
+            raw = data.tobytes() if hasattr(data, "tobytes") else None
+            if not isinstance(raw, bytes):
+                raise TypeError(
+                    f"expected bytes, bytearray or memoryview, got {type(data).__name__}"
+                )
+        assert isinstance(raw, (bytes, bytearray))
+        if w is None:
+            w = len(raw) * 8
+            if not 1 <= w <= MAX_WIDTH:
+                raise _bad_width(w)
+        bits = int.from_bytes(raw, "little")
+        _check_fits(bits, w)
+        return cls._make(bits, w)
+
+    @classmethod
+    def parse(cls, text: str, width: int, topology: Topology | None = None) -> CpuMap:
+        """The cpulist grammar: terms ``N``, ``A-B``, ``all``/``r``, ``node:N``,
+        ``nodes:A-B``, each optionally negated with ``^``, applied left to right."""
+        if not isinstance(text, str):
+            raise TypeError(f"argument 'text': '{type(text).__name__}' object is not a str")
+        w = _width_arg(width)
+        nodes = _nodes_of(topology, w) if topology is not None and "node" in text else None
+        bits = 0
+        full = (1 << w) - 1
+        if not text.strip(_WS):
+            return cls._make(0, w)
+        start = 0
+        while True:
+            end = text.find(",", start)
+            if end < 0:
+                end = len(text)
+            raw = text[start:end]
+            tok = raw.strip(_WS)
+            tok_start = start + len(raw) - len(raw.lstrip(_WS))
+            try:
+                if not tok:
+                    raise _ParseError("empty term")
+                neg = tok.startswith("^")
+                body = tok[1:] if neg else tok
+                if body in ("all", "r"):
+                    if neg:
+                        raise _ParseError("'^all' is not allowed (it would exclude every CPU)")
+                    bits = full
+                elif body.startswith(("nodes:", "node:")):
+                    spec = body[6:] if body.startswith("nodes:") else body[5:]
+                    if nodes is None:
+                        raise _ParseError("node terms need the host topology")
+                    lo, hi = _parse_range(spec)
+                    chosen = 0
+                    for cpu, node in enumerate(nodes[:w]):
+                        if lo <= node <= hi:
+                            chosen |= 1 << cpu
+                    if not chosen:
+                        raise _ParseError(
+                            f"no CPU is in that node (nodes with CPUs: {_known_nodes(nodes)})"
+                        )
+                    bits = bits & ~chosen if neg else bits | chosen
+                else:
+                    lo, hi = _parse_range(body)
+                    if hi >= w:
+                        raise _ParseError(f"CPU {lo if lo >= w else hi} is out of range")
+                    chosen = ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1)
+                    bits = bits & ~chosen if neg else bits | chosen
+            except _ParseError as e:
+                shown = tok if tok else raw
+                raise CpuListError(
+                    f"invalid cpulist {rust_debug(text)}: {rust_debug(shown)} at column "
+                    f"{tok_start + 1}: {e.reason}; valid CPUs are {valid_range(w)} (width {w})"
+                ) from None
+            if end == len(text):
+                break
+            start = end + 1
+        return cls._make(bits, w)
+
+    @classmethod
+    def from_bools(cls, bools: Iterable[object]) -> CpuMap:
+        bits = 0
+        width = 0
+        for item in bools:
+            if item is True or (item is not False and bool(item)):
+                bits |= 1 << width
+            width += 1
+            if width > MAX_WIDTH:
+                raise _bad_width(width)
+        if width == 0:
+            raise _bad_width(0)
+        return cls._make(bits, width)
+
+    # ---- views -------------------------------------------------------------------------
+
+    def to_bools(self) -> tuple[bool, ...]:
+        s = bin(self._bits)[:1:-1] if self._bits else ""
+        return tuple(c == "1" for c in s.ljust(self._width, "0"))
+
+    def to_bytes(self, maplen: int | None = None) -> bytes:
+        if maplen is None:
+            n = (self._width + 7) // 8
+        else:
+            n = _i64(maplen)
+            if n < 0:
+                raise CpuListError(f"maplen {n} is negative")
+        if self._bits:
+            highest = self._bits.bit_length() - 1
+            if highest // 8 >= n:
+                raise CpuListError(
+                    f"maplen {n} is too short: CPU {highest} is set and needs at least "
+                    f"{highest // 8 + 1} bytes"
+                )
+        return self._bits.to_bytes(n, "little")
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+    def to_cpulist(self) -> str:
+        return _format_runs(self._bits)
+
+    def to_list(self) -> list[int]:
+        out: list[int] = []
+        for m in _RUNS.finditer(bin(self._bits)[:1:-1]):
+            out.extend(range(m.start(), m.end()))
+        return out
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    def resized(self, width: int) -> CpuMap:
+        w = _width_arg(width)
+        _check_fits(self._bits, w)
+        return self._make(self._bits, w)
+
+    def issubset(self, other: CpuMap) -> bool:
+        if not isinstance(other, CpuMap):
+            raise TypeError(f"'{type(other).__name__}' object is not an instance of 'CpuMap'")
+        return self._bits & ~other._bits == 0
+
+    def is_full(self) -> bool:
+        return self._bits == (1 << self._width) - 1
+
+    def __str__(self) -> str:
+        return self.to_cpulist()
+
+    def __repr__(self) -> str:
+        return f'CpuMap.parse("{self.to_cpulist()}", {self._width})'
+
+    def __len__(self) -> int:
+        return bin(self._bits).count("1")
+
+    def __bool__(self) -> bool:
+        return self._bits != 0
+
+    def __contains__(self, cpu: object) -> bool:
+        try:
+            c = _i64(cpu)
+        except (TypeError, OverflowError):
+            return False
+        return 0 <= c < self._width and bool(self._bits >> c & 1)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.to_list())
+
+    # ---- algebra -----------------------------------------------------------------------
+
+    def _other(self, other: object) -> CpuMap | None:
+        if not isinstance(other, CpuMap):
+            return None
+        if other._width != self._width:
+            raise CpuListError(
+                f"CPU maps of different widths ({self._width} and {other._width}) "
+                "cannot be combined"
+            )
+        return other
+
+    def __and__(self, other: CpuMap) -> CpuMap:
+        o = self._other(other)
+        return NotImplemented if o is None else self._make(self._bits & o._bits, self._width)
+
+    def __or__(self, other: CpuMap) -> CpuMap:
+        o = self._other(other)
+        return NotImplemented if o is None else self._make(self._bits | o._bits, self._width)
+
+    def __sub__(self, other: CpuMap) -> CpuMap:
+        o = self._other(other)
+        return NotImplemented if o is None else self._make(self._bits & ~o._bits, self._width)
+
+    def __xor__(self, other: CpuMap) -> CpuMap:
+        o = self._other(other)
+        return NotImplemented if o is None else self._make(self._bits ^ o._bits, self._width)
+
+    def __invert__(self) -> CpuMap:
+        return self._make(~self._bits & ((1 << self._width) - 1), self._width)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CpuMap):
+            return NotImplemented
+        return self._width == other._width and self._bits == other._bits
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, CpuMap):
+            return NotImplemented
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((self._width, self._bits))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self).from_bytes, (self.to_bytes(), self._width))
