@@ -58,7 +58,10 @@ def valid_range(width: int) -> str:
 
 
 def rust_debug(text: str) -> str:
-    """``format!("{text:?}")``: how the native messages quote a string."""
+    """``format!("{text:?}")``: how the native messages quote a string.
+
+    Exact for ASCII and for most text; combining marks and characters newer than this
+    Python's Unicode database may be escaped differently (Rust uses its own tables)."""
     out = ['"']
     for c in text:
         if c in '"\\':

@@ -68,6 +68,11 @@ class XenstoreToolstack:
             self._xs = XenstoreClient(self._path)
         return self._xs
 
+    def close(self) -> None:
+        """Close the xenstored connection (a later call opens a new one)."""
+        if self._xs is not None:
+            self._xs.close()
+
     def domain_names(self) -> dict[int, str]:
         """Names from ``/local/domain/<id>/name``; an unreadable xenstore gives no names."""
         try:
