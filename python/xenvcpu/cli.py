@@ -574,11 +574,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             "xend",
             xend_ok,
             f"legacy xend at {XEND_SOCKET}: {xend_detail}"
-            + (
-                " (use xenvcpu.daemon.xend.XendClient; --connect does not take xend URIs)"
-                if xend_ok
-                else ""
-            ),
+            + (f" (use --connect xend+unix://{XEND_SOCKET})" if xend_ok else ""),
         )
         xs_line = (
             "xenstore",
@@ -599,7 +595,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         verdict = (
             "no backend can serve: this machine is not a usable Xen control domain; "
             "only sim:/// URIs work here (try: xenvcpu --connect sim:///default list)"
-        )
+        ) + ("" if native_ok else ", once the native module loads")
 
     if args.json:
         _emit_json(
