@@ -340,6 +340,16 @@ def test_xenstore_backend_with_native(
     h.toolstack.close()
 
 
+def test_xenstore_uri_paths() -> None:
+    from xenvcpu.daemon.xenstore_backend import path_of
+
+    assert path_of("xenstore:///") is None and path_of("xenstore://") is None
+    assert path_of("xenstore:///run/xenstored/socket") == "/run/xenstored/socket"
+    assert path_of("xenstore://localhost/dev/xen/xenbus") == "/dev/xen/xenbus"
+    with pytest.raises(ValueError, match="not a xenstore URI"):
+        path_of("xen:///system")
+
+
 def test_xenstore_uri_without_daemon(tmp_path: Path) -> None:
     from xenvcpu.errors import XenstoreError
 

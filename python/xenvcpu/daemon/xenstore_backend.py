@@ -29,7 +29,7 @@ from xenvcpu._backend import ListSnapshot
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
 from xenvcpu.daemon.vcpus import list_domains, max_vcpus_from_xenstore, read_availability
 from xenvcpu.daemon.xenstore import XenstoreClient
-from xenvcpu.errors import DomainNotFound, NotSupported, XenstoreError, XenvcpuError
+from xenvcpu.errors import DomainNotFound, NotSupported, XenvcpuError
 from xenvcpu.host import Host
 from xenvcpu.toolstack import XenstoreToolstack
 
@@ -148,10 +148,7 @@ class XenstoreHypervisor:
         return out
 
     def domain(self, domid: int, /) -> DomainInfo:
-        try:
-            return self._info(domid)
-        except XenstoreError as e:
-            raise DomainNotFound(f"domain {domid}: {e}", domain=domid) from e
+        return self._info(domid)
 
     def vcpus(self, domid: int, /) -> list[VcpuInfo]:
         raise _unsupported("vCPU state and affinity (getvcpuinfo)")
