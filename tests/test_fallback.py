@@ -340,6 +340,16 @@ def test_xenstore_backend_with_native(
     h.toolstack.close()
 
 
+def test_privcmd_errors_point_to_the_xenstore_path() -> None:
+    from xenvcpu.errors import NoHypervisor, PermissionDenied
+
+    if any(os.path.exists(p) for p in ("/dev/xen/privcmd", "/proc/xen/privcmd")):
+        pytest.skip("this machine has privcmd")
+    with pytest.raises((NoHypervisor, PermissionDenied), match=r"privcmd.*xenstore:///") as info:
+        xenvcpu.connect("xen:///system")
+    assert info.value.errno is not None
+
+
 def test_xenstore_uri_paths() -> None:
     from xenvcpu.daemon.xenstore_backend import path_of
 

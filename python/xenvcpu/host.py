@@ -24,6 +24,7 @@ from xenvcpu.errors import (
     InvalidAffinity,
     NoHypervisor,
     NotSupported,
+    PermissionDenied,
     VcpuNotFound,
     XenvcpuError,
 )
@@ -86,7 +87,18 @@ def connect(uri: str | None = None) -> Host:
         return xenstore_backend.connect(uri)
     if not _impl.HAVE_NATIVE:
         _no_native(uri)
-    hv = _impl.Hypervisor(uri)
+    try:
+        hv = _impl.Hypervisor(uri)
+    except (NoHypervisor, PermissionDenied) as e:
+        if not uri.startswith("xen:"):
+            raise
+        raise type(e)(
+            f"{e.message}; without privcmd, xenstore:/// still lists domains and sets "
+            "online vCPUs (pure Python)",
+            errno=e.errno,
+            domain=e.domain,
+            vcpu=e.vcpu,
+        ) from e
     toolstack: Toolstack = SimToolstack(hv) if hv.is_sim else XenstoreToolstack()
     return Host(uri, hv, toolstack)
 
