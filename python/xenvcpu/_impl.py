@@ -10,7 +10,7 @@ What still works then: ``xend+unix://`` / ``xend+http://`` URIs (Xen <= 4.4) and
 
 To silence the warning where the fallback is expected::
 
-    warnings.filterwarnings("ignore", category=RuntimeWarning, module="xenvcpu._impl")
+    warnings.filterwarnings("ignore", "xenvcpu: the native module", RuntimeWarning)
 """
 
 from __future__ import annotations
