@@ -64,11 +64,12 @@ KNOBS = {  # name: (default, meaning)
     "XEN_TEST_MEM": ("2G", "qemu RAM"),
     "XEN_TEST_DOM0_MEM": ("768M", "dom0 RAM"),
     "XEN_TEST_DOM0_VCPUS": ("2", "dom0 vCPUs (4 doubles the boot time on 2 host cores)"),
+    "XEN_TEST_TCG_THREAD": ("single", "qemu TCG threading: single, or multi (a host thread per pCPU: the guest stalls under load)"),
     "XEN_TEST_DEADLINE": ("1500", "s, the whole harness; every stage's timeout is capped by what is left"),
     "XEN_TEST_APT_TIMEOUT": ("300", "s, apt-get update + install"),
     "XEN_TEST_DEBOOTSTRAP_TIMEOUT": ("600", "s, debootstrap"),
     "XEN_TEST_BUILD_TIMEOUT": ("900", "s, maturin build --release (runs alongside debootstrap)"),
-    "XEN_TEST_BOOT_TIMEOUT": ("420", "s, qemu start until pytest starts in dom0"),
+    "XEN_TEST_BOOT_TIMEOUT": ("600", "s, qemu start until pytest starts in dom0"),
     "XEN_TEST_TEST_TIMEOUT": ("600", "s, the pytest run inside dom0"),
 }
 
@@ -273,6 +274,9 @@ def start_wheel_build(dist: Path, out: Path) -> subprocess.Popen | None:
         raise HarnessFailure("maturin is not installed: cannot build the project's wheel")
     log("building the wheel: maturin build --release (log: maturin.log)")
     env = dict(os.environ, CARGO_TERM_COLOR="never")
+    # an own target directory: a concurrent `cargo`/`maturin develop` in the checkout cannot
+    # pull the library out from under this build (kept between runs, so rebuilds are incremental)
+    env.setdefault("CARGO_TARGET_DIR", str(Path(knob("XEN_LAB_DIR")) / "cargo-target"))
     cmd = ["maturin", "build", "--release", "--out", str(dist)]
     with open(out / "maturin.log", "ab") as f:
         f.write(f"+ {shlex.join(cmd)}\n".encode())
@@ -436,7 +440,7 @@ def qemu_command(files: dict[str, Path], share: Path) -> list[str]:
     linux_args = "root=/dev/vda rw console=hvc0 earlyprintk=xen init=/xenvcpu-lab/dom0-init.sh"
     assert "," not in linux_args and "," not in str(files["vmlinuz"]) + str(files["initrd.img"])
     return [
-        "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64",
+        "qemu-system-x86_64", "-accel", f"tcg,thread={knob('XEN_TEST_TCG_THREAD')}", "-machine", "pc", "-cpu", "qemu64",
         "-smp", knob("XEN_TEST_SMP"), "-m", knob("XEN_TEST_MEM"),
         "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
         "-kernel", str(files["xen"]), "-append", xen_args,
@@ -612,7 +616,7 @@ def main() -> int:
         if "xen_banner" not in marks:
             raise LabUnavailable(f"qemu did not boot Xen (rc {result['qemu_rc']}, {result['killed'] or 'exited'}):\n"
                                  f"{tail(out / 'serial.log')}")
-        for name in ("pytest.log", "pytest.rc", "junit.xml", "lab.log"):
+        for name in ("pytest.log", "pytest.rc", "junit.xml", "lab.log", "domu-console.log"):
             if (share / name).exists():
                 shutil.copy2(share / name, out / name)
         junit = out / "junit.xml"

@@ -120,8 +120,9 @@ sync
 mark "pytest done rc=$rc"
 
 if [ "${XENVCPU_NO_DOMU:-0}" != 1 ]; then
-    echo "--- domu console (tail)"
-    tr -d '\r' < /var/log/xen/console/guest-domu.log 2>/dev/null | tail -15
+    tr -d '\r' < /var/log/xen/console/guest-domu.log > /mnt/out/domu-console.log 2>/dev/null
+    echo "--- domu console (tail; all of it in domu-console.log)"
+    tail -8 /mnt/out/domu-console.log
 fi
 echo "--- xl dmesg (tail)"
 xl dmesg | tail -10
