@@ -46,3 +46,13 @@ def test_builtin_bases_for_idiomatic_catching() -> None:
     assert issubclass(errors.PermissionDenied, PermissionError)
     assert issubclass(errors.VcpuTimeout, TimeoutError)
     assert issubclass(errors.AffinityNarrowed, UserWarning)
+
+
+def test_pickle_keeps_extra_attributes() -> None:
+    e = errors.VcpuTimeout("vCPU 2 still offline", domain="web", vcpu=2)
+    e.pending = (2, 3)
+    x = errors.XenstoreError("no such node", errno=2)
+    x.name = "ENOENT"
+    for orig, attr in ((e, "pending"), (x, "name")):
+        clone = pickle.loads(pickle.dumps(orig))
+        assert getattr(clone, attr) == getattr(orig, attr) and str(clone) == str(orig)

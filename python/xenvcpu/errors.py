@@ -59,7 +59,12 @@ class XenvcpuError(Exception):
         self.vcpu = vcpu
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (type(self), self.message, self.errno, self.domain, self.vcpu))
+        # The instance dict carries extras some classes set (pending, name, status).
+        extra = {k: v for k, v in self.__dict__.items() if k not in _BASE_FIELDS}
+        return (_rebuild, (type(self), self.message, self.errno, self.domain, self.vcpu), extra)
+
+
+_BASE_FIELDS = frozenset({"message", "errno", "domain", "vcpu"})
 
 
 def _rebuild(
