@@ -453,9 +453,8 @@ def qemu_command(files: dict[str, Path], share: Path) -> list[str]:
 
 
 def write_lab_env(share: Path) -> None:
-    # dom0 sees the checkout at /mnt/host and runs pytest from a scratch directory
-    paths = [p if p.startswith("/") else "/mnt/host/" + p for p in shlex.split(knob("XEN_TEST_PATHS"))]
-    args = paths + shlex.split(knob("XEN_TEST_ARGS"))
+    # dom0 runs pytest in /mnt/host, the checkout
+    args = shlex.split(knob("XEN_TEST_PATHS")) + shlex.split(knob("XEN_TEST_ARGS"))
     env = {
         "XENVCPU_PYTEST_ARGS": shlex.join(args),
         "XENVCPU_TEST_TIMEOUT": str(knob_int("XEN_TEST_TEST_TIMEOUT")),

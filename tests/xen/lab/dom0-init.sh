@@ -72,10 +72,10 @@ exec > >(tee -a /mnt/out/lab.log) 2>&1
 mark "shares mounted"
 
 # --- the PV guest and the project -----------------------------------------------
-# The guest boots (slowly, under TCG) while the wheel is installed.
-DOMU_OK=1
+# The guest is built (xl create takes ~15 s under TCG) and boots while the wheel is installed.
 if [ "${XENVCPU_NO_DOMU:-0}" != 1 ]; then
-    run xl create /xenvcpu-lab/domu.cfg || DOMU_OK=0
+    run xl create /xenvcpu-lab/domu.cfg &
+    DOMU_CREATE=$!
 fi
 # The disk is a qemu snapshot: installing into the system is thrown away at poweroff.
 WHEEL=$(ls /mnt/out/dist/*.whl 2>/dev/null | head -1)
@@ -86,7 +86,7 @@ else
 fi
 if [ "${XENVCPU_NO_DOMU:-0}" != 1 ]; then
     # domu-init.sh reports its online CPUs on its console
-    if [ $DOMU_OK = 1 ] && wait_domu_log '^DOMU online=0-1$' 240; then
+    if wait "$DOMU_CREATE" && wait_domu_log '^DOMU online=0-1$' 240; then
         mark "domu up"
     else
         mark "ERROR: domu did not come up"
@@ -101,19 +101,20 @@ export XENVCPU_LAB=1 PYTHONDONTWRITEBYTECODE=1
 if [ "${XENVCPU_SHELL:-0}" = 1 ]; then
     mark "interactive shell (exit to power off)"
     echo "checkout: /mnt/host (read-only); results: /mnt/out"
-    echo "run e.g.: python3 -m pytest -c /mnt/host/pyproject.toml -p no:cacheprovider -m xen /mnt/host/tests/xen -k pin"
-    mkdir -p /tmp/pytest && cd /tmp/pytest && setsid -c bash -i </dev/console >/dev/console 2>&1
+    echo "run e.g.: python3 -m pytest -p no:cacheprovider -m xen tests/xen -k pin"
+    export HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis
+    cd /mnt/host && setsid -c bash -i </dev/console >/dev/console 2>&1
     finish shell-exit
 fi
 
 mark "pytest start"
-# The checkout is read-only: run from a scratch directory (hypothesis & co write to the cwd),
-# with the checkout's own pytest configuration and rootdir.
-mkdir -p /tmp/pytest && cd /tmp/pytest
-eval "set -- ${XENVCPU_PYTEST_ARGS:-/mnt/host/tests/xen}"  # shell-quoted by the harness
-timeout -k 10 "${XENVCPU_TEST_TIMEOUT:-600}" \
-    python3 -m pytest -c /mnt/host/pyproject.toml --rootdir=/mnt/host -p no:cacheprovider \
-        -m xen -rA -v --color=no --junitxml=/mnt/out/junit.xml "$@" 2>&1 | tee /mnt/out/pytest.log
+# From the checkout (read-only) with its own pytest configuration, so node ids read as on the
+# host; hypothesis keeps its database in /tmp instead of the cwd.
+cd /mnt/host
+eval "set -- ${XENVCPU_PYTEST_ARGS:-tests/xen}"  # shell-quoted by the harness
+HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis timeout -k 10 "${XENVCPU_TEST_TIMEOUT:-600}" \
+    python3 -m pytest -p no:cacheprovider -m xen -rA -v --color=no \
+        --junitxml=/mnt/out/junit.xml "$@" 2>&1 | tee /mnt/out/pytest.log
 rc=${PIPESTATUS[0]}
 echo "$rc" > /mnt/out/pytest.rc
 sync
