@@ -1,16 +1,20 @@
-"""Tests under tests/xen/ run only inside the Xen lab's dom0 (`make xen-test`, see docs/lab.md).
+"""Tests under tests/xen/ run only inside the Xen lab's dom0 (`make xen-test`, docs/lab.md).
 
 Outside the lab (no XENVCPU_LAB=1 from the lab's dom0 init, or no /dev/xen/privcmd) this
-conftest reports every test module here as skipped with the reason SKIP_REASON without importing
-it, so the fast suite on the host collects tests/xen harmlessly even though the test modules
-import things only dom0 has (the installed wheel, `xl`).  Inside the lab every test collected here gets the `xen` marker
-automatically (the lab runs `pytest -m xen`), so a new test file needs nothing special.
+conftest reports every test module here as skipped with the reason SKIP_REASON without
+importing it, so the fast suite on the host collects tests/xen harmlessly even though the test
+modules import things only dom0 has (the installed wheel, `xl`). Inside the lab every test
+collected here gets the `xen` marker automatically (the lab runs `pytest -m xen`), so a new
+test file needs nothing special.
 """
+
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -29,33 +33,38 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import xl as xl_module  # noqa: E402
+from xl import AffinitySaver  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "xen: needs a real Xen dom0 (the lab: `make xen-test`, docs/lab.md)")
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "xen: needs a real Xen dom0 (the lab: `make xen-test`, docs/lab.md)"
+    )
 
 
 class _NeedsLab(pytest.Module):
     """A test module collected outside the lab: skipped as a whole, never imported."""
 
-    def collect(self):
+    def collect(self) -> list[pytest.Item | pytest.Collector]:
         pytest.skip(SKIP_REASON)
 
 
-def pytest_pycollect_makemodule(module_path, parent):
+def pytest_pycollect_makemodule(
+    module_path: Path, parent: pytest.Collector
+) -> pytest.Module | None:
     if not in_lab() and HERE in Path(module_path).resolve().parents:
         return _NeedsLab.from_parent(parent, path=module_path)
     return None
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.xen)
 
 
 @pytest.fixture(scope="session")
-def xl():
+def xl() -> ModuleType:
     """The `xl` helpers (tests/xen/xl.py): info(), domains(), vcpus(), vcpu_pin(), vcpu_set()..."""
     return xl_module
 
@@ -75,18 +84,8 @@ def guest() -> str:
 
 
 @pytest.fixture
-def restore_affinity(nr_cpus):
+def restore_affinity() -> Iterator[AffinitySaver]:
     """Pin freely; every vCPU touched via restore_affinity.save(dom, vcpu) is reset afterwards."""
-
-    class Saver:
-        def __init__(self):
-            self.saved: dict[tuple[str, int], tuple] = {}
-
-        def save(self, dom, vcpu):
-            v = xl_module.vcpu(dom, vcpu)
-            self.saved.setdefault((str(dom), vcpu), (v.hard, v.soft))
-
-    saver = Saver()
+    saver = AffinitySaver()
     yield saver
-    for (dom, vcpu), (hard, soft) in saver.saved.items():
-        xl_module.vcpu_pin(dom, vcpu, hard if hard else "all", soft if soft else "all")
+    saver.restore()

@@ -21,6 +21,7 @@ apt or the Debian mirror unreachable, a package missing, no qemu, not enough mem
 then a JUnit file with the xen tests marked skipped and the reason is written.
 Settings are environment variables; see docs/lab.md or the KNOBS table below.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -40,6 +41,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 EXIT_PASS, EXIT_FAIL, EXIT_UNAVAILABLE = 0, 1, 77
@@ -64,8 +66,14 @@ KNOBS = {  # name: (default, meaning)
     "XEN_TEST_MEM": ("2G", "qemu RAM"),
     "XEN_TEST_DOM0_MEM": ("768M", "dom0 RAM"),
     "XEN_TEST_DOM0_VCPUS": ("2", "dom0 vCPUs (4 doubles the boot time on 2 host cores)"),
-    "XEN_TEST_TCG_THREAD": ("single", "qemu TCG threading: single, or multi (a host thread per pCPU: the guest stalls under load)"),
-    "XEN_TEST_DEADLINE": ("1500", "s, the whole harness; every stage's timeout is capped by what is left"),
+    "XEN_TEST_TCG_THREAD": (
+        "single",
+        "qemu TCG threading: single, or multi (a thread per pCPU: the guest stalls under load)",
+    ),
+    "XEN_TEST_DEADLINE": (
+        "1500",
+        "s, the whole harness; every stage's timeout is capped by what is left",
+    ),
     "XEN_TEST_APT_TIMEOUT": ("300", "s, apt-get update + install"),
     "XEN_TEST_DEBOOTSTRAP_TIMEOUT": ("600", "s, debootstrap"),
     "XEN_TEST_BUILD_TIMEOUT": ("900", "s, maturin build --release (runs alongside debootstrap)"),
@@ -82,25 +90,36 @@ def knob_int(name: str) -> int:
     try:
         return int(knob(name))
     except ValueError:
-        raise SystemExit(f"xen-test: {name} must be an integer, got {knob(name)!r}")
+        raise SystemExit(f"xen-test: {name} must be an integer, got {knob(name)!r}") from None
 
 
 def budget(name: str) -> float:
     """The timeout of a stage: its knob, capped by what is left of XEN_TEST_DEADLINE."""
     left = knob_int("XEN_TEST_DEADLINE") - (time.monotonic() - T0)
     if left < 5:
-        raise TimeoutError(f"XEN_TEST_DEADLINE ({knob('XEN_TEST_DEADLINE')} s) reached before {name}")
+        raise TimeoutError(
+            f"XEN_TEST_DEADLINE ({knob('XEN_TEST_DEADLINE')} s) reached before {name}"
+        )
     return min(knob_int(name), left)
 
 
 # --- the dom0 rootfs recipe: any change here rebuilds the cached rootfs -------------------
 SUITE = "bookworm"
 PACKAGES = [
-    "linux-image-amd64", "xen-hypervisor-4.17-amd64", "xen-utils-4.17",
-    "python3", "python3-pip", "python3-pytest", "busybox-static",
+    "linux-image-amd64",
+    "xen-hypervisor-4.17-amd64",
+    "xen-utils-4.17",
+    "python3",
+    "python3-pip",
+    "python3-pytest",
+    "busybox-static",
     # tests/conftest.py and pyproject's pytest addopts need these
-    "python3-hypothesis", "python3-pytest-benchmark",
-    "iproute2", "kmod", "procps", "strace",
+    "python3-hypothesis",
+    "python3-pytest-benchmark",
+    "iproute2",
+    "kmod",
+    "procps",
+    "strace",
 ]
 ROOTFS_RECIPE = {"suite": SUITE, "variant": "minbase", "packages": PACKAGES, "layout": 1}
 IMAGE_SIZE = "3G"
@@ -131,7 +150,7 @@ class HarnessFailure(Exception):
 
 T0 = time.monotonic()
 TIMINGS: dict[str, float] = {}
-CHILDREN: list[subprocess.Popen] = []
+CHILDREN: list[subprocess.Popen[bytes]] = []
 
 
 def log(msg: str) -> None:
@@ -143,7 +162,7 @@ def loud(msg: str) -> None:
     print(f"\n{bar}\n{msg}\n{bar}\n", file=sys.stderr, flush=True)
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -152,24 +171,30 @@ def kill_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def spawn(cmd: list[str], log_path: Path | None = None, **kw) -> subprocess.Popen:
+def spawn(cmd: list[str], log_path: Path | None = None, **kw: Any) -> subprocess.Popen[bytes]:
     """Start cmd in its own process group (so a timeout kills the whole tree)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, **kw)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        **kw,
+    )
     CHILDREN.append(proc)
     return proc
 
 
-def wait(proc: subprocess.Popen, timeout: float, what: str) -> int:
+def wait(proc: subprocess.Popen[bytes], timeout: float, what: str) -> int:
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
-        raise TimeoutError(f"{what} did not finish within {timeout:.0f} s")
+        raise TimeoutError(f"{what} did not finish within {timeout:.0f} s") from None
 
 
-def run(cmd: list[str], timeout: float, log_path: Path, **kw) -> int:
+def run(cmd: list[str], timeout: float, log_path: Path, **kw: Any) -> int:
     with open(log_path, "ab") as f:
         f.write(f"\n+ {shlex.join(cmd)}\n".encode())
     return wait(spawn(cmd, log_path, **kw), timeout, cmd[0])
@@ -182,7 +207,7 @@ def tail(path: Path, n: int = 25) -> str:
         return ""
 
 
-def digest(obj) -> str:
+def digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -193,11 +218,15 @@ def preflight(lab: Path, mem: str) -> None:
     want_mib = parse_size_mib(mem) + 768  # qemu peaks at ~1.4 GiB with -m 2G; leave headroom
     avail_mib = meminfo_mib("MemAvailable")
     if avail_mib < want_mib:
-        raise LabUnavailable(f"not enough memory: {avail_mib} MiB available, the lab needs about {want_mib} MiB")
+        raise LabUnavailable(
+            f"not enough memory: {avail_mib} MiB available, the lab needs about {want_mib} MiB"
+        )
     lab.mkdir(parents=True, exist_ok=True)
     free_gib = shutil.disk_usage(lab).free / 2**30
     if free_gib < 4:
-        raise LabUnavailable(f"not enough disk space in {lab}: {free_gib:.1f} GiB free, needs 4 GiB")
+        raise LabUnavailable(
+            f"not enough disk space in {lab}: {free_gib:.1f} GiB free, needs 4 GiB"
+        )
 
 
 def parse_size_mib(size: str) -> int:
@@ -216,7 +245,11 @@ def meminfo_mib(key: str) -> int:
 
 
 def host_tools(out: Path) -> None:
-    need = {"qemu-system-x86_64": "qemu-system-x86", "debootstrap": "debootstrap", "mke2fs": "e2fsprogs"}
+    need = {
+        "qemu-system-x86_64": "qemu-system-x86",
+        "debootstrap": "debootstrap",
+        "mke2fs": "e2fsprogs",
+    }
     missing = sorted({pkg for tool, pkg in need.items() if not shutil.which(tool)})
     if not missing:
         return
@@ -227,12 +260,18 @@ def host_tools(out: Path) -> None:
     apt_log = out / "apt.log"
     try:
         rc = run(["apt-get", "update", "-q"], timeout, apt_log, env=env)
-        rc = rc or run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                       max(60, timeout - (time.monotonic() - t)), apt_log, env=env)
+        rc = rc or run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            max(60, timeout - (time.monotonic() - t)),
+            apt_log,
+            env=env,
+        )
     except (TimeoutError, OSError) as e:
-        raise LabUnavailable(f"installing {' '.join(missing)} failed: {e}\n{tail(apt_log)}")
+        raise LabUnavailable(f"installing {' '.join(missing)} failed: {e}\n{tail(apt_log)}") from e
     if rc != 0:
-        raise LabUnavailable(f"apt-get could not install {' '.join(missing)} (rc {rc}):\n{tail(apt_log)}")
+        raise LabUnavailable(
+            f"apt-get could not install {' '.join(missing)} (rc {rc}):\n{tail(apt_log)}"
+        )
     still = [tool for tool in need if not shutil.which(tool)]
     if still:
         raise LabUnavailable(f"still missing after apt-get install: {' '.join(still)}")
@@ -242,7 +281,7 @@ def debian_mirror() -> str:
     if knob("XEN_TEST_MIRROR"):
         return knob("XEN_TEST_MIRROR")
     texts = []
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")) + ["/etc/apt/sources.list"]:
+    for path in [*sorted(glob.glob("/etc/apt/sources.list.d/*.sources")), "/etc/apt/sources.list"]:
         try:
             texts.append(Path(path).read_text())
         except OSError:
@@ -261,10 +300,12 @@ def debian_mirror() -> str:
 
 
 # --- 2. the wheel --------------------------------------------------------------------
-def start_wheel_build(dist: Path, out: Path) -> subprocess.Popen | None:
+def start_wheel_build(dist: Path, out: Path) -> subprocess.Popen[bytes] | None:
     given = knob("XEN_TEST_WHEEL")
     if given:
-        wheels = sorted(glob.glob(os.path.join(given, "*.whl"))) if os.path.isdir(given) else [given]
+        wheels = (
+            sorted(glob.glob(os.path.join(given, "*.whl"))) if os.path.isdir(given) else [given]
+        )
         if not wheels or not os.path.isfile(wheels[-1]):
             raise HarnessFailure(f"XEN_TEST_WHEEL={given}: no wheel there")
         shutil.copy2(wheels[-1], dist)
@@ -291,19 +332,21 @@ def start_wheel_build(dist: Path, out: Path) -> subprocess.Popen | None:
     return proc
 
 
-def finish_wheel_build(proc: subprocess.Popen | None, dist: Path, out: Path) -> Path:
+def finish_wheel_build(proc: subprocess.Popen[bytes] | None, dist: Path, out: Path) -> Path:
     if proc is not None:
         t = time.monotonic()
         try:
             left = budget("XEN_TEST_BUILD_TIMEOUT") - (time.monotonic() - proc.started)  # type: ignore[attr-defined]
             rc = wait(proc, max(1, left), "maturin build")
         except TimeoutError as e:
-            raise HarnessFailure(f"{e}\n{tail(out / 'maturin.log')}")
+            raise HarnessFailure(f"{e}\n{tail(out / 'maturin.log')}") from e
         if time.monotonic() - t > 1:
             log(f"waited {time.monotonic() - t:.0f} s for maturin")
         if rc != 0:
-            raise HarnessFailure(f"the project's wheel did not build (maturin rc {rc}); maturin.log:\n"
-                                 f"{tail(out / 'maturin.log', 40)}")
+            raise HarnessFailure(
+                f"the project's wheel did not build (maturin rc {rc}); maturin.log:\n"
+                f"{tail(out / 'maturin.log', 40)}"
+            )
     wheels = sorted(dist.glob("*.whl"))
     if len(wheels) != 1:
         raise HarnessFailure(f"expected one wheel in {dist}, found {[w.name for w in wheels]}")
@@ -315,23 +358,38 @@ def finish_wheel_build(proc: subprocess.Popen | None, dist: Path, out: Path) -> 
 def build_rootfs(lab: Path, out: Path) -> None:
     rootfs, stamp = lab / "rootfs", lab / "rootfs.stamp"
     want = digest(ROOTFS_RECIPE)
-    if (knob("XEN_TEST_REBUILD") != "1" and stamp.exists() and stamp.read_text().strip() == want
-            and (rootfs / "boot/xen-4.17-amd64.gz").exists()):
+    if (
+        knob("XEN_TEST_REBUILD") != "1"
+        and stamp.exists()
+        and stamp.read_text().strip() == want
+        and (rootfs / "boot/xen-4.17-amd64.gz").exists()
+    ):
         log(f"rootfs: cached ({rootfs}, recipe {want})")
         return
     mirror = debian_mirror()
     new = lab / "rootfs.new"
     shutil.rmtree(new, ignore_errors=True)
     log(f"rootfs: debootstrap {SUITE} from {mirror} (log: debootstrap.log)")
-    cmd = ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, str(new), mirror]
+    cmd = [
+        "debootstrap",
+        "--variant=minbase",
+        "--include=" + ",".join(PACKAGES),
+        SUITE,
+        str(new),
+        mirror,
+    ]
     try:
         rc = run(cmd, budget("XEN_TEST_DEBOOTSTRAP_TIMEOUT"), out / "debootstrap.log")
     except TimeoutError as e:
-        raise LabUnavailable(f"{e} (mirror {mirror} slow or unreachable?)\n{tail(out / 'debootstrap.log')}")
+        raise LabUnavailable(
+            f"{e} (mirror {mirror} slow or unreachable?)\n{tail(out / 'debootstrap.log')}"
+        ) from e
     if rc != 0 or not (new / "boot/xen-4.17-amd64.gz").exists():
         shutil.rmtree(new, ignore_errors=True)
-        raise LabUnavailable(f"debootstrap failed (rc {rc}; mirror {mirror} unreachable or a package missing?):\n"
-                             f"{tail(out / 'debootstrap.log')}")
+        raise LabUnavailable(
+            f"debootstrap failed (rc {rc}; mirror {mirror} unreachable or a package missing?):\n"
+            f"{tail(out / 'debootstrap.log')}"
+        )
     for deb in (new / "var/cache/apt/archives").glob("*.deb"):  # ~120 MB of downloads
         deb.unlink()
     stamp.unlink(missing_ok=True)
@@ -345,7 +403,7 @@ def cpio_newc(entries: list[tuple[str, int, bytes, int]]) -> bytes:
     """A 'newc' cpio archive (what the kernel unpacks as an initramfs).
     entries: (path, mode incl. file type, data, rdev as (major << 8 | minor))."""
     out = bytearray()
-    for ino, (name, mode, data, rdev) in enumerate(entries + [("TRAILER!!!", 0, b"", 0)], 1):
+    for ino, (name, mode, data, rdev) in enumerate([*entries, ("TRAILER!!!", 0, b"", 0)], 1):
         nameb = name.encode() + b"\0"
         fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev >> 8, rdev & 0xFF, len(nameb), 0]
         out += b"070701" + b"".join(b"%08X" % f for f in fields) + nameb
@@ -358,18 +416,34 @@ def build_image(lab: Path, out: Path) -> dict[str, Path]:
     """Install lab/ into the rootfs, build the domU initramfs, make the ext4 image."""
     rootfs, img = lab / "rootfs", lab / "image"
     files = {name: img / name for name in ("xen", "vmlinuz", "initrd.img", "rootfs.img")}
-    inputs = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(GUEST.iterdir()) if p.is_file()}
-    want = digest({"rootfs": (lab / "rootfs.stamp").read_text().strip(), "guest": inputs,
-                   "code": inspect.getsource(build_image) + inspect.getsource(cpio_newc), "size": IMAGE_SIZE})
+    inputs = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(GUEST.iterdir())
+        if p.is_file()
+    }
+    want = digest(
+        {
+            "rootfs": (lab / "rootfs.stamp").read_text().strip(),
+            "guest": inputs,
+            "code": inspect.getsource(build_image) + inspect.getsource(cpio_newc),
+            "size": IMAGE_SIZE,
+        }
+    )
     stamp = img / "image.stamp"
-    if stamp.exists() and stamp.read_text().strip() == want and all(p.exists() for p in files.values()):
+    if (
+        stamp.exists()
+        and stamp.read_text().strip() == want
+        and all(p.exists() for p in files.values())
+    ):
         log(f"boot image: cached ({img}, recipe {want})")
         return files
     log("boot image: building")
     stamp.unlink(missing_ok=True)
     img.mkdir(exist_ok=True)
-    kernels = sorted(rootfs.glob("boot/vmlinuz-*"), key=lambda p: [int(x) if x.isdigit() else x
-                                                                    for x in re.split(r"(\d+)", p.name)])
+    kernels = sorted(
+        rootfs.glob("boot/vmlinuz-*"),
+        key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p.name)],
+    )
     if not kernels:
         raise HarnessFailure(f"no kernel in {rootfs}/boot")
     kver = kernels[-1].name.removeprefix("vmlinuz-")
@@ -380,15 +454,18 @@ def build_image(lab: Path, out: Path) -> dict[str, Path]:
     (labdir / "dom0-init.sh").chmod(0o755)
     shutil.copy2(GUEST / "domu.cfg", labdir)
     shutil.copy2(GUEST / "install_wheel.py", labdir)
-    shutil.copy2(kernels[-1], labdir / "vmlinuz")  # Debian's kernel doubles as the PV guest's kernel
+    shutil.copy2(
+        kernels[-1], labdir / "vmlinuz"
+    )  # Debian's kernel doubles as the PV guest's kernel
     busybox = (rootfs / "bin/busybox").read_bytes()
-    initrd = cpio_newc([
-        (d, 0o040755, b"", 0) for d in ("bin", "dev", "etc", "proc", "sbin", "sys", "tmp")
-    ] + [
-        ("dev/console", 0o020600, b"", 5 << 8 | 1),
-        ("bin/busybox", 0o100755, busybox, 0),
-        ("init", 0o100755, (GUEST / "domu-init.sh").read_bytes(), 0),
-    ])
+    initrd = cpio_newc(
+        [(d, 0o040755, b"", 0) for d in ("bin", "dev", "etc", "proc", "sbin", "sys", "tmp")]
+        + [
+            ("dev/console", 0o020600, b"", 5 << 8 | 1),
+            ("bin/busybox", 0o100755, busybox, 0),
+            ("init", 0o100755, (GUEST / "domu-init.sh").read_bytes(), 0),
+        ]
+    )
     (labdir / "domu-initrd.cpio.gz").write_bytes(gzip.compress(initrd, 9))
     (rootfs / "etc/hostname").write_text("xenvcpu-dom0\n")
     (rootfs / "etc/fstab").write_text("/dev/vda / ext4 rw,relatime 0 1\n")
@@ -400,8 +477,24 @@ def build_image(lab: Path, out: Path) -> dict[str, Path]:
     shutil.copy2(rootfs / f"boot/initrd.img-{kver}", files["initrd.img"])
     tmp = img / "rootfs.img.new"
     tmp.unlink(missing_ok=True)
-    rc = run(["mke2fs", "-q", "-t", "ext4", "-L", "xenvcpu-root", "-E", "root_owner=0:0",
-              "-d", str(rootfs), str(tmp), IMAGE_SIZE], 600, out / "image.log")
+    rc = run(
+        [
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-L",
+            "xenvcpu-root",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+            str(rootfs),
+            str(tmp),
+            IMAGE_SIZE,
+        ],
+        600,
+        out / "image.log",
+    )
     if rc != 0:
         raise HarnessFailure(f"mke2fs failed (rc {rc}):\n{tail(out / 'image.log')}")
     tmp.rename(files["rootfs.img"])
@@ -415,7 +508,7 @@ class LabLock:
     def __init__(self, path: Path, timeout: float):
         self.path, self.timeout = path, timeout
 
-    def __enter__(self):
+    def __enter__(self) -> LabLock:
         self.f = open(self.path, "w")
         deadline = time.monotonic() + self.timeout
         while True:
@@ -424,31 +517,57 @@ class LabLock:
                 return self
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise HarnessFailure(f"{self.path} stayed locked for {self.timeout:.0f} s (another xen-test?)")
+                    raise HarnessFailure(
+                        f"{self.path} stayed locked for {self.timeout:.0f} s (another xen-test?)"
+                    ) from None
                 time.sleep(2)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.f.close()
 
 
 # --- 5. boot and test ------------------------------------------------------------------
 def qemu_command(files: dict[str, Path], share: Path) -> list[str]:
-    xen_args = (f"dom0_mem={knob('XEN_TEST_DOM0_MEM')},max:{knob('XEN_TEST_DOM0_MEM')} "
-                f"dom0_max_vcpus={knob('XEN_TEST_DOM0_VCPUS')} console=com1 com1=115200,8n1 "
-                "loglvl=all guest_loglvl=all noreboot console_timestamps=boot bootscrub=0")
+    xen_args = (
+        f"dom0_mem={knob('XEN_TEST_DOM0_MEM')},max:{knob('XEN_TEST_DOM0_MEM')} "
+        f"dom0_max_vcpus={knob('XEN_TEST_DOM0_VCPUS')} console=com1 com1=115200,8n1 "
+        "loglvl=all guest_loglvl=all noreboot console_timestamps=boot bootscrub=0"
+    )
     # qemu's multiboot -initrd separates modules with ',': the dom0 command line must have none
     linux_args = "root=/dev/vda rw console=hvc0 earlyprintk=xen init=/xenvcpu-lab/dom0-init.sh"
     assert "," not in linux_args and "," not in str(files["vmlinuz"]) + str(files["initrd.img"])
     return [
-        "qemu-system-x86_64", "-accel", f"tcg,thread={knob('XEN_TEST_TCG_THREAD')}", "-machine", "pc", "-cpu", "qemu64",
-        "-smp", knob("XEN_TEST_SMP"), "-m", knob("XEN_TEST_MEM"),
-        "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-        "-kernel", str(files["xen"]), "-append", xen_args,
-        "-initrd", f"{files['vmlinuz']} {linux_args},{files['initrd.img']}",
+        "qemu-system-x86_64",
+        "-accel",
+        f"tcg,thread={knob('XEN_TEST_TCG_THREAD')}",
+        "-machine",
+        "pc",
+        "-cpu",
+        "qemu64",
+        "-smp",
+        knob("XEN_TEST_SMP"),
+        "-m",
+        knob("XEN_TEST_MEM"),
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(files["xen"]),
+        "-append",
+        xen_args,
+        "-initrd",
+        f"{files['vmlinuz']} {linux_args},{files['initrd.img']}",
         # snapshot=on: dom0's writes never reach the cached image
-        "-drive", f"file={files['rootfs.img']},if=virtio,format=raw,cache=unsafe,snapshot=on",
-        "-virtfs", f"local,path={REPO},mount_tag=host,security_model=none,readonly=on",
-        "-virtfs", f"local,path={share},mount_tag=out,security_model=none",
+        "-drive",
+        f"file={files['rootfs.img']},if=virtio,format=raw,cache=unsafe,snapshot=on",
+        "-virtfs",
+        f"local,path={REPO},mount_tag=host,security_model=none,readonly=on",
+        "-virtfs",
+        f"local,path={share},mount_tag=out,security_model=none",
     ]
 
 
@@ -465,25 +584,34 @@ def write_lab_env(share: Path) -> None:
 
 
 def boot_interactive(cmd: list[str]) -> int:
-    log("XEN_TEST_SHELL=1: dom0 gives you a root shell on this terminal; `exit` powers off "
-        "(Ctrl-A X kills qemu)")
+    log(
+        "XEN_TEST_SHELL=1: dom0 gives you a root shell on this terminal; `exit` powers off "
+        "(Ctrl-A X kills qemu)"
+    )
     cmd = [c if c != "stdio" else "mon:stdio" for c in cmd]
     cmd[cmd.index("-monitor") + 1] = "none"
     return subprocess.call(cmd)
 
 
-def boot(cmd: list[str], out: Path) -> dict:
+def boot(cmd: list[str], out: Path) -> dict[str, Any]:
     boot_timeout = budget("XEN_TEST_BOOT_TIMEOUT")
     # pytest's own timeout in dom0 is XEN_TEST_TEST_TIMEOUT; give dom0 time to report and power off
-    total_timeout = min(boot_timeout + knob_int("XEN_TEST_TEST_TIMEOUT") + 120, budget("XEN_TEST_DEADLINE"))
+    total_timeout = min(
+        boot_timeout + knob_int("XEN_TEST_TEST_TIMEOUT") + 120, budget("XEN_TEST_DEADLINE")
+    )
     verbose = knob("XEN_TEST_VERBOSE") == "1"
     (out / "qemu-cmd.txt").write_text(shlex.join(cmd) + "\n")
     log(f"booting Xen + dom0 in qemu (TCG); serial log: {out / 'serial.log'}")
     seen: dict[str, float] = {}
-    state = {"killed": None, "hwm_kib": 0}
+    state: dict[str, Any] = {"killed": None, "hwm_kib": 0}
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     CHILDREN.append(proc)
 
     def kill(why: str) -> None:
@@ -515,6 +643,7 @@ def boot(cmd: list[str], out: Path) -> dict:
     threading.Thread(target=watchdog, daemon=True).start()
     in_pytest = False
     with open(out / "serial.log", "wb") as raw, open(out / "serial-ts.log", "w") as ts:
+        assert proc.stdout is not None
         for line in proc.stdout:
             now = time.monotonic() - t0
             raw.write(line)
@@ -536,8 +665,13 @@ def boot(cmd: list[str], out: Path) -> dict:
                 in_pytest = True
     proc.wait()
     wall = round(time.monotonic() - t0, 1)
-    return {"wall_s": wall, "marks_s": seen, "qemu_rc": proc.returncode, "killed": state["killed"],
-            "qemu_peak_rss_mib": state["hwm_kib"] // 1024}
+    return {
+        "wall_s": wall,
+        "marks_s": seen,
+        "qemu_rc": proc.returncode,
+        "killed": state["killed"],
+        "qemu_peak_rss_mib": state["hwm_kib"] // 1024,
+    }
 
 
 def name_match(text: str, mark: str) -> bool:
@@ -545,17 +679,25 @@ def name_match(text: str, mark: str) -> bool:
 
 
 # --- 6. results ------------------------------------------------------------------------
-def junit_counts(path: Path) -> dict:
+def first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def junit_counts(path: Path) -> dict[str, Any]:
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
-    counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    counts: dict[str, Any] = {
+        k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")
+    }
     bad = []
     for case in root.iter("testcase"):
         for kind in ("failure", "error"):
             el = case.find(kind)
             if el is not None:
-                bad.append(f"{kind.upper()}: {case.get('classname')}::{case.get('name')}: "
-                           f"{(el.get('message') or '').splitlines()[0][:160] if el.get('message') else ''}")
+                bad.append(
+                    f"{kind.upper()}: {case.get('classname')}::{case.get('name')}: "
+                    f"{first_line(el.get('message') or '')[:160]}"
+                )
     counts["problems"] = bad
     return counts
 
@@ -567,7 +709,18 @@ def synthetic_junit(path: Path, kind: str, message: str) -> None:
         '<?xml version="1.0" encoding="utf-8"?>\n<testsuites>'
         f'<testsuite name="xen" tests="1" skipped="{n_skip}" errors="{n_err}" failures="0">'
         f'<testcase classname="tests.xen" name="xen_lab"><{kind} message={quoteattr(message)}/>'
-        '</testcase></testsuite></testsuites>\n')
+        "</testcase></testsuite></testsuites>\n"
+    )
+
+
+def prune_runs(runs: Path, keep: int) -> None:
+    """Keep the newest `keep` run directories under $XEN_LAB_DIR/runs."""
+    try:
+        old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)[:-keep]
+    except OSError:
+        return
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def main() -> int:
@@ -583,7 +736,12 @@ def main() -> int:
     except OSError:
         pass
     log(f"run directory: {out}")
-    summary: dict = {"out": str(out), "timings_s": TIMINGS, "started_utc": time.strftime("%FT%TZ", time.gmtime())}
+    prune_runs(lab / "runs", keep=20)
+    summary: dict[str, Any] = {
+        "out": str(out),
+        "timings_s": TIMINGS,
+        "started_utc": time.strftime("%FT%TZ", time.gmtime()),
+    }
     status, reason, rc = "failed", "", EXIT_FAIL
     wheel_proc = None
     try:
@@ -591,7 +749,9 @@ def main() -> int:
         preflight(lab, knob("XEN_TEST_MEM"))
         host_tools(out)
         TIMINGS["host_tools"] = round(time.monotonic() - t, 1)
-        wheel_proc = start_wheel_build(dist, out)  # CPU-bound; overlaps the network-bound debootstrap
+        wheel_proc = start_wheel_build(
+            dist, out
+        )  # CPU-bound; overlaps the network-bound debootstrap
         with LabLock(lab / "lock", budget("XEN_TEST_DEADLINE")):
             t = time.monotonic()
             build_rootfs(lab, out)
@@ -613,8 +773,10 @@ def main() -> int:
         summary["qemu"] = result
         marks = result["marks_s"]
         if "xen_banner" not in marks:
-            raise LabUnavailable(f"qemu did not boot Xen (rc {result['qemu_rc']}, {result['killed'] or 'exited'}):\n"
-                                 f"{tail(out / 'serial.log')}")
+            raise LabUnavailable(
+                f"qemu did not boot Xen (rc {result['qemu_rc']}, {result['killed'] or 'exited'}):\n"
+                f"{tail(out / 'serial.log')}"
+            )
         for name in ("pytest.log", "pytest.rc", "junit.xml", "lab.log", "domu-console.log"):
             if (share / name).exists():
                 shutil.copy2(share / name, out / name)
@@ -623,22 +785,35 @@ def main() -> int:
             pytest_rc = int((share / "pytest.rc").read_text().strip() or 99)
             counts = junit_counts(junit)
             summary["pytest_rc"], summary["tests"] = pytest_rc, counts
-            ok = pytest_rc == 0 and counts["failures"] == 0 and counts["errors"] == 0 and counts["tests"] > 0
+            ok = (
+                pytest_rc == 0
+                and counts["failures"] == 0
+                and counts["errors"] == 0
+                and counts["tests"] > 0
+            )
             status, rc = ("passed", EXIT_PASS) if ok else ("failed", EXIT_FAIL)
             reason = f"pytest rc {pytest_rc}"
         elif (share / "pytest.rc").exists():
-            reason = (f"pytest exited {(share / 'pytest.rc').read_text().strip()} without writing junit.xml "
-                      "(usage or collection error?): see pytest.log")
+            reason = (
+                f"pytest exited {(share / 'pytest.rc').read_text().strip()} without writing "
+                "junit.xml (usage or collection error?): see pytest.log"
+            )
             synthetic_junit(junit, "error", reason)
         else:
             where = max(marks, key=marks.get) if marks else "nothing"
-            reason = (f"the run did not finish (last milestone: {where}; "
-                      f"{result['killed'] or 'qemu exited rc %s' % result['qemu_rc']})")
+            reason = (
+                f"the run did not finish (last milestone: {where}; "
+                f"{result['killed'] or 'qemu exited rc {}'.format(result['qemu_rc'])})"
+            )
             synthetic_junit(junit, "error", reason)
     except LabUnavailable as e:
         status, reason, rc = "unavailable", str(e), EXIT_UNAVAILABLE
-        loud(f"XEN LAB UNAVAILABLE -- the xen tests are SKIPPED (exit {EXIT_UNAVAILABLE}):\n{reason}")
-        synthetic_junit(out / "junit.xml", "skipped", "Xen lab unavailable: " + reason.splitlines()[0])
+        loud(
+            f"XEN LAB UNAVAILABLE -- the xen tests are SKIPPED (exit {EXIT_UNAVAILABLE}):\n{reason}"
+        )
+        synthetic_junit(
+            out / "junit.xml", "skipped", "Xen lab unavailable: " + reason.splitlines()[0]
+        )
     except (HarnessFailure, TimeoutError) as e:
         status, reason, rc = "failed", str(e), EXIT_FAIL
         loud(f"XEN TEST FAILED before the tests ran:\n{reason}")
@@ -656,24 +831,30 @@ def main() -> int:
     return rc
 
 
-def print_summary(summary: dict, out: Path) -> None:
+def print_summary(summary: dict[str, Any], out: Path) -> None:
     print("\n===== xen-test summary =====")
-    print(f"status: {summary['status'].upper()}  (exit {summary['exit_code']})  {summary['reason'].splitlines()[0] if summary['reason'] else ''}")
+    status = summary["status"].upper()
+    print(f"status: {status}  (exit {summary['exit_code']})  {first_line(summary['reason'])}")
     tests = summary.get("tests")
     if tests:
-        print(f"tests: {tests['tests']} run, {tests['failures']} failed, {tests['errors']} errors, "
-              f"{tests['skipped']} skipped")
+        print(
+            f"tests: {tests['tests']} run, {tests['failures']} failed, {tests['errors']} errors, "
+            f"{tests['skipped']} skipped"
+        )
         for p in tests["problems"]:
             print("  " + p)
     print("stage times (s): " + ", ".join(f"{k}={v}" for k, v in summary["timings_s"].items()))
     q = summary.get("qemu")
     if q:
-        print("boot milestones (s after qemu start): " + ", ".join(f"{k}={v}" for k, v in q["marks_s"].items()))
+        print(
+            "boot milestones (s after qemu start): "
+            + ", ".join(f"{k}={v}" for k, v in q["marks_s"].items())
+        )
         print(f"qemu wall {q['wall_s']} s, peak RSS {q['qemu_peak_rss_mib']} MiB")
     print(f"results: {out}/ (junit.xml, pytest.log, serial-ts.log, summary.json)")
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 

@@ -1,15 +1,17 @@
 """vCPU affinity as xl reports it, read into xenvcpu.CpuMap; xl's own pin round trip."""
+
 import pytest
+import xl
+from xl import AffinitySaver
+
 from xenvcpu import CpuMap
 
-import xl
 
-
-def as_cpumap(cpus, nr_cpus):
+def as_cpumap(cpus: frozenset[int], nr_cpus: int) -> CpuMap:
     return CpuMap.parse(xl.format_cpulist(cpus), nr_cpus) if cpus else CpuMap(nr_cpus)
 
 
-def test_guest_affinity_reads_into_cpumap(guest, nr_cpus):
+def test_guest_affinity_reads_into_cpumap(guest: str, nr_cpus: int) -> None:
     for v in xl.vcpus(guest):
         hard = as_cpumap(v.hard, nr_cpus)
         soft = as_cpumap(v.soft, nr_cpus)
@@ -17,7 +19,9 @@ def test_guest_affinity_reads_into_cpumap(guest, nr_cpus):
         assert CpuMap.from_bytes(hard.to_bytes(), nr_cpus).to_cpulist() == hard.to_cpulist()
 
 
-def test_cpumap_parses_xl_affinity_text(guest, nr_cpus, restore_affinity):
+def test_cpumap_parses_xl_affinity_text(
+    guest: str, nr_cpus: int, restore_affinity: AffinitySaver
+) -> None:
     """CpuMap.parse reads xl's own output ("all", ranges) to the same CPUs as the helper."""
     restore_affinity.save(guest, 1)
     xl.vcpu_pin(guest, 1, "0-1,3", "all")
@@ -28,7 +32,9 @@ def test_cpumap_parses_xl_affinity_text(guest, nr_cpus, restore_affinity):
 
 
 @pytest.mark.parametrize("hard,soft", [("1-2", "2"), ("3", "all"), ("0,2", "-")])
-def test_xl_pin_round_trip(guest, nr_cpus, restore_affinity, hard, soft):
+def test_xl_pin_round_trip(
+    guest: str, nr_cpus: int, restore_affinity: AffinitySaver, hard: str, soft: str
+) -> None:
     restore_affinity.save(guest, 0)
     before = xl.vcpu(guest, 0)
     xl.vcpu_pin(guest, 0, hard, soft)

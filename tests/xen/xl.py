@@ -4,21 +4,24 @@ Every function shells out to the real `xl` (Xen 4.17) and returns plain Python d
 
     info()                  -> dict of `xl info` ("nr_cpus" -> "4"; ints where the value is one)
     domains()               -> [Domain(name, domid, mem_mib, vcpus, state, time_s)]  (`xl list`)
-    vcpus(dom=None)         -> [Vcpu(name, domid, vcpu, cpu, state, time_s, hard, soft)]  (`xl vcpu-list`)
-    vcpu_pin(dom, vcpu, hard, soft=None)          `xl vcpu-pin`
-    vcpu_set(dom, count, timeout=...)             `xl vcpu-set`, then wait until that many are online
+    vcpus(dom=None)   -> [Vcpu(name, domid, vcpu, cpu, state, time_s, hard, soft)]  (`xl vcpu-list`)
+    vcpu_pin(dom, vcpu, hard, soft=None)    `xl vcpu-pin`
+    vcpu_set(dom, count, timeout=...)       `xl vcpu-set`, then wait until that many are online
     parse_cpulist("0-2,5", nr_cpus) -> frozenset  ("all", "none", "-" and "^N" exclusions too)
     format_cpulist({0, 1, 3}) -> "0-1,3"
 
 Affinities and the CPU column are frozensets of pCPU numbers (an offline vCPU has cpu=None),
 so they compare directly with `set(xenvcpu.CpuMap)` -- iteration yields the set CPUs.
 """
+
 from __future__ import annotations
 
 import re
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Union
 
 XL = "xl"
 
@@ -72,9 +75,10 @@ def parse_cpulist(text: str, nr_cpus: int | None = None) -> frozenset[int]:
     return frozenset(cpus)
 
 
-def format_cpulist(cpus) -> str:
+def format_cpulist(cpus: Iterable[int]) -> str:
     """{0, 1, 3} -> "0-1,3" (ascending ranges; "" for the empty set)."""
-    out, run = [], []
+    out: list[str] = []
+    run: list[int] = []
     for c in sorted(set(cpus)):
         if run and c == run[-1] + 1:
             run.append(c)
@@ -88,9 +92,9 @@ def format_cpulist(cpus) -> str:
 
 
 # --- xl info -------------------------------------------------------------------------------
-def info() -> dict[str, object]:
+def info() -> dict[str, int | str]:
     """`xl info` as a dict; values that are plain integers become ints."""
-    result: dict[str, object] = {}
+    result: dict[str, int | str] = {}
     for line in xl("info").splitlines():
         key, sep, value = line.partition(":")
         if not sep:
@@ -155,11 +159,25 @@ def vcpus(dom: object = None, nr: int | None = None) -> list[Vcpu]:
     rows = []
     out = xl("vcpu-list", *([] if dom is None else [dom]))
     for line in out.splitlines()[1:]:
-        m = re.fullmatch(r"\s*(\S+)\s+(\d+)\s+(\d+)\s+(\d+|-)\s+(\S{3})\s+([\d.]+)\s+(\S+)\s*/\s*(\S+)\s*", line)
+        m = re.fullmatch(
+            r"\s*(\S+)\s+(\d+)\s+(\d+)\s+(\d+|-)\s+(\S{3})\s+([\d.]+)\s+(\S+)\s*/\s*(\S+)\s*", line
+        )
         if not m:
             continue
-        rows.append(Vcpu(m[1], int(m[2]), int(m[3]), None if m[4] == "-" else int(m[4]), m[5], float(m[6]),
-                         parse_cpulist(m[7], nr), parse_cpulist(m[8], nr), m[7], m[8]))
+        rows.append(
+            Vcpu(
+                m[1],
+                int(m[2]),
+                int(m[3]),
+                None if m[4] == "-" else int(m[4]),
+                m[5],
+                float(m[6]),
+                parse_cpulist(m[7], nr),
+                parse_cpulist(m[8], nr),
+                m[7],
+                m[8],
+            )
+        )
     return rows
 
 
@@ -171,13 +189,34 @@ def vcpu(dom: object, n: int) -> Vcpu:
 
 
 # --- xl vcpu-pin / vcpu-set ----------------------------------------------------------------
-def _cpus_arg(cpus) -> str:
+Cpus = Union[str, Iterable[int]]  # xl syntax ("all", "0-1", "-") or CPU numbers
+
+
+def _cpus_arg(cpus: Cpus) -> str:
     return cpus if isinstance(cpus, str) else (format_cpulist(cpus) or "none")
 
 
-def vcpu_pin(dom: object, vcpu_: object, hard, soft=None) -> None:
-    """`xl vcpu-pin DOM VCPU HARD [SOFT]`: cpus as a set or as xl syntax ("all", "0-1", "-" = keep)."""
+def vcpu_pin(dom: object, vcpu_: object, hard: Cpus, soft: Cpus | None = None) -> None:
+    """`xl vcpu-pin DOM VCPU HARD [SOFT]`.
+
+    CPUs are a set or xl syntax ("all", "0-1", "-" keeps the current map)."""
     xl("vcpu-pin", dom, vcpu_, _cpus_arg(hard), *([] if soft is None else [_cpus_arg(soft)]))
+
+
+class AffinitySaver:
+    """Remembers vCPU affinities (`save`) and puts them back (`restore`): the `restore_affinity`
+    fixture of tests/xen/conftest.py restores after each test."""
+
+    def __init__(self) -> None:
+        self.saved: dict[tuple[str, int], tuple[frozenset[int], frozenset[int]]] = {}
+
+    def save(self, dom: object, vcpu_: int) -> None:
+        v = vcpu(dom, vcpu_)
+        self.saved.setdefault((str(dom), vcpu_), (v.hard, v.soft))
+
+    def restore(self) -> None:
+        for (dom, n), (hard, soft) in self.saved.items():
+            vcpu_pin(dom, n, hard or "all", soft or "all")
 
 
 def online_count(dom: object) -> int:
@@ -196,5 +235,7 @@ def vcpu_set(dom: object, count: int, timeout: float = 60) -> None:
         if n == count:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"domain {dom}: {n} vCPUs online {timeout} s after `xl vcpu-set {dom} {count}`")
+            raise TimeoutError(
+                f"domain {dom}: {n} vCPUs online {timeout} s after `xl vcpu-set {dom} {count}`"
+            )
         time.sleep(0.5)

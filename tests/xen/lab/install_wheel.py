@@ -7,6 +7,7 @@ A wheel is a zip laid out for site-packages: unpack it into dom0's site director
 <name>.data/{purelib,platlib,scripts} parts into place, and write the console scripts listed in
 its entry_points.txt.  The dom0 disk is a throwaway qemu snapshot, so nothing is uninstalled.
 """
+
 import configparser
 import os
 import shutil
@@ -15,7 +16,10 @@ import sysconfig
 import zipfile
 
 wheel = sys.argv[1]
-site = sysconfig.get_path("platlib", "posix_local" if "posix_local" in sysconfig.get_scheme_names() else None)
+if "posix_local" in sysconfig.get_scheme_names():  # Debian: /usr/local/lib/python3.X/dist-packages
+    site = sysconfig.get_path("platlib", "posix_local")
+else:
+    site = sysconfig.get_path("platlib")
 bindir = "/usr/local/bin"
 os.makedirs(site, exist_ok=True)
 with zipfile.ZipFile(wheel) as z:
@@ -36,7 +40,9 @@ if eps.has_section("console_scripts"):
         module, _, func = target.partition(":")
         path = os.path.join(bindir, name)
         with open(path, "w") as f:
-            f.write(f"#!/usr/bin/python3\nimport sys\nfrom {module} import {func.strip()}\n"
-                    f"sys.exit({func.strip()}())\n")
+            f.write(
+                f"#!/usr/bin/python3\nimport sys\nfrom {module} import {func.strip()}\n"
+                f"sys.exit({func.strip()}())\n"
+            )
         os.chmod(path, 0o755)
 print(f"installed {os.path.basename(wheel)} into {site}")
