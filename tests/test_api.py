@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+from daemon.conftest import xenstored_path  # noqa: F401  (the real oxenstored fixture)
 
 import xenvcpu
 from xenvcpu import CpuMap, Domain, Host, Pinning, VcpuInfo, VcpuState
@@ -406,3 +407,20 @@ def test_seed_functions(host: Host) -> None:
     xenvcpu.set_vcpus(web, 3)
     with pytest.raises(VcpuCountError):
         xenvcpu.set_vcpus(web, 0)
+
+
+def test_host_is_a_context_manager() -> None:
+    with xenvcpu.connect("sim:///default") as h:
+        assert h.domain("web").max_vcpus == 4
+    assert h.domain("web").max_vcpus == 4  # a closed toolstack reopens on use
+
+
+def test_xenstore_toolstack_closes_when_collected(xenstored_path: str) -> None:  # noqa: F811
+    import gc
+
+    from xenvcpu.toolstack import XenstoreToolstack
+
+    ts = XenstoreToolstack(xenstored_path)
+    ts.client().write("/xenvcpu-close-test", "1")
+    del ts
+    gc.collect()  # filterwarnings=error: an unclosed socket's ResourceWarning would fail here

@@ -140,6 +140,19 @@ class Host:
     def __repr__(self) -> str:
         return f"<Host {self.uri} Xen {self.xen_version} via {self.backend}>"
 
+    def close(self) -> None:
+        """Close the toolstack connection (xenstored); the hypercall handle closes with
+        the Host. ``with xenvcpu.connect() as host:`` does this at the end of the block."""
+        close = getattr(self.toolstack, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def _hv(self) -> Any:
         """The backend object, untyped: for backend-specific controls (``sim_*``)."""

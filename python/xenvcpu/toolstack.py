@@ -73,6 +73,12 @@ class XenstoreToolstack:
         if self._xs is not None:
             self._xs.close()
 
+    def __del__(self) -> None:
+        # A Host dropped without close() must not leak its xenstored socket.
+        xs = getattr(self, "_xs", None)
+        if xs is not None and not xs.closed:
+            xs.close()
+
     def domain_names(self) -> dict[int, str]:
         """Names from ``/local/domain/<id>/name``; an unreadable xenstore gives no names."""
         try:

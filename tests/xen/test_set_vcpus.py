@@ -21,7 +21,8 @@ from xenvcpu.errors import VcpuCountError
 
 @pytest.fixture(scope="module")
 def host() -> Iterator[Host]:
-    yield xenvcpu.connect()
+    with xenvcpu.connect() as h:
+        yield h
 
 
 @pytest.fixture
