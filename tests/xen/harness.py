@@ -56,6 +56,7 @@ KNOBS = {  # name: (default, meaning)
     "XEN_TEST_JUNIT": ("", "also copy the JUnit XML to this path"),
     "XEN_TEST_PATHS": ("tests/xen", "pytest paths / node ids, relative to the checkout"),
     "XEN_TEST_ARGS": ("", "extra pytest arguments, e.g. '-k pin -x'"),
+    "XEN_TEST_ENV": ("", "NAME=VALUE ... exported for pytest in dom0, e.g. PYTHONTRACEMALLOC=20"),
     "XEN_TEST_WHEEL": ("", "use this wheel (file, or directory holding one) instead of building"),
     "XEN_TEST_MIRROR": ("", "Debian mirror (default: the host's apt sources)"),
     "XEN_TEST_REBUILD": ("0", "1: debootstrap the rootfs again even if cached"),
@@ -580,7 +581,13 @@ def write_lab_env(share: Path) -> None:
         "XENVCPU_SHELL": knob("XEN_TEST_SHELL"),
         "XENVCPU_NO_DOMU": knob("XEN_TEST_NO_DOMU"),
     }
-    (share / "lab.env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
+    lines = [f"{k}={shlex.quote(v)}\n" for k, v in env.items()]
+    for pair in shlex.split(knob("XEN_TEST_ENV")):
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise SystemExit(f"xen-test: XEN_TEST_ENV: {pair!r} is not NAME=VALUE")
+        lines.append(f"export {name}={shlex.quote(value)}\n")
+    (share / "lab.env").write_text("".join(lines))
 
 
 def boot_interactive(cmd: list[str]) -> int:
@@ -794,10 +801,17 @@ def main() -> int:
             status, rc = ("passed", EXIT_PASS) if ok else ("failed", EXIT_FAIL)
             reason = f"pytest rc {pytest_rc}"
         elif (share / "pytest.rc").exists():
-            reason = (
-                f"pytest exited {(share / 'pytest.rc').read_text().strip()} without writing "
-                "junit.xml (usage or collection error?): see pytest.log"
-            )
+            pytest_rc_text = (share / "pytest.rc").read_text().strip()
+            if pytest_rc_text in ("124", "137"):  # coreutils timeout: TERM, then KILL
+                reason = (
+                    f"pytest timed out in dom0 (XEN_TEST_TEST_TIMEOUT="
+                    f"{knob('XEN_TEST_TEST_TIMEOUT')} s): see pytest.log"
+                )
+            else:
+                reason = (
+                    f"pytest exited {pytest_rc_text} without writing junit.xml "
+                    "(usage or collection error?): see pytest.log"
+                )
             synthetic_junit(junit, "error", reason)
         else:
             where = max(marks, key=marks.get) if marks else "nothing"
