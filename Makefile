@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export HYPOTHESIS_PROFILE ?= dev
 
-.PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test demo clean
+.PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test xen-bench clean
 
 all: test
 
@@ -59,9 +59,19 @@ fmt: venv
 bench: build
 	$(VPY) benches/report.py
 
-# Real Xen 4.17 under QEMU (see docs/lab.md).
+# Real Xen 4.17 under QEMU (see docs/lab.md). Runs tests/xen and one untimed round of
+# each benchmarks/xen case.
 xen-test:
 	$(PY) tests/xen/harness.py
+
+# Timed benchmarks on real Xen (xenvcpu vs a libxenctrl C loop and xl); rewrites the lab
+# table of docs/benchmarks.md.
+LAB_BENCH_OUT ?= /var/tmp/xenvcpu-lab/bench-run
+xen-bench:
+	XEN_TEST_PATHS=benches/xen XEN_TEST_OUT=$(LAB_BENCH_OUT) XEN_TEST_NO_DOMU=1 \
+	XEN_TEST_ARGS="--benchmark-enable --benchmark-json=/mnt/out/bench-lab.json --benchmark-min-rounds=5 --benchmark-max-time=2" \
+	    $(PY) tests/xen/harness.py
+	$(PY) benches/report.py --lab $(LAB_BENCH_OUT)/share/bench-lab.json
 
 clean:
 	rm -rf $(VENV) target dist

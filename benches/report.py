@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- cpumap:begin -->", "<!-- cpumap:end -->"
 SCALE_BEGIN, SCALE_END = "<!-- scale:begin -->", "<!-- scale:end -->"
+LAB_BEGIN, LAB_END = "<!-- lab:begin -->", "<!-- lab:end -->"
 
 
 def run(args: list[str]) -> dict[str, object]:
@@ -104,7 +105,51 @@ def splice(text: str, begin: str, end: str, section: str) -> str:
     return text + "\n" + section + "\n"
 
 
+def lab_table(data: dict[str, object]) -> str:
+    """Real Xen: each implementation against the libxenctrl C loop (snapshot, pin) or xl."""
+    rows: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
+    for b in data["benchmarks"]:  # type: ignore[attr-defined]
+        info = b["extra_info"]
+        if info.get("suite") == "lab":
+            rows[info["op"]][info["impl"]] = (b["stats"]["median"], int(info["per"]))
+    lines = [
+        "| operation | implementation | median per call | vCPUs per call | per vCPU "
+        "| vs baseline |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for op, impls in sorted(rows.items()):
+        base_name = "xl vcpu-list" if op == "host listing" else "libxenctrl-C"
+        base = impls.get(base_name)
+        for impl, (t, per) in sorted(impls.items()):
+            pv = t / per
+            ratio = f"{pv / (base[0] / base[1]):.2f}x {base_name}" if base else "—"
+            lines.append(
+                f"| {op} | {impl} | {fmt_time(t)} | {per} | {pv * 1e6:,.1f} µs | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def main_lab(path: Path) -> None:
+    data = json.loads(path.read_text())
+    section = (
+        f"{LAB_BEGIN}\n"
+        f"Measured with `make xen-bench` inside the QEMU lab (Xen {LAB_XEN}, TCG emulation: "
+        "absolute times are inflated, ratios are what carries over). Ratios are per vCPU "
+        "against the baseline named; below 1 means xenvcpu is cheaper.\n\n"
+        f"{lab_table(data)}\n{LAB_END}"
+    )
+    text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
+    OUT.write_text(splice(text, LAB_BEGIN, LAB_END, section))
+    print(section)
+
+
+LAB_XEN = "4.17"
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--lab"]:
+        main_lab(Path(sys.argv[2]))
+        return
     data = run(sys.argv[1:])
     cpu = data["machine_info"]["cpu"]["brand_raw"]  # type: ignore[index]
     section = (

@@ -26,3 +26,10 @@ def pytest_pycollect_makemodule(
     if not in_lab() and HERE in Path(module_path).resolve().parents:
         return _NeedsLab.from_parent(parent, path=module_path)
     return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The lab runs `pytest -m xen`: these belong to it like tests/xen.
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.xen)

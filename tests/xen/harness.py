@@ -54,7 +54,10 @@ KNOBS = {  # name: (default, meaning)
     "XEN_LAB_DIR": ("/var/tmp/xenvcpu-lab", "cache: rootfs tree, boot image, runs/"),
     "XEN_TEST_OUT": ("", "run directory (default $XEN_LAB_DIR/runs/<UTC time>)"),
     "XEN_TEST_JUNIT": ("", "also copy the JUnit XML to this path"),
-    "XEN_TEST_PATHS": ("tests/xen", "pytest paths / node ids, relative to the checkout"),
+    "XEN_TEST_PATHS": (
+        "tests/xen benches/xen",
+        "pytest paths / node ids, relative to the checkout (benches/xen: one untimed round each)",
+    ),
     "XEN_TEST_ARGS": ("", "extra pytest arguments, e.g. '-k pin -x'"),
     "XEN_TEST_ENV": ("", "NAME=VALUE ... exported for pytest in dom0, e.g. PYTHONTRACEMALLOC=20"),
     "XEN_TEST_WHEEL": ("", "use this wheel (file, or directory holding one) instead of building"),
@@ -572,6 +575,35 @@ def qemu_command(files: dict[str, Path], share: Path) -> list[str]:
     ]
 
 
+def build_c_baselines(share: Path) -> None:
+    """Compile the libxenctrl baseline of benches/xen on the host (against Debian's
+    libxen-dev, the same Xen 4.17 ABI as dom0's libxenctrl) into the share: dom0 has no
+    compiler. A failure is logged; the benchmark that needs it then fails saying so."""
+    src = REPO / "benches" / "xen" / "xc_loop.c"
+    if not src.exists():
+        return
+    (share / "bin").mkdir(exist_ok=True)
+    cmd = [
+        "cc",
+        "-O2",
+        "-Wall",
+        "-Wextra",
+        "-o",
+        str(share / "bin" / "xc_loop"),
+        str(src),
+        "-lxenctrl",
+    ]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"could not compile {src.name}: {e}")
+        return
+    if r.returncode != 0:
+        log(
+            f"could not compile {src.name} (needs libxen-dev: make deps): {r.stderr.strip()[-400:]}"
+        )
+
+
 def write_lab_env(share: Path) -> None:
     # dom0 runs pytest in /mnt/host, the checkout
     args = shlex.split(knob("XEN_TEST_PATHS")) + shlex.split(knob("XEN_TEST_ARGS"))
@@ -770,6 +802,7 @@ def main() -> int:
         finish_wheel_build(wheel_proc, dist, out)
         TIMINGS["wheel_wait_after_image"] = round(time.monotonic() - t, 1)
         TIMINGS["wheel_ready_since_start"] = round(time.monotonic() - T0, 1)
+        build_c_baselines(share)
         write_lab_env(share)
         cmd = qemu_command(files, share)
         if knob("XEN_TEST_SHELL") == "1":
