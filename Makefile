@@ -36,8 +36,9 @@ build: venv
 
 test: deps build test-python test-rust
 
+# PYTEST_JUNIT=path also writes a JUnit report (CI sums its counts).
 test-python:
-	$(VPY) -m pytest
+	$(VPY) -m pytest $(if $(PYTEST_JUNIT),--junitxml=$(PYTEST_JUNIT))
 
 test-rust:
 	cargo test -p xenvcpu-core

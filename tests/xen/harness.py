@@ -899,6 +899,10 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         )
         print(f"qemu wall {q['wall_s']} s, peak RSS {q['qemu_peak_rss_mib']} MiB")
     print(f"results: {out}/ (junit.xml, pytest.log, serial-ts.log, summary.json)")
+    if tests:
+        bad = tests["failures"] + tests["errors"]
+        passed = tests["tests"] - bad - tests["skipped"]
+        print(f"xen-test: {passed} passed, {bad} failed, {tests['skipped']} skipped")
 
 
 def _terminate(signum: int, frame: object) -> None:
