@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
@@ -101,12 +101,13 @@ class HostInfo:
     free_memory_mib: int
 
 
-@dataclass(frozen=True)
-class Pinning:
+class Pinning(NamedTuple):
     """What a pin asked for and what Xen applied.
 
     ``hard``/``soft`` are the *effective* maps Xen wrote back (requested ∩ the cpupool's
     online CPUs; soft also ∩ hard, and it may be empty); None for a kind not requested.
+    A NamedTuple: ``pin_all`` makes one per vCPU, and a frozen dataclass cost more to
+    build than the pin itself.
     """
 
     domain: int
@@ -115,10 +116,10 @@ class Pinning:
     requested_soft: CpuMap | None
     hard: CpuMap | None
     soft: CpuMap | None
-    narrowed: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        narrowed = (self.requested_hard is not None and self.hard != self.requested_hard) or (
+    @property
+    def narrowed(self) -> bool:
+        """Whether Xen applied less than was asked for."""
+        return (self.requested_hard is not None and self.hard != self.requested_hard) or (
             self.requested_soft is not None and self.soft != self.requested_soft
         )
-        object.__setattr__(self, "narrowed", narrowed)
