@@ -32,6 +32,7 @@ def run(args: list[str]) -> dict[str, object]:
             "-m",
             "pytest",
             "benches/bench_cpumap.py",
+            "benches/bench_scale.py",
             "-q",
             "-p",
             "no:cacheprovider",

@@ -198,8 +198,21 @@ impl PyCpuMap {
 
     /// One bool per CPU, `width` of them.
     fn to_bools<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let m = &self.inner;
-        PyTuple::new(py, (0..m.width()).map(|c| m.contains(c as u64)))
+        // Clone two bool objects (a reference-count bump each) rather than converting a
+        // Rust bool per CPU.
+        let t = PyBool::new(py, true).to_owned().into_any();
+        let f = PyBool::new(py, false).to_owned().into_any();
+        let words = self.inner.as_words();
+        PyTuple::new(
+            py,
+            (0..self.inner.width()).map(|c| {
+                if words[c >> 6] >> (c & 63) & 1 == 1 {
+                    t.clone()
+                } else {
+                    f.clone()
+                }
+            }),
+        )
     }
 
     /// Pack to little-endian bytes, `maplen` long (default `ceil(width / 8)`).
