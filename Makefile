@@ -49,7 +49,7 @@ lint: venv
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 	$(VENV)/bin/mypy --strict
-	$(VENV)/bin/mypy --strict --config-file /dev/null tests/xen
+	MYPYPATH=python $(VENV)/bin/mypy --strict --config-file /dev/null tests/xen
 
 fmt: venv
 	cargo fmt --all
