@@ -497,12 +497,7 @@ class XenstoreClient:
                     "ETIMEDOUT",
                 ) from None
             except OSError as exc:
-                self.close()
-                raise _xs_error(
-                    f"xenstore {what}: I/O error on {self.endpoint}: {_describe_oserror(exc)}",
-                    _errno.errorcode.get(exc.errno or _errno.EIO, "EIO"),
-                    exc.errno,
-                ) from exc
+                raise self._io_failure(what, exc) from exc
             try:
                 while True:
                     mtype, got_rid, _tx, body = self._read_message(deadline)
@@ -536,12 +531,16 @@ class XenstoreClient:
                     "ETIMEDOUT",
                 ) from None
             except OSError as exc:
-                self.close()
-                raise _xs_error(
-                    f"xenstore {what}: I/O error on {self.endpoint}: {_describe_oserror(exc)}",
-                    _errno.errorcode.get(exc.errno or _errno.EIO, "EIO"),
-                    exc.errno,
-                ) from exc
+                raise self._io_failure(what, exc) from exc
+
+    def _io_failure(self, what: str, exc: OSError) -> XenstoreError:
+        """The stream broke mid-request: close the connection, describe the failure."""
+        self.close()
+        return _xs_error(
+            f"xenstore {what}: I/O error on {self.endpoint}: {_describe_oserror(exc)}",
+            _errno.errorcode.get(exc.errno or _errno.EIO, "EIO"),
+            exc.errno,
+        )
 
     # ------------------------------------------------------------------ operations
 
