@@ -181,3 +181,9 @@ def test_cpumap_shaped_lists(cpus: list[int]) -> None:
     assert isinstance(items, list)
     assert [int(c) for c in items if isinstance(c, str)] == cpus
     assert len(items) == len(cpus)
+
+
+def test_value_int_rejects_infinity_as_a_value_error() -> None:
+    # int(Decimal("Infinity")) would raise OverflowError; callers catch ValueError.
+    with pytest.raises(ValueError, match="not a finite number"):
+        sxp.value_int(sxp.parse("(d (n inf))"), "n")

@@ -276,19 +276,11 @@ def value_int(value: Sxp, element: str) -> int | None:
     Raises:
         ValueError: present but not a number.
     """
-    v = value_str(value, element)
-    if v is None:
+    d = value_decimal(value, element)
+    if d is None:
         return None
-    try:
-        return int(v)
-    except ValueError:
-        pass
-    try:
-        d = Decimal(v)
-    except InvalidOperation:
-        raise ValueError(f"SXP field {element!r} is not a number: {v!r}") from None
     if d != d.to_integral_value():
-        raise ValueError(f"SXP field {element!r} is not an integer: {v!r}")
+        raise ValueError(f"SXP field {element!r} is not an integer: {value_str(value, element)!r}")
     return int(d)
 
 
