@@ -35,6 +35,12 @@ def _no_env_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(cli.URI_ENV, raising=False)
 
 
+def sim(h: xenvcpu.Host) -> xenvcpu.SimControl:
+    """The simulated host's controls (every host here is simulated)."""
+    assert h.sim is not None, f"{h.uri} is not a simulated host"
+    return h.sim
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     rc = cli.main(list(argv))
     out, err = capsys.readouterr()
@@ -322,7 +328,7 @@ def test_pin_all(capsys: pytest.CaptureFixture[str]) -> None:
 def test_pin_all_partial_failure_exits_nonzero(
     capsys: pytest.CaptureFixture[str], patched_connect: Connections
 ) -> None:
-    patched_connect.setups.append(lambda h: h._hv.sim_set_pin_override(1, 2, True))
+    patched_connect.setups.append(lambda h: sim(h).set_pin_override(1, 2, True))
     rc, out, err = run(capsys, "--connect", DEFAULT, "pin", "web", "all", "0-3")
     assert_one_error_line(rc, err, "vCPU 2")
     assert out == ""
@@ -339,7 +345,7 @@ def test_pin_all_partial_failure_exits_nonzero(
 def test_pin_busy_then_force(
     capsys: pytest.CaptureFixture[str], patched_connect: Connections
 ) -> None:
-    patched_connect.setups.append(lambda h: h._hv.sim_set_pin_override(1, 0, True))
+    patched_connect.setups.append(lambda h: sim(h).set_pin_override(1, 0, True))
     rc, _, err = run(capsys, "--connect", DEFAULT, "pin", "web", "0", "5")
     assert_one_error_line(rc, err, "force")
     rc, out, err = run(capsys, "--connect", DEFAULT, "pin", "web", "0", "5", "--force")
@@ -423,7 +429,7 @@ def test_set_count_no_wait_json(
 def test_set_wait_times_out(
     capsys: pytest.CaptureFixture[str], patched_connect: Connections
 ) -> None:
-    patched_connect.setups.append(lambda h: h._hv.sim_set_follow(None))  # a guest that ignores us
+    patched_connect.setups.append(lambda h: sim(h).set_follow(None))  # a guest that ignores us
     rc, out, err = run(
         capsys, "--connect", DEFAULT, "set", "web", "1", "--wait", "--timeout", "0.2"
     )

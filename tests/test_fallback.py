@@ -62,7 +62,7 @@ import json, sys, warnings
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import xenvcpu
-    import xenvcpu.cli, xenvcpu.daemon.xend_backend, xenvcpu.daemon.xenstore_backend
+    import xenvcpu.cli, xenvcpu.backends.native, xenvcpu.backends.xend, xenvcpu.backends.xenstore
     from xenvcpu import _impl
 WARNINGS = [(w.category.__name__, str(w.message)) for w in caught]
 def out(**kw):
@@ -348,16 +348,6 @@ def test_privcmd_errors_point_to_the_xenstore_path() -> None:
     with pytest.raises((NoHypervisor, PermissionDenied), match=r"privcmd.*xenstore:///") as info:
         xenvcpu.connect("xen:///system")
     assert info.value.errno is not None
-
-
-def test_xenstore_uri_paths() -> None:
-    from xenvcpu.daemon.xenstore_backend import path_of
-
-    assert path_of("xenstore:///") is None and path_of("xenstore://") is None
-    assert path_of("xenstore:///run/xenstored/socket") == "/run/xenstored/socket"
-    assert path_of("xenstore://localhost/dev/xen/xenbus") == "/dev/xen/xenbus"
-    with pytest.raises(ValueError, match="not a xenstore URI"):
-        path_of("xen:///system")
 
 
 def test_xenstore_uri_without_daemon(tmp_path: Path) -> None:

@@ -17,16 +17,9 @@ from xenvcpu._impl import MAX_WIDTH, CpuMap
 from xenvcpu.compat import get_vcpus, pin_vcpu, set_vcpus
 from xenvcpu.errors import AffinityNarrowed, CpuListError, XenvcpuError
 from xenvcpu.host import DEFAULT_URI, Domain, DomainVcpus, Host, Snapshot, connect
-from xenvcpu.types import (
-    Cpupool,
-    CpuTopology,
-    DomainInfo,
-    HostInfo,
-    Pinning,
-    Topology,
-    VcpuInfo,
-    VcpuState,
-)
+from xenvcpu.records import Cpupool, DomainInfo, Pinning, VcpuInfo
+from xenvcpu.sim import SimControl
+from xenvcpu.types import CpuTopology, HostInfo, Topology, VcpuState
 
 __all__ = [
     "DEFAULT_URI",
@@ -42,6 +35,7 @@ __all__ = [
     "Host",
     "HostInfo",
     "Pinning",
+    "SimControl",
     "Snapshot",
     "Topology",
     "VcpuInfo",

@@ -28,7 +28,7 @@ from xenvcpu import CpuMap, __version__
 from xenvcpu.daemon.xenstore import probe_endpoints
 from xenvcpu.errors import AffinityNarrowed, XenvcpuError
 from xenvcpu.host import Domain, Host
-from xenvcpu.types import VcpuInfo
+from xenvcpu.records import VcpuInfo
 
 JSON_SCHEMA_VERSION = 1
 

@@ -23,6 +23,7 @@ __all__ = [
     "DomainNotFound",
     "InterfaceMismatch",
     "InvalidAffinity",
+    "InvalidUri",
     "NoHypervisor",
     "NotSupported",
     "PermissionDenied",
@@ -79,6 +80,10 @@ def _rebuild(
 
 class CpuListError(XenvcpuError, ValueError):
     """A CPU map or cpulist is malformed, or names a CPU outside the map's width."""
+
+
+class InvalidUri(XenvcpuError, ValueError):
+    """A hypervisor URI of a known scheme is malformed (the message says what is wrong)."""
 
 
 class NoHypervisor(XenvcpuError):

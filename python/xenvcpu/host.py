@@ -12,10 +12,18 @@ import os
 import warnings
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, NoReturn, Union, overload
+from typing import Any, NamedTuple, Union, overload
 
-from xenvcpu import _impl
-from xenvcpu._backend import HypervisorBackend, SnapshotBackend
+from xenvcpu import _impl, backends
+from xenvcpu import uri as _uri
+from xenvcpu._backend import (
+    Capabilities,
+    Capability,
+    HypervisorBackend,
+    Parts,
+    SnapshotBackend,
+    Toolstack,
+)
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.errors import (
@@ -23,17 +31,16 @@ from xenvcpu.errors import (
     DomainNotFound,
     InvalidAffinity,
     NoHypervisor,
-    NotSupported,
-    PermissionDenied,
     VcpuNotFound,
     XenvcpuError,
 )
-from xenvcpu.toolstack import SimToolstack, Toolstack, XenstoreToolstack
-from xenvcpu.types import SCHEDULERS, Cpupool, CpuTopology, HostInfo, Pinning, Topology
+from xenvcpu.records import Cpupool, Pinning
+from xenvcpu.sim import SimControl
+from xenvcpu.types import SCHEDULERS, CpuTopology, HostInfo, Topology
 
 __all__ = ["DEFAULT_URI", "Domain", "DomainVcpus", "Host", "MapSpec", "Snapshot", "connect"]
 
-DEFAULT_URI = "xen:///system"
+DEFAULT_URI = _uri.DEFAULT_URI
 PRIVCMD_NODES = ("/dev/xen/privcmd", "/proc/xen/privcmd")
 
 #: What a map argument may be: a CpuMap, a cpulist string, or CPU numbers.
@@ -51,18 +58,23 @@ def connect(uri: str | None = None) -> Host:
     Pure Python (they work without the native module):
 
     * ``xend+unix:///var/lib/xend/xend-socket`` or ``xend+http://HOST:8000``: a Xen <= 4.4
-      host through xend (:mod:`xenvcpu.daemon.xend_backend`): info, vCPUs, hard pinning,
+      host through xend (:mod:`xenvcpu.backends.xend`): info, vCPUs, hard pinning,
       online count (no soft affinity; online vCPUs only as a count 0..n-1).
     * ``xenstore:///`` (the usual xenstored socket or xenbus device) or
       ``xenstore:///PATH/TO/SOCKET``: the xenstore-only path for dom0s where hypercalls
-      are unavailable (:mod:`xenvcpu.daemon.xenstore_backend`): domain list, names,
+      are unavailable (:mod:`xenvcpu.backends.xenstore`): domain list, names,
       maximum vCPUs, and ``set_vcpus``/``set_online`` (without ``wait``); vCPU state and
       pinning raise NotSupported.
+
+    The URI is read by :func:`xenvcpu.uri.parse`; the backend its scheme names hands over
+    its parts, and the Host is built from them here.
 
     Raises:
         NoHypervisor: no URI was given and this machine is not a Xen control domain.
         PermissionDenied: privcmd exists but this process may not use it (run as root).
         InterfaceMismatch: the running Xen speaks an interface version xenvcpu does not know.
+        NotSupported: an unknown URI scheme.
+        InvalidUri: a malformed URI of a known scheme.
     """
     if uri is None:
         if not any(os.path.exists(p) for p in PRIVCMD_NODES):
@@ -76,48 +88,8 @@ def connect(uri: str | None = None) -> Host:
                 )
             )
         uri = DEFAULT_URI
-    scheme = uri.split(":", 1)[0]
-    if scheme in ("xend+unix", "xend+http"):
-        from xenvcpu.daemon import xend_backend
-
-        return xend_backend.connect(uri)
-    if scheme == "xenstore":
-        from xenvcpu.daemon import xenstore_backend
-
-        return xenstore_backend.connect(uri)
-    if not _impl.HAVE_NATIVE:
-        _no_native(uri)
-    try:
-        hv = _impl.Hypervisor(uri)
-    except (NoHypervisor, PermissionDenied) as e:
-        if not uri.startswith("xen:"):
-            raise
-        raise type(e)(
-            f"{e.message}; without privcmd, xenstore:/// still lists domains and sets "
-            "online vCPUs (pure Python)",
-            errno=e.errno,
-            domain=e.domain,
-            vcpu=e.vcpu,
-        ) from e
-    toolstack: Toolstack = SimToolstack(hv) if hv.is_sim else XenstoreToolstack()
-    return Host(uri, hv, toolstack)
-
-
-def _no_native(uri: str) -> NoReturn:
-    """Raise the typed error for a URI that needs the missing native module."""
-    why = f"xenvcpu._native cannot be loaded ({_impl.NATIVE_ERROR})"
-    pure = (
-        "xenstore:/// (domain list, online vCPUs) and, on Xen <= 4.4, "
-        "xend+unix:///var/lib/xend/xend-socket still work"
-    )
-    if uri.startswith("sim:"):
-        raise NotSupported(f"{uri}: the simulated host is part of the native module, and {why}")
-    if uri.startswith("xen:"):
-        raise NoHypervisor(f"{uri}: hypercalls need the native module, and {why}; {pure}")
-    raise NotSupported(
-        f"unknown hypervisor URI {uri!r}: use xen:///system or sim:///default "
-        f"(both need the native module, and {why}), xenstore:/// or xend+unix:///PATH"
-    )
+    parsed = _uri.parse(uri)
+    return Host(parsed, backends.open_parts(parsed))
 
 
 class DomainVcpus(NamedTuple):
@@ -131,10 +103,15 @@ class DomainVcpus(NamedTuple):
 class Host:
     """A hypervisor host. Get one with :func:`connect`."""
 
-    def __init__(self, uri: str, hv: HypervisorBackend, toolstack: Toolstack) -> None:
-        self.uri = uri
-        self._backend = hv
-        self.toolstack = toolstack
+    def __init__(self, uri: _uri.Uri, parts: Parts) -> None:
+        #: The URI as given to :func:`connect`.
+        self.uri: str = uri.text
+        self._backend: HypervisorBackend = parts.hypervisor
+        #: Names and the online-vCPU request (xenstore, the simulator's, or xend).
+        self.toolstack: Toolstack = parts.toolstack
+        #: What this backend can do (see :class:`~xenvcpu._backend.Capabilities`).
+        self.capabilities: Capabilities = parts.capabilities
+        self._sim = parts.sim
         self._topology: Topology | None = None
 
     def __repr__(self) -> str:
@@ -143,9 +120,7 @@ class Host:
     def close(self) -> None:
         """Close the toolstack connection (xenstored); the hypercall handle closes with
         the Host. ``with xenvcpu.connect() as host:`` does this at the end of the block."""
-        close = getattr(self.toolstack, "close", None)
-        if close is not None:
-            close()
+        self.toolstack.close()
 
     def __enter__(self) -> Host:
         return self
@@ -155,8 +130,15 @@ class Host:
 
     @property
     def _hv(self) -> Any:
-        """The backend object, untyped: for backend-specific controls (``sim_*``)."""
+        """The backend object, untyped: for backend-specific switches in tests and
+        benchmarks (e.g. the native ``multicall`` switch)."""
         return self._backend
+
+    @property
+    def sim(self) -> SimControl | None:
+        """The simulated host's controls (faults, clock, guests: :class:`~xenvcpu.sim.SimControl`)
+        on ``sim:`` URIs; None on every other backend."""
+        return self._sim
 
     @property
     def backend(self) -> str:
@@ -520,10 +502,10 @@ class Domain:
         self._apply_online(online, wait, timeout)
 
     def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:
-        if wait and self.host.backend == "xenstore":
-            from xenvcpu.daemon.xenstore_backend import no_wait_error
-
-            raise no_wait_error(self.label, self.id)
+        if wait:
+            self.host.capabilities.require(
+                Capability.WAIT_ONLINE, f"{self.label}: wait=True", domain=self.id
+            )
         self.host.toolstack.set_availability(self.id, self.max_vcpus, online)
         if wait:
             _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)

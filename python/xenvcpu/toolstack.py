@@ -1,35 +1,23 @@
-"""What Xen keeps outside the hypervisor: names and the online-vCPU request.
+"""The toolstacks of the native backends: names and the online-vCPU request.
 
 Domain names, cpupool names and each vCPU's ``availability`` live in xenstore on a real
-host (ref §5.4); a simulated host keeps its own. :class:`Toolstack` is the seam.
+host (ref §5.4); a simulated host keeps its own. Both satisfy
+:class:`xenvcpu._backend.Toolstack`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Set
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.daemon.xenstore import XenstoreClient
 from xenvcpu.errors import XenstoreError
 
 if TYPE_CHECKING:
-    from xenvcpu._native import Hypervisor
+    from xenvcpu._native import SimControl
 
-__all__ = ["SimToolstack", "Toolstack", "XenstoreToolstack"]
-
-
-class Toolstack(Protocol):
-    #: "xenstore", "sim" or "xend", for messages and ``xenvcpu doctor``.
-    name: str
-
-    def domain_names(self) -> dict[int, str]: ...
-
-    def pool_name(self, pool: int) -> str | None: ...
-
-    def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None: ...
-
-    def availability(self, domid: int) -> dict[int, bool]: ...
+__all__ = ["SimToolstack", "XenstoreToolstack"]
 
 
 class SimToolstack:
@@ -37,20 +25,23 @@ class SimToolstack:
 
     name = "sim"
 
-    def __init__(self, hv: Hypervisor) -> None:
-        self._hv = hv
+    def __init__(self, sim: SimControl) -> None:
+        self._sim = sim
+
+    def close(self) -> None:
+        """Nothing to close: the simulated host lives in this process."""
 
     def domain_names(self) -> dict[int, str]:
-        return dict(self._hv.sim_domain_names())
+        return dict(self._sim.domain_names())
 
     def pool_name(self, pool: int) -> str | None:
-        return self._hv.sim_pool_name(pool)
+        return self._sim.pool_name(pool)
 
     def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None:
-        self._hv.sim_set_availability(domid, [v in online for v in range(max_vcpus)])
+        self._sim.set_availability(domid, [v in online for v in range(max_vcpus)])
 
     def availability(self, domid: int) -> dict[int, bool]:
-        a = self._hv.sim_availability(domid) or []
+        a = self._sim.availability(domid) or []
         return dict(enumerate(a))
 
 

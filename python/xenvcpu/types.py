@@ -1,4 +1,9 @@
-"""Result types of the public API. They are the same whichever backend answered."""
+"""Plain value types of the public API: enums and records without CPU maps.
+
+A leaf module (it imports nothing of xenvcpu), so that every other module, the native
+one included, can use it. The records that hold CPU maps (:class:`~xenvcpu.Cpupool`,
+:class:`~xenvcpu.Pinning`) are in :mod:`xenvcpu.records`.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,11 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
-
 __all__ = [
+    "SCHEDULERS",
     "CpuTopology",
-    "Cpupool",
-    "DomainInfo",
     "HostInfo",
-    "Pinning",
     "Topology",
-    "VcpuInfo",
     "VcpuState",
 ]
 
@@ -76,17 +76,6 @@ SCHEDULERS = {5: "credit", 6: "credit2", 7: "arinc653", 8: "rtds", 9: "null"}
 
 
 @dataclass(frozen=True)
-class Cpupool:
-    """A cpupool: its CPUs, scheduler and how many domains run in it."""
-
-    id: int
-    name: str
-    scheduler: str
-    cpus: CpuMap
-    n_domains: int
-
-
-@dataclass(frozen=True)
 class HostInfo:
     """The host as physinfo reports it."""
 
@@ -99,27 +88,3 @@ class HostInfo:
     cpu_mhz: int
     total_memory_mib: int
     free_memory_mib: int
-
-
-class Pinning(NamedTuple):
-    """What a pin asked for and what Xen applied.
-
-    ``hard``/``soft`` are the *effective* maps Xen wrote back (requested ∩ the cpupool's
-    online CPUs; soft also ∩ hard, and it may be empty); None for a kind not requested.
-    A NamedTuple: ``pin_all`` makes one per vCPU, and a frozen dataclass cost more to
-    build than the pin itself.
-    """
-
-    domain: int
-    vcpu: int
-    requested_hard: CpuMap | None
-    requested_soft: CpuMap | None
-    hard: CpuMap | None
-    soft: CpuMap | None
-
-    @property
-    def narrowed(self) -> bool:
-        """Whether Xen applied less than was asked for."""
-        return (self.requested_hard is not None and self.hard != self.requested_hard) or (
-            self.requested_soft is not None and self.soft != self.requested_soft
-        )

@@ -279,20 +279,6 @@ class XendClient:
         self.address = address
         self.timeout = float(timeout)
 
-    @classmethod
-    def from_uri(cls, uri: str, *, timeout: float = DEFAULT_TIMEOUT) -> XendClient:
-        """``xend+unix:///var/lib/xend/xend-socket`` or ``xend+http://HOST[:8000]``."""
-        parts = urllib.parse.urlsplit(uri)
-        if parts.scheme == "xend+unix":
-            if parts.netloc not in ("", "localhost"):
-                raise ValueError(f"{uri!r}: a xend+unix URI has no host (xend+unix:///PATH)")
-            return cls(parts.path or DEFAULT_UNIX_PATH, timeout=timeout)
-        if parts.scheme in ("xend+http", "http"):
-            if not parts.hostname:
-                raise ValueError(f"{uri!r}: no host (xend+http://HOST:PORT)")
-            return cls((parts.hostname, parts.port or DEFAULT_PORT), timeout=timeout)
-        raise ValueError(f"{uri!r} is not a xend URI (xend+unix:///PATH or xend+http://HOST:PORT)")
-
     def __repr__(self) -> str:
         return f"<XendClient {self.describe()}>"
 

@@ -13,7 +13,9 @@
 //! use xenvcpu_core::cpumap::CpuMap;
 //! use xenvcpu_core::ops::{VcpuRunState, Xen};
 //!
-//! let mut xen = Xen::open_sim("sim:///default")?; // or Xen::open_privcmd() in dom0
+//! use xenvcpu_core::sim::HostSpec;
+//!
+//! let mut xen = Xen::open_sim(&HostSpec::default_host())?; // or Xen::open_privcmd() in dom0
 //! assert_eq!(xen.width(), 64);
 //! let db = xen.vcpus(2)?;
 //! assert_eq!(db[7].state(), VcpuRunState::Offline);
@@ -33,7 +35,7 @@ use crate::abi::{
 use crate::cpumap::CpuMap;
 use crate::error::{Errno, Error, ErrorKind, Result};
 use crate::privcmd::Privcmd;
-use crate::sim::{SimHandle, SimHost, SimTransport};
+use crate::sim::{HostSpec, SimHandle, SimHost, SimTransport};
 use crate::transport::Transport;
 use std::time::{Duration, Instant};
 
@@ -274,27 +276,11 @@ impl Xen {
         Self::with_transport(Box::new(Privcmd::open()?), None)
     }
 
-    /// Open a simulated host from a `sim://` URI (see [`crate::sim`]).
-    pub fn open_sim(uri: &str) -> Result<Self> {
-        let t = SimTransport::new(SimHost::from_uri(uri)?);
+    /// Open a simulated host (see [`crate::sim`]).
+    pub fn open_sim(spec: &HostSpec) -> Result<Self> {
+        let t = SimTransport::new(SimHost::new(spec)?);
         let h = t.handle();
         Self::with_transport(Box::new(t), Some(h))
-    }
-
-    /// Open by URI: `xen:///system` (also `xen:///`, `xen://`) → privcmd; `sim://…` → the
-    /// simulator. Other schemes (the xend daemon path) belong to the Python layer.
-    pub fn open(uri: &str) -> Result<Self> {
-        match uri {
-            "xen:///system" | "xen:///" | "xen://" | "xen:" => Self::open_privcmd(),
-            u if u.starts_with("sim://") => Self::open_sim(u),
-            u => Err(Error::new(
-                ErrorKind::NotSupported,
-                format!(
-                    "the Rust core cannot open {u:?}: it handles xen:///system and sim:// URIs \
-                     (e.g. sim:///default)"
-                ),
-            )),
-        }
     }
 
     /// Open over any transport: reads the Xen release, picks the interface (probing the 4.10

@@ -11,7 +11,8 @@ use xenvcpu_core::error::Error;
 use xenvcpu_core::ops::{DomainInfo, VcpuInfo};
 
 use crate::cpumap::PyCpuMap;
-use crate::hv::{core_err, exc_object, PyDomainInfo, PyVcpuInfo};
+use crate::errors::{core_err, exc_object};
+use crate::records::{state_code, PyDomainInfo, PyVcpuInfo};
 
 type Entry = (DomainInfo, Result<Vec<VcpuInfo>, Error>);
 
@@ -191,12 +192,7 @@ impl PySnapshot {
             "state" => {
                 let out: Vec<u8> = self
                     .all_vcpus()
-                    .map(|v| match v.state() {
-                        xenvcpu_core::ops::VcpuRunState::Offline => 0,
-                        xenvcpu_core::ops::VcpuRunState::Running => 1,
-                        xenvcpu_core::ops::VcpuRunState::Blocked => 2,
-                        xenvcpu_core::ops::VcpuRunState::Runnable => 3,
-                    })
+                    .map(|v| state_code(v.state()))
                     .collect();
                 array(py, "B", out)
             }

@@ -19,7 +19,7 @@
 
 pub mod spec;
 
-pub use spec::{DomSpec, Follow, HostSpec, PoolSpec};
+pub use spec::{DomSpec, Follow, HostSpec, PoolSpec, SimBase};
 
 use crate::abi::{self, dominf, Field, InterfaceVersion, RawDomainInfo, RawPhysinfo};
 use crate::error::{Errno, Error, ErrorKind, Result};
@@ -281,44 +281,6 @@ impl SimHost {
             host.add_domain(d)?;
         }
         Ok(host)
-    }
-
-    /// Parse a `sim://` URI (see the module docs).
-    pub fn from_uri(uri: &str) -> Result<Self> {
-        let rest = uri
-            .strip_prefix("sim://")
-            .ok_or_else(|| no_hv(format!("{uri:?} is not a sim:// URI (try sim:///default)")))?;
-        let (path, query) = match rest.split_once('?') {
-            Some((p, q)) => (p, q),
-            None => (rest, ""),
-        };
-        let mut q = BTreeMap::new();
-        for kv in query.split('&').filter(|s| !s.is_empty()) {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            q.insert(k.to_string(), v.to_string());
-        }
-        let spec = match path {
-            "/default" | "default" => {
-                let mut h = HostSpec::default_host();
-                h.apply_overrides(&q)?;
-                h
-            }
-            "" | "/" => HostSpec::from_query(&q)?,
-            p if p.ends_with(".toml") => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| no_hv(format!("cannot read sim host file {p}: {e}")))?;
-                let mut h = HostSpec::from_toml(&text)?;
-                h.apply_overrides(&q)?;
-                h
-            }
-            p => {
-                return Err(no_hv(format!(
-                    "unknown simulated host {p:?}: use sim:///default, sim:///?cpus=N&domains=M \
-                     or sim:///path/host.toml"
-                )))
-            }
-        };
-        SimHost::new(&spec)
     }
 
     fn now(&self) -> u64 {

@@ -77,6 +77,28 @@ impl DomSpec {
     }
 }
 
+/// Where a simulated host's description starts from. The URI dispatcher of the Python layer
+/// (`python/xenvcpu/uri.py`) picks it: `sim:///default`, `sim:///?cpus=…`, `sim:///PATH.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimBase {
+    /// The built-in host of [`HostSpec::default_host`].
+    Default,
+    /// A scale host built from parameters ([`HostSpec::from_query`]).
+    Scale,
+    /// A host described in a TOML file ([`HostSpec::from_toml`]).
+    Toml(std::path::PathBuf),
+}
+
+/// The largest host description file that is read, in bytes.
+pub const MAX_TOML_BYTES: u64 = 4 << 20;
+
+/// Parameters every host accepts (see [`HostSpec::apply_overrides`]).
+const COMMON_PARAMS: [&str; 4] = ["version", "offline", "delay_ms", "follow"];
+/// Parameters only a scale host accepts.
+const SCALE_PARAMS: [&str; 7] = [
+    "cpus", "sockets", "threads", "nodes", "max_cpus", "domains", "vcpus",
+];
+
 /// A whole simulated host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostSpec {
@@ -111,6 +133,24 @@ fn range(a: u32, b: u32) -> Vec<u32> {
 }
 
 impl HostSpec {
+    /// The host a base and its parameters describe; a parameter the base does not know is
+    /// an error naming it.
+    pub fn build(base: &SimBase, params: &BTreeMap<String, String>) -> Result<Self> {
+        match base {
+            SimBase::Default => {
+                let mut h = Self::default_host();
+                h.apply_overrides(params)?;
+                Ok(h)
+            }
+            SimBase::Scale => Self::from_query(params),
+            SimBase::Toml(path) => {
+                let mut h = Self::from_toml(&read_capped(path)?)?;
+                h.apply_overrides(params)?;
+                Ok(h)
+            }
+        }
+    }
+
     /// Present CPUs.
     pub fn present(&self) -> u32 {
         self.sockets * self.cores_per_socket * self.threads_per_core
@@ -233,7 +273,12 @@ impl HostSpec {
             domains,
             follow: Follow::After(Duration::from_millis(50)),
         };
-        h.apply_overrides(q)?;
+        let common: BTreeMap<String, String> = q
+            .iter()
+            .filter(|(k, _)| !SCALE_PARAMS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        h.apply_overrides(&common)?;
         Ok(h)
     }
 
@@ -259,14 +304,16 @@ impl HostSpec {
                 _ => return Err(bad(format!("follow={v}: expected never"))),
             }
         }
-        for k in q.keys() {
-            const KNOWN: [&str; 12] = [
-                "version", "offline", "delay_ms", "follow", "cpus", "sockets", "threads", "nodes",
-                "max_cpus", "domains", "vcpus", "",
-            ];
-            if !KNOWN.contains(&k.as_str()) {
-                return Err(bad(format!("unknown sim host parameter {k:?}")));
-            }
+        if let Some(k) = q.keys().find(|k| !COMMON_PARAMS.contains(&k.as_str())) {
+            let scale = if SCALE_PARAMS.contains(&k.as_str()) {
+                " (it describes a scale host: sim:///?cpus=N&domains=M)"
+            } else {
+                ""
+            };
+            return Err(bad(format!(
+                "unknown sim host parameter {k:?}{scale}; this host takes {}",
+                COMMON_PARAMS.join(", ")
+            )));
         }
         Ok(())
     }
@@ -359,6 +406,24 @@ impl HostSpec {
         }
         Ok(h)
     }
+}
+
+/// The text of a host file, refusing one larger than [`MAX_TOML_BYTES`].
+fn read_capped(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let p = path.display();
+    let cannot = |e: std::io::Error| bad(format!("cannot read sim host file {p}: {e}"));
+    let f = std::fs::File::open(path).map_err(cannot)?;
+    let mut text = String::new();
+    f.take(MAX_TOML_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_TOML_BYTES {
+        return Err(bad(format!(
+            "{p} is larger than {MAX_TOML_BYTES} bytes, the most a host file may be"
+        )));
+    }
+    Ok(text)
 }
 
 fn bad(msg: String) -> Error {
@@ -513,6 +578,16 @@ fn strip_comment(line: &str) -> &str {
         }
     }
     line
+}
+
+/// Tests: a host spec from a base and `(key, value)` parameters (panics on a bad one).
+#[cfg(test)]
+pub(crate) fn test_spec(base: SimBase, params: &[(&str, &str)]) -> HostSpec {
+    let q = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    HostSpec::build(&base, &q).unwrap_or_else(|e| panic!("{base:?} {params:?}: {e}"))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 """The whole public API over xend, for Xen <= 4.4 hosts (pure Python, no hypercalls).
 
 ``connect("xend+unix:///var/lib/xend/xend-socket")`` or ``connect("xend+http://HOST:8000")``
-returns an ordinary :class:`~xenvcpu.host.Host` whose hypervisor object is
+returns an ordinary :class:`~xenvcpu.Host` whose hypervisor object is
 :class:`XendHypervisor` and whose toolstack is :class:`XendToolstack`. Results are the
 same types as on the hypercall path (the native ``VcpuInfo``/``DomainInfo``/``CpuMap``
 when the native module loads, the pure-Python ones otherwise).
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Set
 from decimal import Decimal
 
-from xenvcpu._backend import Entry, ListSnapshot
+from xenvcpu._backend import Entry, ListSnapshot, Parts
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
 from xenvcpu.daemon import sxp
 from xenvcpu.daemon.vcpus import format_vcpus
@@ -37,10 +37,10 @@ from xenvcpu.errors import (
     VcpuNotFound,
     XenvcpuError,
 )
-from xenvcpu.host import Host
 from xenvcpu.types import SCHEDULERS
+from xenvcpu.uri import Uri
 
-__all__ = ["DEFAULT_VERSION", "XendHypervisor", "XendToolstack", "connect"]
+__all__ = ["DEFAULT_VERSION", "XendHypervisor", "XendToolstack", "open_parts"]
 
 #: Reported when xend's node info has no xen_major/xen_minor.
 DEFAULT_VERSION = (4, 4, 0, 0)
@@ -48,19 +48,19 @@ NO_UUID = "00000000-0000-0000-0000-000000000000"
 _SCHEDULER_IDS = {name: sid for sid, name in SCHEDULERS.items()}
 
 
-def connect(uri: str, *, timeout: float | None = None) -> Host:
-    """A Host over xend at ``uri`` (``xend+unix:///PATH`` or ``xend+http://HOST[:PORT]``).
-
-    Reads xend's node info once (so an unreachable xend fails here).
+def open_parts(uri: Uri) -> Parts:
+    """The parts of a Host over xend at ``uri`` (``xend+unix:///PATH`` or
+    ``xend+http://HOST[:PORT]``). Reads xend's node info once (so an unreachable xend fails
+    here).
 
     Raises:
         XendError: xend cannot be reached or answered an error.
         PermissionDenied: the socket is root-only.
     """
-    client = (
-        XendClient.from_uri(uri) if timeout is None else XendClient.from_uri(uri, timeout=timeout)
-    )
-    return Host(uri, XendHypervisor(client), XendToolstack(client))
+    address = uri.path if uri.scheme == "xend+unix" else uri.host
+    assert address is not None
+    client = XendClient(address)
+    return Parts(XendHypervisor(client), XendToolstack(client))
 
 
 def _int_field(node: XendNodeInfo, key: str) -> int | None:
@@ -312,6 +312,9 @@ class XendToolstack:
 
     def __init__(self, client: XendClient) -> None:
         self.client = client
+
+    def close(self) -> None:
+        """Nothing to close: every xend request opens its own connection."""
 
     def domain_names(self) -> dict[int, str]:
         """Names of the running domains; an unreachable xend gives no names."""
