@@ -8,7 +8,7 @@
   tests/daemon) work and return the pure-Python types; ``xenvcpu doctor`` reports it; the
   CpuMap suite (tests/test_cpumap.py) passes on the pure-Python CpuMap.
 * In process: the pure-Python CpuMap/VcpuInfo/DomainInfo against the native ones on the
-  same inputs (hypothesis): same results, same error types and messages.
+  same inputs (hypothesis): same results, same error classes and fields.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -400,15 +399,26 @@ P = _pycpumap.CpuMap
 pytestmark_native = pytest.mark.skipif(native is None, reason="compares with xenvcpu._native")
 
 
-def same(fn: Callable[[Any], Any], messages: bool = True) -> None:
+ERROR_FIELDS = (
+    "kind text token column reason width cpu maplen needed other_width errno domain vcpu"
+).split()
+
+
+def error_view(e: Exception) -> tuple[object, ...]:
+    """An error as the parity tests compare it: its class and its fields, not its text
+    (each implementation words and quotes its messages its own way)."""
+    return (type(e).__name__, *(getattr(e, f, None) for f in ERROR_FIELDS))
+
+
+def same(fn: Callable[[Any], Any]) -> None:
     """``fn(CpuMap)`` gives the same value, or the same error, for both implementations."""
-    results = []
+    results: list[tuple[object, ...]] = []
     for cls in (N, P):
         try:
             value = fn(cls)
             results.append(("ok", view(value) if isinstance(value, (N, P)) else value))
         except Exception as e:
-            results.append((type(e).__name__, str(e) if messages else ""))
+            results.append(error_view(e))
     assert results[0] == results[1]
 
 
@@ -446,13 +456,8 @@ def test_parse_agrees(text: str, width: int) -> None:
 @pytestmark_native
 @given(st.text(max_size=20), st.sampled_from([8, 64]))
 def test_parse_of_any_text_agrees(text: str, width: int) -> None:
-    """Same result or same error type always; the same message too, unless the text has
-    characters whose quoting depends on the Unicode version (combining marks, characters
-    this Python does not know): Rust escapes those by its own, newer tables."""
-    exact = not any(
-        unicodedata.category(c)[0] == "M" or unicodedata.category(c) == "Cn" for c in text
-    )
-    same(lambda c: view(c.parse(text, width, topology={0: 0, 1: 1})), messages=exact)
+    """Any text: the same map, or the same error with the same token, column and reason."""
+    same(lambda c: view(c.parse(text, width, topology={0: 0, 1: 1})))
 
 
 @given(st.binary(max_size=20), st.one_of(st.none(), st.integers(-1, 200)))
@@ -488,6 +493,8 @@ def test_algebra_and_bools_agree(bools: list[bool], w1: int, w2: int) -> None:
         lambda c: c.from_bytes(memoryview(b"\x03"), 2).to_list(),
         lambda c: c.from_bools([]),
         lambda c: c.full(8).to_bytes(-1),
+        lambda c: c.full(8).to_bytes(1 << 40),
+        lambda c: c.from_bools(iter([True] * ((1 << 22) + 1))),
         lambda c: c.full(8).issubset(c.full(9)),
         lambda c: c.parse("0-3", 8) == c.parse("0-3", 8),
         lambda c: c.parse("0-3", 8) == "0-3",
@@ -573,9 +580,6 @@ def test_domaininfo_agrees(kwargs: dict[str, Any], uuid: str) -> None:
 @pytestmark_native
 @pytest.mark.parametrize("uuid", ["nope", "5158e7c0", "g" * 32, "é" * 16])
 def test_domaininfo_bad_uuid_agrees(uuid: str) -> None:
-    errors = []
     for mod in (native, _pytypes):
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(ValueError, match="expected 32 hex digits"):
             mod.DomainInfo(1, uuid, 1, 1)
-        errors.append(str(info.value))
-    assert errors[0] == errors[1]

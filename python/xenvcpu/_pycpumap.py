@@ -1,37 +1,39 @@
-"""Pure-Python ``CpuMap``: used when the native module ``xenvcpu._native`` cannot load.
+"""Pure-Python ``CpuMap``: the fallback when ``xenvcpu._native`` cannot load, and the
+oracle the Rust ``CpuMap`` (the product) is tested against.
 
-Same API, grammar, byte order, reprs and error messages as the Rust ``CpuMap``
-(``rust/core/src/cpumap.rs`` and ``rust/py/src/cpumap.rs``); tests/test_fallback.py
-compares the two on the same inputs. The bits live in one Python ``int`` (CPU n is bit
-n), so packing is ``int.to_bytes`` and the algebra is whole-int bit operations.
+Same API, grammar, byte order and reprs as the Rust ``CpuMap`` (``rust/core/src/cpumap.rs``
+and ``rust/py/src/cpumap.rs``), and the same errors: the same exception classes with the
+same fields (``CpuListError.kind``, ``token``, ``column``, ...); tests/test_fallback.py
+compares the two on generated inputs. Messages say the same things but are not compared
+character for character. The bits live in one Python ``int`` (CPU n is bit n), so packing
+is ``int.to_bytes`` and the algebra is whole-int bit operations.
 """
 
 from __future__ import annotations
 
+import json
 import operator
-import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
+from xenvcpu._ranges import format_bits, valid_range
 from xenvcpu.errors import CpuListError
 
-__all__ = ["MAX_WIDTH", "CpuMap"]
+__all__ = ["MAX_WIDTH", "WHITESPACE", "CpuMap"]
 
 #: The widest map accepted (as the native module: 4 Mi CPUs).
 MAX_WIDTH = 1 << 22
+#: The longest byte form ``to_bytes`` makes (a MAX_WIDTH map).
+MAX_MAPLEN = MAX_WIDTH // 8
 
 _U64_MAX = (1 << 64) - 1
 _U32_MAX = (1 << 32) - 1
 _NO_NODE = _U32_MAX  # what the native code stores for a CPU without a node
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
-# Rust's char::is_whitespace (the Unicode White_Space property): str.trim() uses it.
-_WS = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-_RUNS = re.compile("1+")
+#: What the cpulist grammar ignores around a term: the ASCII whitespace (the grammar's own
+#: definition, the same set as rust/core/src/cpumap.rs's WHITESPACE).
+WHITESPACE = " \t\n\r\x0b\x0c"
 
 Topology = Union[Sequence[Optional[int]], Mapping[int, int], object]
 
@@ -53,44 +55,34 @@ def _unsigned(value: object, limit: int) -> int:
     return n
 
 
-def valid_range(width: int) -> str:
-    return "none" if width == 0 else ("0" if width == 1 else f"0-{width - 1}")
+def _quote(text: str) -> str:
+    """A string as messages show it: double quotes, control characters escaped."""
+    return json.dumps(text, ensure_ascii=False)
 
 
-def rust_debug(text: str) -> str:
-    """``format!("{text:?}")``: how the native messages quote a string.
-
-    Exact for ASCII and for most text; combining marks and characters newer than this
-    Python's Unicode database may be escaped differently (Rust uses its own tables)."""
-    out = ['"']
-    for c in text:
-        if c in '"\\':
-            out.append("\\" + c)
-        elif c == "\t":
-            out.append("\\t")
-        elif c == "\n":
-            out.append("\\n")
-        elif c == "\r":
-            out.append("\\r")
-        elif c == "\0":
-            out.append("\\0")
-        elif not c.isprintable() or unicodedata.category(c) in ("Mn", "Me"):
-            out.append(f"\\u{{{ord(c):x}}}")
-        else:
-            out.append(c)
-    out.append('"')
-    return "".join(out)
+def _error(message: str, kind: str, **fields: object) -> CpuListError:
+    """A CpuListError with the fields the native module sets (see xenvcpu.errors)."""
+    e = CpuListError(message)
+    e.kind = kind
+    for name, value in fields.items():
+        setattr(e, name, value)
+    return e
 
 
 def _bad_width(width: int) -> CpuListError:
-    return CpuListError(
-        f"invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}"
+    return _error(
+        f"invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}",
+        "bad_width",
+        width=width,
     )
 
 
 def _out_of_range(cpu: int, width: int) -> CpuListError:
-    return CpuListError(
-        f"CPU {cpu} is out of range: valid CPUs are {valid_range(width)} (width {width})"
+    return _error(
+        f"CPU {cpu} is out of range: valid CPUs are {valid_range(width)} (width {width})",
+        "cpu_out_of_range",
+        cpu=cpu,
+        width=width,
     )
 
 
@@ -165,15 +157,7 @@ def _nodes_of(topology: Any, width: int) -> list[int]:
 
 def _known_nodes(nodes: list[int]) -> str:
     present = {n for n in nodes if n != _NO_NODE}
-    return _format_runs(sum(1 << n for n in present)) if present else "none"
-
-
-def _format_runs(bits: int) -> str:
-    out = []
-    for m in _RUNS.finditer(bin(bits)[:1:-1]):
-        lo, hi = m.start(), m.end() - 1
-        out.append(str(lo) if lo == hi else f"{lo}-{hi}")
-    return ",".join(out)
+    return format_bits(sum(1 << n for n in present)) if present else "none"
 
 
 class CpuMap:
@@ -213,8 +197,11 @@ class CpuMap:
         for item in cpus:
             cpu = _i64(item)
             if cpu < 0:
-                raise CpuListError(
-                    f"CPU {cpu} is negative: valid CPUs are {valid_range(w)} (width {w})"
+                raise _error(
+                    f"CPU {cpu} is negative: valid CPUs are {valid_range(w)} (width {w})",
+                    "negative_cpu",
+                    cpu=cpu,
+                    width=w,
                 )
             if cpu >= w:
                 raise _out_of_range(cpu, w)
@@ -250,7 +237,7 @@ class CpuMap:
         nodes = _nodes_of(topology, w) if topology is not None and "node" in text else None
         bits = 0
         full = (1 << w) - 1
-        if not text.strip(_WS):
+        if not text.strip(WHITESPACE):
             return cls._make(0, w)
         start = 0
         while True:
@@ -258,8 +245,8 @@ class CpuMap:
             if end < 0:
                 end = len(text)
             raw = text[start:end]
-            tok = raw.strip(_WS)
-            tok_start = start + len(raw) - len(raw.lstrip(_WS))
+            tok = raw.strip(WHITESPACE)
+            tok_start = start + len(raw) - len(raw.lstrip(WHITESPACE))
             try:
                 if not tok:
                     raise _ParseError("empty term")
@@ -291,9 +278,15 @@ class CpuMap:
                     bits = bits & ~chosen if neg else bits | chosen
             except _ParseError as e:
                 shown = tok if tok else raw
-                raise CpuListError(
-                    f"invalid cpulist {rust_debug(text)}: {rust_debug(shown)} at column "
-                    f"{tok_start + 1}: {e.reason}; valid CPUs are {valid_range(w)} (width {w})"
+                raise _error(
+                    f"invalid cpulist {_quote(text)}: {_quote(shown)} at column "
+                    f"{tok_start + 1}: {e.reason}; valid CPUs are {valid_range(w)} (width {w})",
+                    "parse",
+                    text=text,
+                    token=shown,
+                    column=tok_start + 1,
+                    reason=e.reason,
+                    width=w,
                 ) from None
             if end == len(text):
                 break
@@ -302,17 +295,15 @@ class CpuMap:
 
     @classmethod
     def from_bools(cls, bools: Iterable[object]) -> CpuMap:
-        bits = 0
-        width = 0
+        digits = bytearray()  # b"0"/b"1" per CPU; one int conversion at the end
         for item in bools:
-            if item is True or (item is not False and bool(item)):
-                bits |= 1 << width
-            width += 1
-            if width > MAX_WIDTH:
-                raise _bad_width(width)
-        if width == 0:
+            if len(digits) == MAX_WIDTH:  # stop reading an endless iterator
+                raise _bad_width(MAX_WIDTH + 1)
+            digits.append(0x31 if item is True or (item is not False and bool(item)) else 0x30)
+        if not digits:
             raise _bad_width(0)
-        return cls._make(bits, width)
+        digits.reverse()
+        return cls._make(int(digits, 2), len(digits))
 
     # ---- views -------------------------------------------------------------------------
 
@@ -326,13 +317,24 @@ class CpuMap:
         else:
             n = _i64(maplen)
             if n < 0:
-                raise CpuListError(f"maplen {n} is negative")
+                raise _error(f"maplen {n} is negative", "maplen_too_short", maplen=n)
+            if n > MAX_MAPLEN:
+                raise _error(
+                    f"maplen {n} is too long: a map has at most {MAX_MAPLEN} bytes "
+                    f"({MAX_WIDTH} CPUs)",
+                    "maplen_too_long",
+                    maplen=n,
+                )
         if self._bits:
             highest = self._bits.bit_length() - 1
             if highest // 8 >= n:
-                raise CpuListError(
+                raise _error(
                     f"maplen {n} is too short: CPU {highest} is set and needs at least "
-                    f"{highest // 8 + 1} bytes"
+                    f"{highest // 8 + 1} bytes",
+                    "maplen_too_short",
+                    maplen=n,
+                    needed=highest // 8 + 1,
+                    cpu=highest,
                 )
         return self._bits.to_bytes(n, "little")
 
@@ -340,13 +342,10 @@ class CpuMap:
         return self.to_bytes()
 
     def to_cpulist(self) -> str:
-        return _format_runs(self._bits)
+        return format_bits(self._bits)
 
     def to_list(self) -> list[int]:
-        out: list[int] = []
-        for m in _RUNS.finditer(bin(self._bits)[:1:-1]):
-            out.extend(range(m.start(), m.end()))
-        return out
+        return [i for i, c in enumerate(bin(self._bits)[:1:-1]) if c == "1"]
 
     @property
     def width(self) -> int:
@@ -393,9 +392,12 @@ class CpuMap:
         if not isinstance(other, CpuMap):
             return None
         if other._width != self._width:
-            raise CpuListError(
+            raise _error(
                 f"CPU maps of different widths ({self._width} and {other._width}) "
-                "cannot be combined"
+                "cannot be combined",
+                "width_mismatch",
+                width=self._width,
+                other_width=other._width,
             )
         return other
 

@@ -79,7 +79,28 @@ def _rebuild(
 
 
 class CpuListError(XenvcpuError, ValueError):
-    """A CPU map or cpulist is malformed, or names a CPU outside the map's width."""
+    """A CPU map or cpulist is malformed, or names a CPU outside the map's width.
+
+    Its fields say what went wrong without parsing the message (None where a field does
+    not apply); both CpuMap implementations set the same ones:
+
+    * ``kind``: ``"parse"`` (a cpulist term), ``"bad_width"``, ``"cpu_out_of_range"``,
+      ``"negative_cpu"``, ``"maplen_too_short"`` or ``"width_mismatch"``;
+    * ``text``, ``token``, ``column`` (1-based, in characters), ``reason``: a parse error;
+    * ``width``: the map's width; ``cpu``: the CPU at fault;
+    * ``maplen``, ``needed``: ``to_bytes``; ``other_width``: the other map of an operation.
+    """
+
+    kind: str | None = None
+    text: str | None = None
+    token: str | None = None
+    column: int | None = None
+    reason: str | None = None
+    width: int | None = None
+    cpu: int | None = None
+    maplen: int | None = None
+    needed: int | None = None
+    other_width: int | None = None
 
 
 class InvalidUri(XenvcpuError, ValueError):

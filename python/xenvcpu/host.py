@@ -25,6 +25,7 @@ from xenvcpu._backend import (
     Toolstack,
 )
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
+from xenvcpu._ranges import valid_range
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.errors import (
     AffinityNarrowed,
@@ -386,7 +387,7 @@ class Domain:
             raise TypeError(f"a vCPU number is an int, not {type(vcpu).__name__}")
         if not 0 <= vcpu < self.max_vcpus:
             raise VcpuNotFound(
-                f"{self.label} has no vCPU {vcpu}: valid vCPUs are {_range(self.max_vcpus)}",
+                f"{self.label} has no vCPU {vcpu}: valid vCPUs are {valid_range(self.max_vcpus)}",
                 domain=self.id,
                 vcpu=vcpu,
             )
@@ -509,10 +510,6 @@ class Domain:
         self.host.toolstack.set_availability(self.id, self.max_vcpus, online)
         if wait:
             _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)
-
-
-def _range(n: int) -> str:
-    return "none" if n == 0 else ("0" if n == 1 else f"0-{n - 1}")
 
 
 def _warn_narrowed(dom: Domain, p: Pinning, count: int = 1) -> None:

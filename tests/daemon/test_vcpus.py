@@ -18,7 +18,6 @@ from xenvcpu.daemon.vcpus import (
     availability_path,
     check_settable,
     find_domid,
-    format_vcpus,
     list_domains,
     max_vcpus_from_xenstore,
     read_availability,
@@ -124,10 +123,14 @@ def test_check_settable() -> None:
         check_settable(4, hvm=True, dying=True)
 
 
-def test_format_vcpus() -> None:
-    assert format_vcpus([5, 0, 1, 2]) == "0-2,5"
-    assert format_vcpus([3]) == "3"
-    assert format_vcpus([]) == ""
+def test_format_ranges() -> None:
+    from xenvcpu._ranges import format_ranges, valid_range
+
+    assert format_ranges([5, 0, 1, 2]) == "0-2,5"
+    assert format_ranges([3]) == "3"
+    assert format_ranges([]) == ""
+    assert format_ranges([-2, -1, 7, 10**30]) == f"-2--1,7,{10**30}"
+    assert [valid_range(n) for n in (0, 1, 2, 8)] == ["none", "0", "0-1", "0-7"]
 
 
 # ------------------------------------------------------------------ writing (real xenstored)

@@ -26,8 +26,8 @@ from decimal import Decimal
 
 from xenvcpu._backend import Entry, ListSnapshot, Parts
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
+from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon import sxp
-from xenvcpu.daemon.vcpus import format_vcpus
 from xenvcpu.daemon.xend import XendClient, XendDomain, XendNodeInfo
 from xenvcpu.errors import (
     DaemonError,
@@ -333,7 +333,7 @@ class XendToolstack:
         if wanted != frozenset(range(n)):
             raise NotSupported(
                 f"domain {domid}: xend can only set a count (vCPUs 0..n-1 online), not "
-                f"exactly vCPU(s) {format_vcpus(wanted)}; use set_vcpus(n)",
+                f"exactly vCPU(s) {format_ranges(wanted)}; use set_vcpus(n)",
                 domain=domid,
             )
         self.client.set_vcpus(domid, n)

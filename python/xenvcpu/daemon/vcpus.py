@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Set
 from typing import Callable
 
+from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon.xenstore import Transaction, XenstoreClient
 from xenvcpu.errors import (
     DomainDying,
@@ -42,7 +43,6 @@ __all__ = [
     "availability_path",
     "check_settable",
     "find_domid",
-    "format_vcpus",
     "list_domains",
     "max_vcpus_from_xenstore",
     "read_availability",
@@ -58,20 +58,6 @@ __all__ = [
 def availability_path(domid: int, vcpu: int) -> str:
     """``/local/domain/<domid>/cpu/<vcpu>/availability`` (ref §5.4)."""
     return f"/local/domain/{int(domid)}/cpu/{int(vcpu)}/availability"
-
-
-def format_vcpus(vcpus: Iterable[int]) -> str:
-    """``{0, 1, 2, 5}`` → ``'0-2,5'`` (the cpulist style used in messages)."""
-    ordered = sorted(set(vcpus))
-    parts = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 def _domain_label(domain: DomainRef) -> str:
@@ -146,7 +132,7 @@ def validate_online(domain: DomainRef, online: Iterable[int], max_vcpus: int) ->
     bad = sorted(v for v in wanted if v < 0 or v >= max_vcpus)
     if bad:
         raise VcpuCountError(
-            f"{_domain_label(domain)} has no vCPU {format_vcpus(bad)}: valid vCPUs are "
+            f"{_domain_label(domain)} has no vCPU {format_ranges(bad)}: valid vCPUs are "
             f"0..{max_vcpus - 1} (the domain's maximum is {max_vcpus})",
             domain=domain,
             vcpu=bad[0],
@@ -346,9 +332,9 @@ def wait_online(
     not_down = sorted(now_online - target)
     what = []
     if not_up:
-        what.append(f"vCPU {format_vcpus(not_up)} still offline (asked: online)")
+        what.append(f"vCPU {format_ranges(not_up)} still offline (asked: online)")
     if not_down:
-        what.append(f"vCPU {format_vcpus(not_down)} still online (asked: offline)")
+        what.append(f"vCPU {format_ranges(not_down)} still online (asked: offline)")
     who = f"{_domain_label(domain)}: " if domain is not None else ""
     err = VcpuTimeout(
         f"{who}the guest did not follow within {timeout:g} s: "

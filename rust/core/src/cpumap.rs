@@ -16,6 +16,13 @@ use std::fmt;
 /// (`NR_CPUS` tops out in the thousands) but small enough that a typo cannot exhaust memory.
 pub const MAX_WIDTH: usize = 1 << 22;
 
+/// The longest byte form [`CpuMap::to_bytes`] makes: the bytes of a [`MAX_WIDTH`] map.
+pub const MAX_MAPLEN: usize = MAX_WIDTH / 8;
+
+/// What the cpulist grammar ignores around a term: the ASCII whitespace. The grammar's own
+/// definition (the pure-Python fallback, `python/xenvcpu/_pycpumap.py`, uses the same set).
+pub const WHITESPACE: [char; 6] = [' ', '\t', '\n', '\r', '\x0b', '\x0c'];
+
 const WORD_BITS: usize = 64;
 
 /// Why a map could not be built, parsed or converted.
@@ -35,6 +42,8 @@ pub enum CpuMapError {
         reason: String,
         width: usize,
     },
+    /// `to_bytes(maplen)` with a length above [`MAX_MAPLEN`].
+    MaplenTooLong { maplen: usize },
     /// `to_bytes(maplen)` with a length too short for the highest set CPU.
     MaplenTooShort {
         maplen: usize,
@@ -81,6 +90,10 @@ impl fmt::Display for CpuMapError {
                 f,
                 "invalid cpulist {text:?}: {token:?} at column {column}: {reason}; valid CPUs are {} (width {width})",
                 valid_range(*width)
+            ),
+            CpuMapError::MaplenTooLong { maplen } => write!(
+                f,
+                "maplen {maplen} is too long: a map has at most {MAX_MAPLEN} bytes ({MAX_WIDTH} CPUs)"
             ),
             CpuMapError::MaplenTooShort { maplen, needed, cpu } => write!(
                 f,
@@ -372,6 +385,9 @@ impl CpuMap {
     /// A longer `maplen` is zero-padded; a shorter one is an error if it would drop a set CPU.
     pub fn to_bytes(&self, maplen: Option<usize>) -> Result<Vec<u8>, CpuMapError> {
         let maplen = maplen.unwrap_or_else(|| self.byte_len());
+        if maplen > MAX_MAPLEN {
+            return Err(CpuMapError::MaplenTooLong { maplen });
+        }
         let mut out = vec![0u8; maplen];
         self.write_bytes(&mut out)?;
         Ok(out)
@@ -530,7 +546,7 @@ impl CpuMap {
     /// `N`, `A-B` (inclusive) and `all` (or virsh's `r`, reset to all) add CPUs;
     /// `^N` and `^A-B` remove them; `node:N`, `nodes:A-B` add every CPU of those NUMA
     /// nodes and `^node:N` removes them (`nodes[cpu]` gives each CPU's node).
-    /// `^all` is rejected (as `xl` rejects it). Whitespace around terms is ignored.
+    /// `^all` is rejected (as `xl` rejects it). [`WHITESPACE`] around terms is ignored.
     /// An exclusion-only list gives an empty map: whether that is acceptable is the caller's call.
     pub fn parse(text: &str, width: usize, nodes: Option<&[u32]>) -> Result<Self, CpuMapError> {
         let mut m = Self::new(width)?;
@@ -544,7 +560,7 @@ impl CpuMap {
             width,
         };
         // A wholly blank text is a list with no terms: the empty map.
-        if text.trim().is_empty() {
+        if text.trim_matches(&WHITESPACE[..]).is_empty() {
             return Ok(m);
         }
         loop {
@@ -553,8 +569,8 @@ impl CpuMap {
                 .position(|&b| b == b',')
                 .map_or(bytes.len(), |p| start + p);
             let raw = &text[start..end];
-            let lead = raw.len() - raw.trim_start().len();
-            let tok = raw.trim();
+            let lead = raw.len() - raw.trim_start_matches(&WHITESPACE[..]).len();
+            let tok = raw.trim_matches(&WHITESPACE[..]);
             let tok_start = start + lead;
             if tok.is_empty() {
                 return Err(err(tok_start, raw, "empty term"));

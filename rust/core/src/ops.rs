@@ -914,14 +914,13 @@ impl Xen {
 
     fn check_vcpu(d: &DomainInfo, vcpu: u32) -> Result<()> {
         if vcpu >= d.max_vcpus {
-            let range = match d.max_vcpus {
-                0 => "no vCPUs".to_string(),
-                1 => "only vCPU 0".to_string(),
-                n => format!("vCPUs 0-{}", n - 1),
-            };
             return Err(Error::new(
                 ErrorKind::VcpuNotFound,
-                format!("domain {} has {range}; there is no vCPU {vcpu}", d.id),
+                format!(
+                    "domain {} has no vCPU {vcpu}: valid vCPUs are {}",
+                    d.id,
+                    crate::cpumap::valid_range(d.max_vcpus as usize)
+                ),
             )
             .with_domain(d.id)
             .with_vcpu(vcpu));

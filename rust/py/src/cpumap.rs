@@ -6,7 +6,7 @@ use pyo3::basic::CompareOp;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyIterator, PyList, PyTuple, PyType};
-use xenvcpu_core::cpumap::{CpuMap, CpuMapError};
+use xenvcpu_core::cpumap::{CpuMap, CpuMapError, MAX_MAPLEN, MAX_WIDTH};
 
 use crate::errors;
 
@@ -26,21 +26,15 @@ type CoreResult<T> = Result<T, CpuMapError>;
 
 /// A Python width argument: negative values are reported as they were given.
 fn width_arg(py: Python<'_>, width: i64) -> PyResult<usize> {
-    usize::try_from(width)
-        .map_err(|_| CpuMapError::BadWidth { width: 0 })
-        .and_then(|w| CpuMap::new(w).map(|_| w))
-        .map_err(|e| match e {
-            CpuMapError::BadWidth { .. } => errors::make(
-                py,
-                "CpuListError",
-                &format!(
-                    "invalid CPU map width {width}: the width must be between 1 and {}",
-                    xenvcpu_core::cpumap::MAX_WIDTH
-                ),
-                &errors::Context::default(),
-            ),
-            other => errors::cpumap(py, &other),
-        })
+    match usize::try_from(width) {
+        Ok(w) if (1..=MAX_WIDTH).contains(&w) => Ok(w),
+        _ => Err(errors::cpulist_error(
+            py,
+            &format!("invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}"),
+            "bad_width",
+            vec![("width", errors::obj(py, width))],
+        )),
+    }
 }
 
 fn map_err<T>(py: Python<'_>, r: CoreResult<T>) -> PyResult<T> {
@@ -185,6 +179,15 @@ impl PyCpuMap {
         let mut flags = Vec::new();
         for item in bools.try_iter()? {
             let item = item?;
+            if flags.len() == MAX_WIDTH {
+                // stop reading: an endless iterator must not grow the list without bound
+                return Err(errors::cpumap(
+                    py,
+                    &CpuMapError::BadWidth {
+                        width: MAX_WIDTH + 1,
+                    },
+                ));
+            }
             flags.push(if item.is(&*t) {
                 true
             } else if item.is(&*f) {
@@ -220,15 +223,23 @@ impl PyCpuMap {
     fn to_bytes<'py>(&self, py: Python<'py>, maplen: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
         let len = match maplen {
             None => self.inner.byte_len(),
-            Some(n) if n < 0 => {
-                return Err(errors::make(
-                    py,
-                    "CpuListError",
-                    &format!("maplen {n} is negative"),
-                    &errors::Context::default(),
-                ))
-            }
-            Some(n) => n as usize,
+            Some(n) => match usize::try_from(n) {
+                Ok(n) if n <= MAX_MAPLEN => n,
+                Ok(n) => {
+                    return Err(errors::cpumap(
+                        py,
+                        &CpuMapError::MaplenTooLong { maplen: n },
+                    ))
+                }
+                Err(_) => {
+                    return Err(errors::cpulist_error(
+                        py,
+                        &format!("maplen {n} is negative"),
+                        "maplen_too_short",
+                        vec![("maplen", errors::obj(py, n))],
+                    ))
+                }
+            },
         };
         let inner = &self.inner;
         let mut failure = None;

@@ -5,9 +5,9 @@
 //! fields of a CPU-map error (`kind`, `token`, `column`, ...), so that callers and tests
 //! can read them without parsing the message.
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule};
+use pyo3::IntoPyObjectExt;
 use xenvcpu_core::cpumap::CpuMapError;
 use xenvcpu_core::error::Error;
 
@@ -73,7 +73,8 @@ pub fn exc_object(py: Python<'_>, e: &Error) -> Py<PyAny> {
     core_err(py, e).into_value(py).into_any()
 }
 
-fn obj<'py, T: IntoPyObjectExt<'py>>(py: Python<'py>, v: T) -> Py<PyAny> {
+/// A value as a Python object (None if it cannot be converted).
+pub fn obj<'py, T: IntoPyObjectExt<'py>>(py: Python<'py>, v: T) -> Py<PyAny> {
     v.into_py_any(py).unwrap_or_else(|_| py.None())
 }
 
@@ -109,6 +110,10 @@ pub fn cpumap(py: Python<'_>, e: &CpuMapError) -> PyErr {
             ("reason", obj(py, reason.as_str())),
             ("width", obj(py, *width)),
         ],
+        CpuMapError::MaplenTooLong { maplen } => vec![
+            ("kind", obj(py, "maplen_too_long")),
+            ("maplen", obj(py, *maplen)),
+        ],
         CpuMapError::MaplenTooShort {
             maplen,
             needed,
@@ -125,7 +130,24 @@ pub fn cpumap(py: Python<'_>, e: &CpuMapError) -> PyErr {
             ("other_width", obj(py, *right)),
         ],
     };
-    build(py, "CpuListError", &e.to_string(), &Context::default(), &extra)
+    build(
+        py,
+        "CpuListError",
+        &e.to_string(),
+        &Context::default(),
+        &extra,
+    )
+}
+
+/// A `CpuListError` for an argument the core never sees (a negative width or maplen).
+pub fn cpulist_error(
+    py: Python<'_>,
+    message: &str,
+    kind: &str,
+    mut fields: Vec<(&str, Py<PyAny>)>,
+) -> PyErr {
+    fields.push(("kind", obj(py, kind)));
+    build(py, "CpuListError", message, &Context::default(), &fields)
 }
 
 /// Raise any error class by name from Python (used by the tests of this mapping).

@@ -303,11 +303,14 @@ impl PyDomainInfo {
     }
 }
 
-pub fn vcpu_list<'py>(py: Python<'py>, domain: u32, v: Vec<VcpuInfo>) -> PyResult<Bound<'py, PyList>> {
+pub fn vcpu_list<'py>(
+    py: Python<'py>,
+    domain: u32,
+    v: Vec<VcpuInfo>,
+) -> PyResult<Bound<'py, PyList>> {
     let items: Vec<Bound<'py, PyVcpuInfo>> = v
         .into_iter()
         .map(|v| Bound::new(py, PyVcpuInfo { domain, v }))
         .collect::<PyResult<_>>()?;
     PyList::new(py, items)
 }
-

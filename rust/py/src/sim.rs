@@ -68,7 +68,9 @@ impl PySimControl {
     #[pyo3(signature = (delay=None))]
     fn set_follow(&self, py: Python<'_>, delay: Option<f64>) -> PyResult<()> {
         let follow = match delay {
-            Some(s) => Follow::After(duration_arg("follow delay", s).map_err(|e| core_err(py, &e))?),
+            Some(s) => {
+                Follow::After(duration_arg("follow delay", s).map_err(|e| core_err(py, &e))?)
+            }
             None => Follow::Never,
         };
         self.with(py, |h| {

@@ -190,10 +190,7 @@ impl PySnapshot {
                 array(py, "I", out)
             }
             "state" => {
-                let out: Vec<u8> = self
-                    .all_vcpus()
-                    .map(|v| state_code(v.state()))
-                    .collect();
+                let out: Vec<u8> = self.all_vcpus().map(|v| state_code(v.state())).collect();
                 array(py, "B", out)
             }
             "cpu" => {

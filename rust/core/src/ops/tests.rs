@@ -253,7 +253,7 @@ fn bad_input_is_rejected_before_any_hypercall() {
         (e.kind, e.domain, e.vcpu),
         (ErrorKind::VcpuNotFound, Some(2), Some(8))
     );
-    assert!(e.message.contains("vCPUs 0-7"), "{}", e.message);
+    assert!(e.message.contains("valid vCPUs are 0-7"), "{}", e.message);
     assert_eq!(x.vcpus(2).unwrap(), before);
     assert_eq!(
         x.pin(42, 0, Some(&map("0", 64)), None, false)
@@ -484,7 +484,18 @@ fn every_supported_release_gives_the_same_answers() {
 
 #[test]
 fn sparse_cpu_ids_and_topology() {
-    let mut x = open(S, &[("cpus", "16"), ("offline", "4-7"), ("max_cpus", "24"), ("domains", "2"), ("vcpus", "2"), ("sockets", "2"), ("nodes", "2")]);
+    let mut x = open(
+        S,
+        &[
+            ("cpus", "16"),
+            ("offline", "4-7"),
+            ("max_cpus", "24"),
+            ("domains", "2"),
+            ("vcpus", "2"),
+            ("sockets", "2"),
+            ("nodes", "2"),
+        ],
+    );
     let p = x.physinfo().unwrap();
     assert_eq!((p.nr_cpus, p.max_cpu_id), (12, 23));
     assert_eq!(x.width(), 24);
@@ -552,7 +563,15 @@ fn cpupools_and_numa() {
 
 #[test]
 fn scale_host_snapshot() {
-    let mut x = open(S, &[("cpus", "4096"), ("nodes", "4"), ("domains", "1000"), ("vcpus", "8")]);
+    let mut x = open(
+        S,
+        &[
+            ("cpus", "4096"),
+            ("nodes", "4"),
+            ("domains", "1000"),
+            ("vcpus", "8"),
+        ],
+    );
     assert_eq!(x.width(), 4096);
     let c0 = calls(&x);
     let snap = x.snapshot().unwrap();
@@ -582,7 +601,15 @@ fn scale_host_snapshot() {
 
 #[test]
 fn sixty_five_thousand_cpus() {
-    let mut x = open(S, &[("cpus", "65536"), ("nodes", "8"), ("domains", "2"), ("vcpus", "2")]);
+    let mut x = open(
+        S,
+        &[
+            ("cpus", "65536"),
+            ("nodes", "8"),
+            ("domains", "2"),
+            ("vcpus", "2"),
+        ],
+    );
     assert_eq!(x.width(), 65536);
     let m = CpuMap::from_cpus([65535], 65536).unwrap();
     let p = x.pin(1, 1, Some(&m), None, false).unwrap();
@@ -684,7 +711,9 @@ uuid = "00112233-4455-6677-8899-aabbccddeeff"
 "#,
     )
     .unwrap();
-    let mut x = Xen::open_sim(&HostSpec::build(&SimBase::Toml(f.clone()), &Default::default()).unwrap()).unwrap();
+    let mut x =
+        Xen::open_sim(&HostSpec::build(&SimBase::Toml(f.clone()), &Default::default()).unwrap())
+            .unwrap();
     assert_eq!(x.version().minor, 19);
     let ds = x.domains().unwrap();
     assert_eq!(ds.iter().map(|d| d.id).collect::<Vec<_>>(), vec![0, 7]);

@@ -126,7 +126,11 @@ fn getdomaininfo_writes_exactly_the_versions_stride() {
         assert_eq!(abi::GetDomainInfoList::decode(&a[8..]).num_domains, 2);
         assert_eq!(RawDomainInfo::decode(&a[4096..]).domain, 1);
         assert_eq!(RawDomainInfo::decode(&a[4096 + stride..]).domain, 2);
-        assert_eq!(a[4096 + 2 * stride], 0xCD, "{version}: max_domains respected");
+        assert_eq!(
+            a[4096 + 2 * stride],
+            0xCD,
+            "{version}: max_domains respected"
+        );
     }
 }
 
@@ -320,7 +324,16 @@ fn fault_injection_counts_ops() {
 
 #[test]
 fn cputopoinfo_and_cpupool_semantics() {
-    let mut t = sim(S, &[("cpus", "8"), ("max_cpus", "16"), ("offline", "3"), ("domains", "1"), ("vcpus", "1")]);
+    let mut t = sim(
+        S,
+        &[
+            ("cpus", "8"),
+            ("max_cpus", "16"),
+            ("offline", "3"),
+            ("domains", "1"),
+            ("vcpus", "1"),
+        ],
+    );
     let u = abi::sysctl_header(t.arena().1, sysctl::CPUTOPOINFO, V);
     abi::CpuTopoInfo::default().encode(u);
     sysctl_call(&mut t).unwrap();
@@ -375,7 +388,10 @@ fn cputopoinfo_and_cpupool_semantics() {
 #[test]
 fn host_specs() {
     let build = |base: SimBase, p: &[(&str, &str)]| {
-        let q = p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let q = p
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         HostSpec::build(&base, &q)
     };
     assert!(build(D, &[]).is_ok());
