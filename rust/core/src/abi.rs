@@ -67,6 +67,8 @@ macro_rules! wire {
         $(#[$m])*
         #[repr(C)]
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        // The fields are the C struct's, named as in the Xen header the struct's doc cites.
+        #[allow(missing_docs)]
         pub struct $name { $($(#[$fm])* pub $f: $t),* }
 
         const _: () = assert!(size_of::<$name>() == $size);
@@ -182,16 +184,6 @@ pub mod sched {
     pub const CREDIT2: u32 = 6;
     /// arinc653
     pub const ARINC653: u32 = 7;
-
-    /// Human name of a scheduler id.
-    pub fn name(id: u32) -> &'static str {
-        match id {
-            CREDIT => "credit",
-            CREDIT2 => "credit2",
-            ARINC653 => "arinc653",
-            _ => "unknown",
-        }
-    }
 }
 
 /// `XEN_VCPUAFFINITY_*` flags (ref §3.6).
@@ -251,6 +243,8 @@ wire!(
     /// `struct multicall_entry`, x86_64 (ref §10).
     MulticallEntry, size = 64, { op: u64, result: u64, args: [u64; 6] });
 assert_offsets!(MulticallEntry { op = 0, result = 8, args = 16 });
+/// Offset of `result` inside `struct multicall_entry` (checked just above).
+pub const MULTICALL_RESULT: usize = 8;
 
 /// Offset of the domctl union inside `xen_domctl` (ref §3.1).
 pub const DOMCTL_U: usize = 16;

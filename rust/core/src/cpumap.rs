@@ -29,29 +29,58 @@ const WORD_BITS: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuMapError {
     /// A width of 0 or above [`MAX_WIDTH`].
-    BadWidth { width: usize },
+    BadWidth {
+        /// the width asked for
+        width: usize,
+    },
     /// A CPU number at or above the width.
-    CpuOutOfRange { cpu: u64, width: usize },
+    CpuOutOfRange {
+        /// the CPU
+        cpu: u64,
+        /// the map's width
+        width: usize,
+    },
     /// A negative CPU number (only reachable from bindings that accept signed input).
-    NegativeCpu { cpu: i64, width: usize },
-    /// A malformed cpulist token: `column` is 1-based, counted in characters.
+    NegativeCpu {
+        /// the CPU
+        cpu: i64,
+        /// the map's width
+        width: usize,
+    },
+    /// A malformed cpulist term.
     Parse {
+        /// the whole cpulist
         text: String,
+        /// the term at fault
         token: String,
+        /// where the term starts: 1-based, counted in characters
         column: usize,
+        /// what is wrong with it
         reason: String,
+        /// the map's width
         width: usize,
     },
     /// `to_bytes(maplen)` with a length above [`MAX_MAPLEN`].
-    MaplenTooLong { maplen: usize },
+    MaplenTooLong {
+        /// the length asked for
+        maplen: usize,
+    },
     /// `to_bytes(maplen)` with a length too short for the highest set CPU.
     MaplenTooShort {
+        /// the length asked for
         maplen: usize,
+        /// the length the highest set CPU needs
         needed: usize,
+        /// the highest set CPU
         cpu: usize,
     },
     /// A binary operation between maps of different widths.
-    WidthMismatch { left: usize, right: usize },
+    WidthMismatch {
+        /// this map's width
+        left: usize,
+        /// the other map's width
+        right: usize,
+    },
 }
 
 /// `0-7`, or `0` for a width of 1: the valid range of CPU numbers.

@@ -1,7 +1,9 @@
 //! Raw-byte tests of the simulator: requests are laid out by hand, as privcmd users would.
 
 use super::*;
-use crate::abi::{domctl, sysctl, VcpuAffinity, XenctlBitmap};
+use crate::abi::{self, domctl, sysctl, Field, RawDomainInfo, VcpuAffinity, XenctlBitmap};
+use crate::error::Errno;
+use crate::transport::Transport;
 
 const V: u32 = 0x15; // Xen 4.17 (ref §3.2)
 
@@ -404,7 +406,7 @@ fn host_specs() {
     assert!(e.message.contains("scale host"), "{}", e.message);
     let h = SimHost::new(&build(D, &[]).unwrap()).unwrap();
     assert_eq!(h.nr_cpu_ids(), 64);
-    assert_eq!(h.domain_name(3).as_deref(), Some("batch"));
+    assert_eq!(h.domain_names()[3], (3, "batch".to_string()));
     assert_eq!(h.pool_name(1).as_deref(), Some("batch-pool"));
 }
 

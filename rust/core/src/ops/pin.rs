@@ -1,0 +1,242 @@
+//! Pinning: validation before anything changes, then batched setvcpuaffinity.
+use super::layout::BatchLayout;
+use super::*;
+
+impl Xen {
+    // ----- pinning ------------------------------------------------------------------------------
+
+    /// Validate a requested map against the host width: no CPU at or above `width()`; hard must
+    /// not be empty. Returns the map at exactly the host width.
+    fn check_map(&self, m: &CpuMap, kind: &str, domid: u32, vcpu: Option<u32>) -> Result<CpuMap> {
+        let w = self.width();
+        let ctx = |e: Error| {
+            let e = e.with_domain(domid);
+            match vcpu {
+                Some(v) => e.with_vcpu(v),
+                None => e,
+            }
+        };
+        if let Some(h) = m.highest() {
+            if h >= w {
+                return Err(ctx(Error::new(
+                    ErrorKind::InvalidAffinity,
+                    format!(
+                        "{kind} affinity {} names CPU {h}, but this host has CPUs 0-{} \
+                         (domain {domid}{})",
+                        m.to_cpulist(),
+                        w - 1,
+                        vcpu.map_or(String::new(), |v| format!(", vCPU {v}"))
+                    ),
+                )));
+            }
+        } else if kind == "hard" {
+            return Err(ctx(Error::new(
+                ErrorKind::InvalidAffinity,
+                format!(
+                    "hard affinity is empty (domain {domid}{}): a vCPU needs at least one CPU",
+                    vcpu.map_or(String::new(), |v| format!(", vCPU {v}"))
+                ),
+            )));
+        }
+        if m.width() == w {
+            Ok(m.clone())
+        } else {
+            m.resized(w).map_err(bad_map)
+        }
+    }
+
+    fn pin_prepare(
+        &mut self,
+        domid: u32,
+        vcpu: Option<u32>,
+        hard: Option<&CpuMap>,
+        soft: Option<&CpuMap>,
+        force: bool,
+    ) -> Result<(DomainInfo, Option<CpuMap>, Option<CpuMap>, u32)> {
+        if hard.is_none() && soft.is_none() {
+            let e = Error::new(
+                ErrorKind::InvalidAffinity,
+                format!("nothing to pin for domain {domid}: give a hard and/or a soft affinity"),
+            )
+            .with_domain(domid);
+            return Err(match vcpu {
+                Some(v) => e.with_vcpu(v),
+                None => e,
+            });
+        }
+        if force && !self.ver.has_force_flag() {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "force needs Xen 4.7 or later (this is Xen {}.{})",
+                    self.ver.major, self.ver.minor
+                ),
+            )
+            .with_domain(domid));
+        }
+        let h = hard
+            .map(|m| self.check_map(m, "hard", domid, vcpu))
+            .transpose()?;
+        let s = soft
+            .map(|m| self.check_map(m, "soft", domid, vcpu))
+            .transpose()?;
+        let d = self.domain(domid)?;
+        if d.dying {
+            return Err(Error::new(
+                ErrorKind::DomainDying,
+                format!("domain {domid} is being destroyed; its vCPUs cannot be pinned"),
+            )
+            .with_domain(domid));
+        }
+        if let Some(v) = vcpu {
+            Self::check_vcpu(&d, v)?;
+        }
+        let mut flags = 0;
+        if h.is_some() {
+            flags |= abi::VCPUAFFINITY_HARD;
+        }
+        if s.is_some() {
+            flags |= abi::VCPUAFFINITY_SOFT;
+        }
+        if force {
+            flags |= abi::VCPUAFFINITY_FORCE;
+        }
+        Ok((d, h, s, flags))
+    }
+
+    /// Set hard and/or soft affinity of one vCPU; returns the effective maps Xen applied.
+    /// `force` clears a stuck pin override first (Xen ≥ 4.7).
+    pub fn pin(
+        &mut self,
+        domid: u32,
+        vcpu: u32,
+        hard: Option<&CpuMap>,
+        soft: Option<&CpuMap>,
+        force: bool,
+    ) -> Result<Pinning> {
+        let (d, h, s, flags) = self.pin_prepare(domid, Some(vcpu), hard, soft, force)?;
+        let mut r = self.batch_pin(&d, &[vcpu], h.as_ref(), s.as_ref(), flags)?;
+        r.pop().expect("one").1
+    }
+
+    /// Pin every vCPU of a domain (offline ones too, like `xl vcpu-pin D all`). Everything is
+    /// validated first; the sets are then batched and each vCPU gets its own result.
+    pub fn pin_all(
+        &mut self,
+        domid: u32,
+        hard: Option<&CpuMap>,
+        soft: Option<&CpuMap>,
+        force: bool,
+    ) -> Result<Vec<(u32, Result<Pinning>)>> {
+        let (d, h, s, flags) = self.pin_prepare(domid, None, hard, soft, force)?;
+        let vcpus: Vec<u32> = (0..d.max_vcpus).collect();
+        self.batch_pin(&d, &vcpus, h.as_ref(), s.as_ref(), flags)
+    }
+
+    fn batch_pin(
+        &mut self,
+        d: &DomainInfo,
+        vcpus: &[u32],
+        hard: Option<&CpuMap>,
+        soft: Option<&CpuMap>,
+        flags: u32,
+    ) -> Result<Vec<(u32, Result<Pinning>)>> {
+        let domid = d.id;
+        let layout = BatchLayout::new(1, 1, 2, abi::bitmap_bytes(self.width));
+        let mb = layout.map_len;
+        let mut out = Vec::with_capacity(vcpus.len());
+        let mut pool_cpus: Option<String> = None;
+        for part in vcpus.chunks(layout.items_per_chunk()) {
+            let c = layout.chunk(part.len());
+            self.t.reserve(c.bytes())?;
+            let (base, a) = self.t.arena();
+            let dv = self.ver.domctl;
+            let bits = (mb * 8) as u32;
+            for (i, &vcpu) in part.iter().enumerate() {
+                let b = c.block(i, 0);
+                let (mh, ms) = (c.map(i, 0), c.map(i, 1));
+                // separate input maps per entry: Xen writes the effective maps back into them
+                a[c.maps_of(i)].fill(0);
+                if let Some(m) = hard {
+                    m.write_bytes(&mut a[mh..mh + mb]).map_err(bad_map)?;
+                }
+                if let Some(m) = soft {
+                    m.write_bytes(&mut a[ms..ms + mb]).map_err(bad_map)?;
+                }
+                let bm = |off: usize, on: bool| XenctlBitmap {
+                    bitmap: if on { base + off as u64 } else { 0 },
+                    nr_bits: if on { bits } else { 0 },
+                    pad: 0,
+                };
+                let u = abi::domctl_header(&mut a[b..], domctl::SETVCPUAFFINITY, dv, domid as u16);
+                VcpuAffinity {
+                    vcpu,
+                    flags,
+                    cpumap_hard: bm(mh, hard.is_some()),
+                    cpumap_soft: bm(ms, soft.is_some()),
+                }
+                .encode(u);
+                MulticallEntry {
+                    op: abi::HYPERVISOR_DOMCTL,
+                    result: 0,
+                    args: [base + b as u64, 0, 0, 0, 0, 0],
+                }
+                .encode(&mut a[c.entry(i, 0)..]);
+            }
+            self.run_entries(c.entry_count())?;
+            // First read every entry's own result and maps, then build errors: the error path
+            // may issue lookups that reuse the arena.
+            let raw: Vec<(u32, std::result::Result<Pinning, i32>)> = part
+                .iter()
+                .enumerate()
+                .map(|(i, &vcpu)| {
+                    let r = entry_result(u64::get(&self.t.arena().1[c.result(i, 0)..]));
+                    let (mh, ms) = (c.map(i, 0), c.map(i, 1));
+                    let res = r.map(|_| Pinning {
+                        hard: hard.is_some().then(|| self.map_from_arena(mh)),
+                        soft: soft.is_some().then(|| self.map_from_arena(ms)),
+                    });
+                    (vcpu, res)
+                })
+                .collect();
+            for (vcpu, r) in raw {
+                let res = match r {
+                    Ok(p) => Ok(p),
+                    Err(libc::EINVAL) => {
+                        if pool_cpus.is_none() {
+                            pool_cpus = Some(self.pool_cpulist(d.cpupool));
+                        }
+                        Err(Error::new(
+                            ErrorKind::InvalidAffinity,
+                            format!(
+                                "domain {domid} vCPU {vcpu}: Xen refused {} (EINVAL): the hard \
+                                 affinity must contain an online CPU of the domain's cpupool {}, \
+                                 whose CPUs are {}",
+                                hard.map_or("the affinity".to_string(), |h| format!(
+                                    "hard affinity {}",
+                                    h.to_cpulist()
+                                )),
+                                d.cpupool,
+                                pool_cpus.as_deref().unwrap_or("?")
+                            ),
+                        )
+                        .with_errno(libc::EINVAL)
+                        .with_domain(domid)
+                        .with_vcpu(vcpu))
+                    }
+                    Err(e) => Err(self.vcpu_error(Errno(e), domid, vcpu, "pinning")),
+                };
+                out.push((vcpu, res));
+            }
+        }
+        Ok(out)
+    }
+
+    fn pool_cpulist(&mut self, pool: u32) -> String {
+        match self.cpupool_call(abi::cpupool_op::INFO, pool) {
+            Ok((r, m)) if r.cpupool_id == pool && m.is_empty() => "(none)".to_string(),
+            Ok((r, m)) if r.cpupool_id == pool => m.to_cpulist(),
+            _ => "unknown".to_string(),
+        }
+    }
+}
