@@ -21,8 +21,6 @@ from xenvcpu.daemon.vcpus import (
     list_domains,
     max_vcpus_from_xenstore,
     read_availability,
-    set_count,
-    set_online,
     validate_count,
     validate_online,
     wait_online,
@@ -417,31 +415,30 @@ class FakeGuest:
             raise self.error
 
 
-def test_set_count_4_1_3_with_wait(xs: XenstoreClient, xenstored_path: str, domid: int) -> None:
-    """The lab scenario of issue 5 (PV guest, maxvcpus=4): 4 → 1 → 3 with wait=True."""
+def test_write_then_wait_4_1_3(xs: XenstoreClient, xenstored_path: str, domid: int) -> None:
+    """The lab scenario (PV guest, maxvcpus=4): 4 -> 1 -> 3 -> {0, 3}, each written in one
+    transaction to a real xenstored and waited for through a guest that follows its watch."""
     make_domain(xs, domid, max_vcpus=4, online=2)
     guest = FakeGuest(xenstored_path, domid, {0, 1})
     try:
-        for n in (4, 1, 3):
-            wanted = set_count(xs, domid, 4, n, wait=True, read_online=guest.read_online, timeout=5)
-            assert wanted == set(range(n))
-            assert guest.read_online() == set(range(n))
-            assert read_availability(xs, domid) == {v: v < n for v in range(4)}
-        assert set_online(xs, domid, 4, {0, 3}, wait=True, read_online=guest.read_online) == {0, 3}
-        assert guest.read_online() == {0, 3}
+        for wanted in (set(range(4)), {0}, set(range(3)), {0, 3}):
+            write_availability(xs, domid, 4, wanted)
+            assert wait_online(guest.read_online, wanted, 5, domain=domid) == wanted
+            assert read_availability(xs, domid) == {v: v in wanted for v in range(4)}
     finally:
         guest.close()
 
 
-def test_set_count_guest_that_never_follows(
+def test_wait_for_a_guest_that_never_follows(
     xs: XenstoreClient, xenstored_path: str, domid: int
 ) -> None:
     make_domain(xs, domid, max_vcpus=4, online=2)
     guest = FakeGuest(xenstored_path, domid, {0, 1}, follows=False)
     try:
+        write_availability(xs, domid, 4, {0, 1, 2})
         start = time.monotonic()
         with pytest.raises(VcpuTimeout) as info:
-            set_count(xs, domid, 4, 3, wait=True, read_online=guest.read_online, timeout=0.3)
+            wait_online(guest.read_online, {0, 1, 2}, 0.3, domain=domid)
         assert time.monotonic() - start < 2
         assert info.value.pending == (2,)
         assert info.value.domain == domid
@@ -452,25 +449,17 @@ def test_set_count_guest_that_never_follows(
         guest.close()
 
 
-def test_set_count_without_wait_returns_at_once(xs: XenstoreClient, domid: int) -> None:
-    make_domain(xs, domid, max_vcpus=2, online=2)
-    assert set_count(xs, domid, 2, 1) == {0}
-    assert read_availability(xs, domid) == {0: True, 1: False}
-
-
-def test_set_refusals_write_nothing(xenstored_path: str, domid: int) -> None:
+def test_refusals_write_nothing(xenstored_path: str, domid: int) -> None:
     with RecordingClient(xenstored_path) as xs:
-        with pytest.raises(NotSupported, match="needs QMP, not supported yet"):
-            set_count(xs, domid, 4, 2, hvm=True)
         with pytest.raises(DomainDying):
-            set_online(xs, domid, 4, {0}, dying=True)
+            check_settable(domid, dying=True)
         with pytest.raises(VcpuCountError, match=r"1\.\.4"):
-            set_count(xs, domid, 4, 5)
-        with pytest.raises(ValueError, match="read_online"):
-            set_count(xs, domid, 4, 2, wait=True)
+            validate_count(domid, 5, 4)
+        with pytest.raises(VcpuCountError):
+            write_availability(xs, domid, 4, set())
         assert xs.log == []
     with XenstoreClient(xenstored_path) as xs2, pytest.raises(DomainNotFound):
-        set_count(xs2, domid, 4, 2)  # no such domain in xenstore
+        write_availability(xs2, domid, 4, {0, 1})  # no such domain in xenstore
 
 
 # ------------------------------------------------------------------ pure-Python lookups

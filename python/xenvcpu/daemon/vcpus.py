@@ -11,7 +11,7 @@ These functions are backend-agnostic: the Domain class supplies the facts it got
 the hypervisor (max vCPUs, HVM, dying) and a callable that reads the hypervisor's view
 of the online vCPUs (getvcpuinfo / nr_online_vcpus).
 
-Typical use by the Domain layer -- :func:`set_count` / :func:`set_online` do exactly this::
+What :class:`~xenvcpu.Domain` does with them (``set_vcpus`` / ``set_online``)::
 
     check_settable(dom.id, hvm=info.hvm, dying=info.dying)
     online = validate_count(dom.id, n, info.max_vcpus)       # or validate_online(...)
@@ -46,8 +46,6 @@ __all__ = [
     "list_domains",
     "max_vcpus_from_xenstore",
     "read_availability",
-    "set_count",
-    "set_online",
     "validate_count",
     "validate_online",
     "wait_online",
@@ -345,71 +343,3 @@ def wait_online(
     )
     err.pending = tuple(sorted(not_up + not_down))
     raise err
-
-
-def set_online(
-    xs: XenstoreClient,
-    domid: int,
-    max_vcpus: int,
-    online: Iterable[int],
-    *,
-    hvm: bool = False,
-    dying: bool = False,
-    wait: bool = False,
-    read_online: Callable[[], Set[int]] | None = None,
-    timeout: float = 10.0,
-    poll_interval: float = 0.1,
-) -> frozenset[int]:
-    """Choose exactly which vCPUs are online; optionally wait for the guest.
-
-    The whole sequence for a PV/PVH domain (ref §5.5): refuse dying and HVM domains,
-    validate, write every ``availability`` node in one transaction, and with
-    ``wait=True`` poll ``read_online`` (the hypervisor's view) until it matches.
-
-    Returns:
-        The set of vCPUs asked to be online.
-
-    Raises:
-        DomainDying, NotSupported, VcpuCountError, DomainNotFound, XenstoreError,
-        VcpuTimeout (``.pending`` = the vCPUs that did not follow).
-        ValueError: ``wait=True`` without ``read_online``.
-    """
-    if wait and read_online is None:
-        raise ValueError("wait=True needs read_online (the hypervisor's view of the vCPUs)")
-    check_settable(domid, hvm=hvm, dying=dying)
-    wanted = validate_online(domid, online, max_vcpus)
-    write_availability(xs, domid, max_vcpus, wanted)
-    if wait and read_online is not None:
-        wait_online(read_online, wanted, timeout, domain=domid, poll_interval=poll_interval)
-    return wanted
-
-
-def set_count(
-    xs: XenstoreClient,
-    domid: int,
-    max_vcpus: int,
-    n: int,
-    *,
-    hvm: bool = False,
-    dying: bool = False,
-    wait: bool = False,
-    read_online: Callable[[], Set[int]] | None = None,
-    timeout: float = 10.0,
-    poll_interval: float = 0.1,
-) -> frozenset[int]:
-    """Bring vCPUs 0 … n-1 online and the rest offline (``xl vcpu-set`` semantics).
-
-    Same as :func:`set_online` with ``validate_count`` first (n in 1..max_vcpus).
-    """
-    check_settable(domid, hvm=hvm, dying=dying)
-    wanted = validate_count(domid, n, max_vcpus)
-    return set_online(
-        xs,
-        domid,
-        max_vcpus,
-        wanted,
-        wait=wait,
-        read_online=read_online,
-        timeout=timeout,
-        poll_interval=poll_interval,
-    )
