@@ -19,6 +19,7 @@ import pytest
 import xenvcpu
 import xenvcpu.host
 from xenvcpu import CpuMap, cli
+from xenvcpu.cli import doctor
 
 DEFAULT = "sim:///default"
 SCALE = "sim:///?cpus=256&nodes=2&domains=5&vcpus=4"
@@ -441,7 +442,7 @@ def test_set_wait_times_out(
 
 
 @pytest.mark.skipif(
-    any(os.path.exists(p) for p in cli.PRIVCMD_NODES), reason="this machine runs Xen"
+    any(os.path.exists(p) for p in doctor.PRIVCMD_NODES), reason="this machine runs Xen"
 )
 def test_doctor_without_xen(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run(capsys, "doctor")
@@ -504,7 +505,7 @@ def test_doctor_finds_xenstore_socket(
         server = threading.Thread(target=_fake_xenstored, args=(srv,), daemon=True)
         server.start()
         monkeypatch.setenv("XENSTORED_PATH", path)
-        monkeypatch.setattr(cli, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
+        monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
         doc = run_json(capsys, "doctor")
         server.join(10)
     ops = {o["operation"]: o for o in doc["operations"]}
@@ -524,8 +525,8 @@ def test_doctor_silent_socket_is_not_xenstore(
         srv.bind(path)
         srv.listen(4)  # accepts connections, never answers
         monkeypatch.setenv("XENSTORED_PATH", path)
-        monkeypatch.setattr(cli, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
-        monkeypatch.setattr(cli, "XENSTORE_PROBE_TIMEOUT", 0.2)
+        monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
+        monkeypatch.setattr(doctor, "XENSTORE_PROBE_TIMEOUT", 0.2)
         rc, out, err = run(capsys, "doctor")
     assert_one_error_line(rc, err, "no backend can serve")
     assert re.search(r"^  online vCPU count\s+-> NONE", out, re.M)
@@ -548,7 +549,7 @@ def test_doctor_stale_socket_and_privcmd_needs_root(
         return real_open(path, flags, *a)
 
     monkeypatch.setenv("XENSTORED_PATH", stale)
-    monkeypatch.setattr(cli, "PRIVCMD_NODES", (str(privcmd),))
+    monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(privcmd),))
     monkeypatch.setattr(os, "open", deny)
     rc, out, err = run(capsys, "doctor")
     assert_one_error_line(rc, err, "no backend can serve")
@@ -561,7 +562,7 @@ def test_doctor_privcmd_opens_but_no_hypervisor(
 ) -> None:
     fake = tmp_path / "privcmd"
     fake.write_bytes(b"")
-    monkeypatch.setattr(cli, "PRIVCMD_NODES", (str(fake),))
+    monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(fake),))
     monkeypatch.setenv("XENSTORED_PATH", str(tmp_path / "none"))
     rc, out, _ = run(capsys, "doctor", "--json")
     doc = json.loads(out)
@@ -586,7 +587,7 @@ def test_uri_from_environment(
 
 
 @pytest.mark.skipif(
-    any(os.path.exists(p) for p in cli.PRIVCMD_NODES), reason="this machine runs Xen"
+    any(os.path.exists(p) for p in doctor.PRIVCMD_NODES), reason="this machine runs Xen"
 )
 def test_no_uri_without_xen_names_sim(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run(capsys, "list")
