@@ -198,7 +198,7 @@ def test_xend_uri_works_without_native(tmp_path: Path) -> None:
 def make_domain(
     xs: XenstoreClient, domid: int, max_vcpus: int, online: int, hvm: bool = False
 ) -> None:
-    """What libxl writes at build time (ref §5.4)."""
+    """What libxl writes at build time (xen-interfaces.md §5.4)."""
     xs.write(f"/local/domain/{domid}/name", f"fallback{domid}")
     xs.write(f"/local/domain/{domid}/vm", f"/vm/5158e7c0-0000-4000-8000-{domid:012d}")
     for n in range(max_vcpus):

@@ -1,7 +1,7 @@
 """The toolstacks of the native backends: names and the online-vCPU request.
 
 Domain names, cpupool names and each vCPU's ``availability`` live in xenstore on a real
-host (ref §5.4); a simulated host keeps its own. Both satisfy
+host (xen-interfaces.md §5.4); a simulated host keeps its own. Both satisfy
 :class:`xenvcpu._backend.Toolstack`.
 """
 

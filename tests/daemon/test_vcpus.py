@@ -1,4 +1,4 @@
-"""Setting the online vCPUs through xenstore (ref §5.4, §5.5) and waiting for the guest.
+"""Setting the online vCPUs through xenstore (xen-interfaces.md §5.4, §5.5) and waiting for the guest.
 
 write_availability / read_availability run against the real oxenstored; wait_online
 uses fake read_online callables (the hypervisor's view) and a fake clock.
@@ -54,7 +54,7 @@ class RecordingClient(XenstoreClient):
 
 
 def make_domain(xs: XenstoreClient, domid: int, max_vcpus: int, online: int) -> None:
-    """What libxl writes at build time (ref §5.4)."""
+    """What libxl writes at build time (xen-interfaces.md §5.4)."""
     xs.write(f"/local/domain/{domid}/name", f"guest{domid}")
     for n in range(max_vcpus):
         xs.write(availability_path(domid, n), "online" if n < online else "offline")
@@ -369,7 +369,7 @@ def test_module_exports() -> None:
 
 
 class FakeGuest:
-    """Plays the guest kernel of ref §5.5: watches its cpu subtree on its own xenstore
+    """Plays the guest kernel of xen-interfaces.md §5.5: watches its cpu subtree on its own xenstore
     connection and, after ``delay``, brings vCPUs up/down as ``availability`` says.
     ``follows=False`` is a guest without vCPU hotplug support (it never reacts)."""
 

@@ -68,7 +68,7 @@ def test_request_header_and_payload_encoding(tmp_path: Path) -> None:
 
 def test_silent_daemon_times_out_and_late_reply_is_dropped(tmp_path: Path) -> None:
     """A request that timed out gets its reply later: it must not be taken as the
-    reply to the next request (replies are matched by req_id, ref §5.3)."""
+    reply to the next request (replies are matched by req_id, xen-interfaces.md §5.3)."""
 
     def script(peer: Peer) -> None:
         _, rid1, _, _ = peer.recv()  # READ /slow: no answer for now
@@ -121,7 +121,7 @@ def test_error_names_map_to_errno(tmp_path: Path, name: str, number: int | None)
 
 
 def test_every_protocol_error_name_has_an_errno() -> None:
-    for name in xenstore.ERROR_NAMES:  # ref §5.3
+    for name in xenstore.ERROR_NAMES:  # xen-interfaces.md §5.3
         assert isinstance(getattr(errno, name), int)
 
 
@@ -251,7 +251,7 @@ def test_timeout_must_be_positive(tmp_path: Path) -> None:
         XenstoreClient(str(tmp_path / "x"), timeout=0)
 
 
-# ------------------------------------------------------------------ path rules (ref §5.2)
+# ------------------------------------------------------------------ path rules (xen-interfaces.md §5.2)
 
 
 @pytest.mark.parametrize(

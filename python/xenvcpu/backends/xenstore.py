@@ -5,7 +5,7 @@ cannot be opened) but xenstored answers. ``xenstore:///`` finds xenstored where 
 client looks by default (``XENSTORED_PATH``, the usual sockets, ``/dev/xen/xenbus``);
 ``xenstore:///PATH`` uses that socket or device (see :mod:`xenvcpu.uri`).
 
-What it can do, from xenstore alone (ref §5.4):
+What it can do, from xenstore alone (xen-interfaces.md §5.4):
 
 * list domains (``/local/domain/<id>``), their names, uuids (``vm``), and maximum vCPUs
   (how many ``cpu/<n>`` nodes libxl wrote; 0 when there are none, e.g. for a dom0 that

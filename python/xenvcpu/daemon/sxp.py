@@ -1,6 +1,6 @@
 """Reader for xend's S-expressions (SXP), and helpers to pick fields out of them.
 
-The grammar follows xend's own reader (``tools/python/xen/xend/sxp.py`` @4.4, ref §6.5):
+The grammar follows xend's own reader (``tools/python/xen/xend/sxp.py`` @4.4, xen-interfaces.md §6.5):
 
 * ``(`` … ``)`` are lists; whitespace separates elements.
 * Atoms are bare (``Domain-0``, ``12.5``, ``-1``) or quoted with ``'`` or ``"``.  xend
@@ -17,7 +17,7 @@ The grammar follows xend's own reader (``tools/python/xen/xend/sxp.py`` @4.4, re
 * A quote inside a bare atom is part of it (``it's`` is one atom), as in xend.
 
 A value is a ``str`` (atom) or a ``list`` of values.  Only reading is provided: the
-daemon path never needs to write SXP (request bodies are form-encoded, ref §6.2).
+daemon path never needs to write SXP (request bodies are form-encoded, xen-interfaces.md §6.2).
 """
 
 from __future__ import annotations

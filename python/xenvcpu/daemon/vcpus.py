@@ -1,10 +1,10 @@
 """Change which vCPUs of a running domain are online, the way the toolstack does.
 
-No hypercall can change the online vCPU count of a running domain (ref §3.7).  For PV
+No hypercall can change the online vCPU count of a running domain (xen-interfaces.md §3.7).  For PV
 and PVH guests the toolstack writes ``/local/domain/<domid>/cpu/<n>/availability`` =
 ``online`` | ``offline`` for every n in 0 … max_vcpus-1 in **one** xenstore transaction
 (retried on EAGAIN) and the guest kernel, which watches its ``cpu`` subtree, brings the
-vCPUs up or down (ref §5.4, §5.5; libxl ``libxl__set_vcpuonline_xenstore``).  HVM guests
+vCPUs up or down (xen-interfaces.md §5.4, §5.5; libxl ``libxl__set_vcpuonline_xenstore``).  HVM guests
 with upstream QEMU need QMP ``device_add`` as well, which is not implemented here.
 
 These functions are backend-agnostic: the Domain class supplies the facts it got from
@@ -54,7 +54,7 @@ __all__ = [
 
 
 def availability_path(domid: int, vcpu: int) -> str:
-    """``/local/domain/<domid>/cpu/<vcpu>/availability`` (ref §5.4)."""
+    """``/local/domain/<domid>/cpu/<vcpu>/availability`` (xen-interfaces.md §5.4)."""
     return f"/local/domain/{int(domid)}/cpu/{int(vcpu)}/availability"
 
 
@@ -67,7 +67,7 @@ def check_settable(domain: DomainRef, *, hvm: bool = False, dying: bool = False)
 
     Raises:
         DomainDying: the domain is being destroyed.
-        NotSupported: an HVM guest (upstream QEMU needs QMP ``device_add``, ref §5.5).
+        NotSupported: an HVM guest (upstream QEMU needs QMP ``device_add``, xen-interfaces.md §5.5).
     """
     if dying:
         raise DomainDying(
@@ -90,7 +90,7 @@ def _check_max(max_vcpus: int) -> None:
 def validate_count(domain: DomainRef, n: int, max_vcpus: int) -> frozenset[int]:
     """Check an online vCPU count and return the set it means: ``{0, …, n-1}``.
 
-    Like libxl, 0 and anything above the domain's maximum are refused (ref §5.5).
+    Like libxl, 0 and anything above the domain's maximum are refused (xen-interfaces.md §5.5).
 
     Raises:
         VcpuCountError: ``n < 1`` or ``n > max_vcpus``; the message names the domain and
@@ -148,7 +148,7 @@ def write_availability(
 ) -> int:
     """Write ``availability`` for every vCPU 0 … max_vcpus-1 in ONE transaction.
 
-    ``online`` vCPUs get ``online``, all others ``offline`` (ref §5.5).  The body first
+    ``online`` vCPUs get ``online``, all others ``offline`` (xen-interfaces.md §5.5).  The body first
     reads ``/local/domain/<domid>`` inside the transaction, so a domain that does not
     exist (or disappears meanwhile, which makes the commit conflict) is reported instead
     of having its nodes created; a conflict (EAGAIN) re-runs the whole body.
@@ -179,7 +179,7 @@ def write_availability(
 
 
 def read_availability(xs: XenstoreClient, domid: int) -> dict[int, bool]:
-    """What xenstore currently asks of the guest: ``{vcpu: online?}`` (ref §5.4).
+    """What xenstore currently asks of the guest: ``{vcpu: online?}`` (xen-interfaces.md §5.4).
 
     vCPUs whose node is missing are left out; this is the *request*, not what the guest
     did -- use the hypervisor's view (getvcpuinfo) for that.
@@ -216,7 +216,7 @@ def list_domains(xs: XenstoreClient) -> dict[int, str]:
     """``{domid: name}`` of every domain xenstore knows, read in one transaction.
 
     The pure-Python way to list domains when the hypercall path is unavailable
-    (ref §5.4: ``/local/domain`` lists domids, ``/local/domain/<id>/name`` their names);
+    (xen-interfaces.md §5.4: ``/local/domain`` lists domids, ``/local/domain/<id>/name`` their names);
     a domain without a ``name`` node gets ``""``.
     """
 
@@ -264,7 +264,7 @@ def find_domid(xs: XenstoreClient, domain: DomainRef) -> int:
 
 def max_vcpus_from_xenstore(xs: XenstoreClient, domid: int) -> int:
     """The domain's maximum vCPUs as xenstore shows it: libxl writes ``cpu/<n>`` for
-    n = 0 … max_vcpus-1 at build time (ref §5.4).  Prefer the hypervisor's
+    n = 0 … max_vcpus-1 at build time (xen-interfaces.md §5.4).  Prefer the hypervisor's
     ``max_vcpu_id + 1`` when the hypercall path is available.
 
     Raises:

@@ -1,12 +1,12 @@
-"""Client for the legacy xend HTTP/SXP interface (Xen <= 4.4 hosts, ref §6).
+"""Client for the legacy xend HTTP/SXP interface (Xen <= 4.4 hosts, xen-interfaces.md §6).
 
 xend must have ``(xend-unix-server yes)`` (socket ``/var/lib/xend/xend-socket``) or
 ``(xend-http-server yes)`` (TCP port 8000) in ``xend-config.sxp``: both are off by
-default, and the XML-RPC socket that ``xm`` uses is a different protocol (ref §6.1).
+default, and the XML-RPC socket that ``xm`` uses is a different protocol (xen-interfaces.md §6.1).
 
-Requests follow libvirt's xend driver (ref §6.2): HTTP/1.1, reads are ``GET``, writes are
+Requests follow libvirt's xend driver (xen-interfaces.md §6.2): HTTP/1.1, reads are ``GET``, writes are
 ``POST /xend/domain/<name>`` with a form-encoded ``op=…`` body; we send
-``Accept: application/sxp`` so that xend answers in SXP.  Errors (ref §6.6): 404 →
+``Accept: application/sxp`` so that xend answers in SXP.  Errors (xen-interfaces.md §6.6): 404 →
 :class:`~xenvcpu.errors.DomainNotFound`; 500 with ``(xend.err '…')`` →
 :class:`~xenvcpu.errors.XendError` carrying xend's message; a 2xx body containing
 ``xend.err`` (or a 202 saying "failed") is an error too, as libvirt treated it.
@@ -50,9 +50,9 @@ __all__ = [
     "parse_vcpuinfo",
 ]
 
-#: ``xend-unix-path`` default (ref §6.1).
+#: ``xend-unix-path`` default (xen-interfaces.md §6.1).
 DEFAULT_UNIX_PATH = "/var/lib/xend/xend-socket"
-#: ``xend-port`` default (ref §6.1).
+#: ``xend-port`` default (xen-interfaces.md §6.1).
 DEFAULT_PORT = 8000
 DEFAULT_TIMEOUT = 10.0
 
@@ -62,7 +62,7 @@ DEFAULT_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class XendVcpu:
-    """One ``(vcpu …)`` element of a ``vcpuinfo`` reply (ref §6.4)."""
+    """One ``(vcpu …)`` element of a ``vcpuinfo`` reply (xen-interfaces.md §6.4)."""
 
     number: int
     online: bool
@@ -97,7 +97,7 @@ class XendDomain:
 
 @dataclass(frozen=True)
 class XendNodeInfo:
-    """Host facts from ``GET /xend/node/`` (ref §6.2)."""
+    """Host facts from ``GET /xend/node/`` (xen-interfaces.md §6.2)."""
 
     nr_cpus: int
     nr_nodes: int | None
@@ -335,7 +335,7 @@ class XendClient:
             PermissionDenied: the socket is root-only.
         """
         what = f"{method} {path}" + (f" op={form['op']}" if form and "op" in form else "")
-        headers = {"Accept": "application/sxp"}  # ref §6.2: makes xend answer SXP
+        headers = {"Accept": "application/sxp"}  # xen-interfaces.md §6.2: makes xend answer SXP
         body: bytes | None = None
         if form is not None:
             body = urllib.parse.urlencode(form).encode("ascii")
@@ -439,14 +439,14 @@ class XendClient:
         return parse_domain(reply)
 
     def vcpuinfo(self, domain: DomainRef) -> list[XendVcpu]:
-        """Per-vCPU state (``GET /xend/domain/<d>?op=vcpuinfo``, ref §6.4)."""
+        """Per-vCPU state (``GET /xend/domain/<d>?op=vcpuinfo``, xen-interfaces.md §6.4)."""
         reply = self.request("GET", self._domain_path(domain) + "?op=vcpuinfo", domain=domain)
         if reply is None:
             raise _bad_reply("vcpuinfo", "empty body")
         return parse_vcpuinfo(reply)
 
     def set_vcpus(self, domain: DomainRef, n: int) -> None:
-        """Set the number of online vCPUs (``op=set_vcpus``, ref §6.3).
+        """Set the number of online vCPUs (``op=set_vcpus``, xen-interfaces.md §6.3).
 
         Raises:
             VcpuCountError: ``n < 1`` or more than the domain's maximum (checked by xend
@@ -482,7 +482,7 @@ class XendClient:
         )
 
     def pincpu(self, domain: DomainRef, vcpu: int | str, cpus: Iterable[int]) -> None:
-        """Pin one vCPU (or ``'all'``) to physical CPUs (``op=pincpu``, ref §6.3).
+        """Pin one vCPU (or ``'all'``) to physical CPUs (``op=pincpu``, xen-interfaces.md §6.3).
 
         The cpumap goes as a comma list ``0,2,3`` (no brackets, no ranges: since Xen
         3.4 brackets are an error, before that they silently meant "all CPUs").

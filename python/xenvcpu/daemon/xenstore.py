@@ -1,13 +1,13 @@
-"""A xenstore wire-protocol client in pure Python (ref §5).
+"""A xenstore wire-protocol client in pure Python (xen-interfaces.md §5).
 
 Talks to xenstored over its unix socket, or to the kernel's xenbus device when
-xenstored runs in a stub domain (ref §5.1).  Every message, both ways, is a 16-byte
+xenstored runs in a stub domain (xen-interfaces.md §5.1).  Every message, both ways, is a 16-byte
 header (type, req_id, tx_id, len; native little-endian u32) followed by ``len``
-payload bytes (ref §5.2).
+payload bytes (xen-interfaces.md §5.2).
 
 Guarantees:
 
-* Paths and payload sizes are checked **before** anything is sent (ref §5.2: an
+* Paths and payload sizes are checked **before** anything is sent (xen-interfaces.md §5.2: an
   oversized payload makes xenstored drop the connection).
 * Every wait has a deadline (``timeout`` seconds, default 10); a timeout raises
   :class:`~xenvcpu.errors.XenstoreError` with ``errno == ETIMEDOUT`` and leaves the
@@ -68,13 +68,13 @@ _C = TypeVar("_C", bound="XenstoreClient")
 #: Seconds every request (and every wait) may take by default.
 DEFAULT_TIMEOUT = 10.0
 
-#: XENSTORE_PAYLOAD_MAX: the largest payload either side may send (ref §5.2).
+#: XENSTORE_PAYLOAD_MAX: the largest payload either side may send (xen-interfaces.md §5.2).
 PAYLOAD_MAX = 4096
-#: Longest absolute / relative path xenstored accepts (ref §5.2).
+#: Longest absolute / relative path xenstored accepts (xen-interfaces.md §5.2).
 ABS_PATH_MAX = 3072
 REL_PATH_MAX = 2048
 
-_HEADER = struct.Struct("<4I")  # xsd_sockmsg: type, req_id, tx_id, len (ref §5.2, §8)
+_HEADER = struct.Struct("<4I")  # xsd_sockmsg: type, req_id, tx_id, len (xen-interfaces.md §5.2, §8)
 # A reply longer than this is not xenstore: treat the stream as corrupt.
 _SANITY_MAX = 1 << 20
 
@@ -82,7 +82,7 @@ _PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 class Op(IntEnum):
-    """Message types (``enum xsd_sockmsg_type``, ref §5.2)."""
+    """Message types (``enum xsd_sockmsg_type``, xen-interfaces.md §5.2)."""
 
     DEBUG = 0
     DIRECTORY = 1
@@ -108,7 +108,7 @@ class Op(IntEnum):
     DIRECTORY_PART = 22
 
 
-#: Error names in protocol order (``xsd_errors``, ref §5.3); the numbers are Linux's.
+#: Error names in protocol order (``xsd_errors``, xen-interfaces.md §5.3); the numbers are Linux's.
 ERROR_NAMES: tuple[str, ...] = (
     "EINVAL",
     "EACCES",
@@ -155,7 +155,7 @@ def _xs_error(message: str, name: str, number: int | None = None) -> XenstoreErr
 def validate_path(path: str) -> bytes:
     """Check a xenstore path against xenstored's rules and return it encoded.
 
-    Rules (ref §5.2): ASCII letters, digits and ``- / _ @`` only; absolute paths at most
+    Rules (xen-interfaces.md §5.2): ASCII letters, digits and ``- / _ @`` only; absolute paths at most
     3072 bytes, relative ones (relative to the connection's home, ``/local/domain/<id>``)
     at most 2048; no empty component (``//``) and no trailing ``/`` except for ``/``.
     Special watch paths such as ``@releaseDomain`` need no exception: ``@`` is an allowed
@@ -194,7 +194,7 @@ def validate_path(path: str) -> bytes:
 
 
 def candidate_endpoints() -> list[str]:
-    """Where :class:`XenstoreClient` looks, in order (ref §5.1, like ``xs_open()``).
+    """Where :class:`XenstoreClient` looks, in order (xen-interfaces.md §5.1, like ``xs_open()``).
 
     ``XENSTORED_PATH`` alone when set; otherwise ``$XENSTORED_RUNDIR/socket`` (or
     ``/run/xenstored/socket`` and ``/var/run/xenstored/socket``), then the kernel device
@@ -331,7 +331,7 @@ def _open_endpoint(path: str | None, timeout: float) -> _Transport:
     denied = [(p, e) for p, e in failures if e.errno in (_errno.EACCES, _errno.EPERM)]
     if denied:
         where = denied[0][0]
-        # ref §7: non-root gets EACCES on the 0600 socket and on /dev/xen/xenbus.
+        # xen-interfaces.md §7: non-root gets EACCES on the 0600 socket and on /dev/xen/xenbus.
         raise PermissionDenied(
             f"cannot open xenstore at {where}: permission denied (the socket and the xenbus "
             "device are root-only, mode 0600): run as root in the control domain (dom0), "
@@ -371,7 +371,7 @@ class XenstoreClient:
         timeout: seconds any single request or wait may take.
 
     Raises:
-        PermissionDenied: the endpoint exists but only root may open it (ref §7).
+        PermissionDenied: the endpoint exists but only root may open it (xen-interfaces.md §7).
         XenstoreError: no endpoint could be opened (``errno`` says why).
     """
 
@@ -475,7 +475,7 @@ class XenstoreClient:
         """
         what = what or op.name
         if len(payload) > PAYLOAD_MAX:
-            # ref §5.2: xenstored would drop the connection; refuse before sending.
+            # xen-interfaces.md §5.2: xenstored would drop the connection; refuse before sending.
             raise _xs_error(
                 f"xenstore {what}: payload of {len(payload)} bytes exceeds the protocol "
                 f"limit of {PAYLOAD_MAX} bytes (nothing was sent)",
@@ -512,7 +512,7 @@ class XenstoreClient:
                         reason = os.strerror(number) if number is not None else "unknown error"
                         hint = ""
                         if name == "EACCES":
-                            # ref §7: node permissions; dom0's root connection may do anything
+                            # xen-interfaces.md §7: node permissions; dom0's root connection may do anything
                             hint = (
                                 "; this connection lacks permission on the node (run as "
                                 "root in dom0, or check the node's permissions)"
@@ -545,7 +545,7 @@ class XenstoreClient:
     # ------------------------------------------------------------------ operations
 
     def read(self, path: str, *, tx: int = 0) -> bytes:
-        """Value of a node (raw bytes, ref §5.3).  ENOENT → XenstoreError(errno=2)."""
+        """Value of a node (raw bytes, xen-interfaces.md §5.3).  ENOENT → XenstoreError(errno=2)."""
         return self._request(Op.READ, validate_path(path) + b"\0", tx, what=f"READ {path}")
 
     def read_text(self, path: str, *, tx: int = 0) -> str:
@@ -565,7 +565,7 @@ class XenstoreClient:
         return self.try_read(path, tx=tx) is not None
 
     def write(self, path: str, value: bytes | str, *, tx: int = 0) -> None:
-        """Set a node, creating missing parents (ref §5.3)."""
+        """Set a node, creating missing parents (xen-interfaces.md §5.3)."""
         data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         self._request(Op.WRITE, validate_path(path) + b"\0" + data, tx, what=f"WRITE {path}")
 
@@ -592,7 +592,7 @@ class XenstoreClient:
     # ------------------------------------------------------------------ transactions
 
     def transaction_start(self) -> int:
-        """Start a transaction and return its id (header tx_id must be 0, ref §5.3)."""
+        """Start a transaction and return its id (header tx_id must be 0, xen-interfaces.md §5.3)."""
         body = self._request(Op.TRANSACTION_START, b"\0", 0)
         text = body.rstrip(b"\0").decode("ascii", "replace")
         try:
@@ -603,7 +603,7 @@ class XenstoreClient:
             ) from None
 
     def transaction_end(self, tx: int, *, commit: bool = True) -> None:
-        """Commit (or abort) a transaction; a conflict raises errno EAGAIN (ref §5.3)."""
+        """Commit (or abort) a transaction; a conflict raises errno EAGAIN (xen-interfaces.md §5.3)."""
         self._request(
             Op.TRANSACTION_END,
             b"T\0" if commit else b"F\0",
@@ -624,7 +624,7 @@ class XenstoreClient:
         may be called several times, so it must only act through ``tx`` (and be free of
         other side effects).  On EAGAIN -- at commit or from any request in the body --
         the transaction is ended and the body run again, up to ``max_attempts`` times in
-        all, with a short randomised back-off (ref §5.3, §5.5: "redo whole transaction").
+        all, with a short randomised back-off (xen-interfaces.md §5.3, §5.5: "redo whole transaction").
         Any other exception aborts the transaction and propagates.
 
         Raises:
@@ -676,7 +676,7 @@ class XenstoreClient:
     def watch(self, path: str, token: str | None = None) -> str:
         """Watch ``path`` and everything below it; return the token.
 
-        xenstored fires the watch once immediately (ref §5.3), so the first
+        xenstored fires the watch once immediately (xen-interfaces.md §5.3), so the first
         :meth:`read_watch` returns an event for ``path`` itself.
         """
         if token is None:

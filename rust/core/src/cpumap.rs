@@ -2,7 +2,7 @@
 //!
 //! One type is used everywhere a set of CPUs appears (host CPUs, hard and soft affinity,
 //! cpupools). Its byte form is the one of the 2006 proposal and of Xen's `xenctl_bitmap`
-//! (reference §3.6): CPU `n` is bit `n % 8` of byte `n / 8`, the lowest CPU in the least
+//! (xen-interfaces.md §3.6): CPU `n` is bit `n % 8` of byte `n / 8`, the lowest CPU in the least
 //! significant bit. Internally the bits live in little-endian `u64` words, so packing to and
 //! from bytes is a copy, not a loop over bits.
 //!
@@ -814,7 +814,7 @@ mod tests {
 
     #[test]
     fn seed_byte_order() {
-        // CPU0 = bit 0 of byte 0, CPU9 = bit 1 of byte 1 (reference §3.6).
+        // CPU0 = bit 0 of byte 0, CPU9 = bit 1 of byte 1 (xen-interfaces.md §3.6).
         let m = set(&[0, 9], 16);
         assert_eq!(m.to_bytes(None).unwrap(), vec![0b0000_0001, 0b0000_0010]);
         let m = CpuMap::from_bytes(&[0x80, 0x01], None).unwrap();

@@ -4,7 +4,7 @@ use super::*;
 impl Xen {
     // ----- domains ------------------------------------------------------------------------------
 
-    /// Every domain, paged through getdomaininfolist at the version's stride (ref §3.8).
+    /// Every domain, paged through getdomaininfolist at the version's stride (xen-interfaces.md §3.8).
     pub fn domains(&mut self) -> Result<Vec<DomainInfo>> {
         let stride = self.ver.dominfo_size;
         let buf = BLOCK;
@@ -42,7 +42,7 @@ impl Xen {
         Ok(out)
     }
 
-    /// Exact lookup of one domain (ref §3.4: Xen ≤ 4.17 answers with the *next* domain, so
+    /// Exact lookup of one domain (xen-interfaces.md §3.4: Xen ≤ 4.17 answers with the *next* domain, so
     /// the returned id is checked).
     pub fn domain(&mut self, domid: u32) -> Result<DomainInfo> {
         if domid >= abi::DOMID_FIRST_RESERVED {

@@ -4,7 +4,7 @@ use super::*;
 impl Xen {
     // ----- host ---------------------------------------------------------------------------------
 
-    /// sysctl physinfo (ref §4.2).
+    /// sysctl physinfo (xen-interfaces.md §4.2).
     pub fn physinfo(&mut self) -> Result<PhysInfo> {
         self.t.reserve(BLOCK)?;
         let v = self.ver.sysctl;
@@ -18,7 +18,7 @@ impl Xen {
         ))
     }
 
-    /// Per-CPU topology (ref §4.3), `width()` entries; `None` for CPUs Xen reports nothing for.
+    /// Per-CPU topology (xen-interfaces.md §4.3), `width()` entries; `None` for CPUs Xen reports nothing for.
     pub fn topology(&mut self) -> Result<Vec<Option<CpuTopology>>> {
         // first call with a NULL handle: how many entries Xen has
         self.t.reserve(BLOCK)?;
@@ -101,7 +101,7 @@ impl Xen {
         CpuMap::from_bytes(a, Some(w)).expect("masked to width")
     }
 
-    /// Every cpupool (ref §4.5: INFO returns the first pool with id ≥ the asked one).
+    /// Every cpupool (xen-interfaces.md §4.5: INFO returns the first pool with id ≥ the asked one).
     pub fn cpupools(&mut self) -> Result<Vec<CpupoolInfo>> {
         let mut out = Vec::new();
         let mut next = 0u32;

@@ -1,9 +1,9 @@
 //! High-level operations over any [`Transport`]: what the PyO3 layer wraps.
 //!
 //! [`Xen`] owns one transport (and so one reusable hypercall arena), the interface version
-//! chosen at open time from the running hypervisor (ref §3.2, §8 item 1), and the host's CPU map
-//! width `max_cpu_id + 1` (ref §8 item 5). Bulk reads and writes go through
-//! `__HYPERVISOR_multicall` (ref §10) in chunks that fit the arena, each entry with its own
+//! chosen at open time from the running hypervisor (xen-interfaces.md §3.2, §8 item 1), and the host's CPU map
+//! width `max_cpu_id + 1` (xen-interfaces.md §8 item 5). Bulk reads and writes go through
+//! `__HYPERVISOR_multicall` (xen-interfaces.md §10) in chunks that fit the arena, each entry with its own
 //! result; when the hypervisor refuses a batch the same entries are issued one by one.
 //!
 //! Every public method validates its input before the first state-changing hypercall, so a
@@ -45,7 +45,7 @@ mod layout;
 mod pin;
 mod vcpus;
 
-/// Size of one domctl/sysctl block slot in the arena (144 and 136 B, ref §3.1, §4.1).
+/// Size of one domctl/sysctl block slot in the arena (144 and 136 B, xen-interfaces.md §3.1, §4.1).
 const BLOCK: usize = abi::XenDomctl::SIZE;
 /// Target arena size for one multicall chunk: within the hypercall buffer device's default
 /// per-file limit of 64 pages (see [`crate::privcmd::BUFDEV_DEFAULT_LIMIT`]).
@@ -57,10 +57,10 @@ fn align8(n: usize) -> usize {
     n.div_ceil(8) * 8
 }
 
-/// Host facts from sysctl physinfo (ref §4.2): the decoded ABI record itself.
+/// Host facts from sysctl physinfo (xen-interfaces.md §4.2): the decoded ABI record itself.
 pub use crate::abi::RawPhysinfo as PhysInfo;
 
-/// Topology of one CPU (ref §4.3); `None` fields are Xen's invalid ids.
+/// Topology of one CPU (xen-interfaces.md §4.3); `None` fields are Xen's invalid ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTopology {
     /// core id (Xen's numbering)
@@ -71,7 +71,7 @@ pub struct CpuTopology {
     pub node: Option<u32>,
 }
 
-/// A cpupool (ref §4.5).
+/// A cpupool (xen-interfaces.md §4.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpupoolInfo {
     /// pool id
@@ -84,7 +84,7 @@ pub struct CpupoolInfo {
     pub cpus: CpuMap,
 }
 
-/// A domain, from getdomaininfo (ref §3.4).
+/// A domain, from getdomaininfo (xen-interfaces.md §3.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainInfo {
     /// domid
@@ -185,7 +185,7 @@ impl VcpuRunState {
     }
 }
 
-/// One vCPU: getvcpuinfo (ref §3.5) + the configured affinity maps (ref §3.6 get semantics).
+/// One vCPU: getvcpuinfo (xen-interfaces.md §3.5) + the configured affinity maps (xen-interfaces.md §3.6 get semantics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VcpuInfo {
     /// vCPU number
@@ -218,7 +218,7 @@ impl VcpuInfo {
     }
 }
 
-/// What Xen applied for a pin: the *effective* maps it wrote back (ref §3.6 item 4) for the
+/// What Xen applied for a pin: the *effective* maps it wrote back (xen-interfaces.md §3.6 item 4) for the
 /// kinds that were set (`None` for a kind not requested).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pinning {
@@ -277,7 +277,7 @@ impl Xen {
     }
 
     /// Open over any transport: reads the Xen release, picks the interface (probing the 4.10
-    /// split, ref §8 item 1), and reads physinfo for the map width.
+    /// split, xen-interfaces.md §8 item 1), and reads physinfo for the map width.
     pub fn with_transport(t: Box<dyn Transport>, sim: Option<SimHandle>) -> Result<Self> {
         let mut x = Xen {
             t,
@@ -308,7 +308,7 @@ impl Xen {
                 chosen = Some(*c);
                 break;
             }
-            // probe: getdomaininfo(0) — EACCES means "wrong version", nothing changes (ref §8)
+            // probe: getdomaininfo(0) — EACCES means "wrong version", nothing changes (xen-interfaces.md §8)
             match x.raw_getdomaininfo(0) {
                 Err(Errno(libc::EACCES)) => continue,
                 Ok(_) | Err(Errno(libc::ESRCH)) => {
@@ -341,7 +341,7 @@ impl Xen {
         self.ver
     }
 
-    /// Width of every CPU map: `max_cpu_id + 1` (ref §8 item 5).
+    /// Width of every CPU map: `max_cpu_id + 1` (xen-interfaces.md §8 item 5).
     pub fn width(&self) -> usize {
         self.width as usize
     }

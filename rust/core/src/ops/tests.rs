@@ -187,7 +187,7 @@ fn pin_returns_effective_maps_and_get_returns_configured() {
 
 #[test]
 fn disjoint_soft_is_accepted_and_effective_soft_is_empty() {
-    // ref §11: hard 0-1, soft 2-3 → accepted; get returns the configured soft
+    // xen-interfaces.md §11: hard 0-1, soft 2-3 → accepted; get returns the configured soft
     let mut x = open(D, &[]);
     let p = x
         .pin(0, 1, Some(&map("0-1", 64)), Some(&map("2-3", 64)), false)

@@ -117,7 +117,7 @@ impl SimHost {
             let offline = spec.offline.contains(&c);
             let node = c / per_node;
             topo[c as usize] = Some(if offline {
-                // Xen invalidates core/socket ids of an offlined CPU (ref §4.3: 0xFFFFFFFF).
+                // Xen invalidates core/socket ids of an offlined CPU (xen-interfaces.md §4.3: 0xFFFFFFFF).
                 Topo {
                     core: abi::XEN_INVALID_TOPO_ID,
                     socket: abi::XEN_INVALID_TOPO_ID,
@@ -368,7 +368,7 @@ impl SimHost {
         self.pool(id).map(|p| p.name.clone())
     }
 
-    /// Write `cpu/<n>/availability` for every vCPU (ref §5.5): `online[n]` = wanted state.
+    /// Write `cpu/<n>/availability` for every vCPU (xen-interfaces.md §5.5): `online[n]` = wanted state.
     /// The simulated guest follows after the configured delay (or never).
     pub fn set_availability(&mut self, domid: u32, online: &[bool]) -> Result<()> {
         self.tick();
@@ -494,7 +494,7 @@ impl SimHost {
         Ok(())
     }
 
-    /// Mark a domain shut down with a code (ref §3.4 SHUTDOWN_*), or clear it.
+    /// Mark a domain shut down with a code (xen-interfaces.md §3.4 SHUTDOWN_*), or clear it.
     pub fn set_shutdown(&mut self, domid: u32, code: Option<u8>) -> Result<()> {
         self.dom_mut(domid)?.shutdown = code;
         Ok(())
@@ -538,7 +538,7 @@ impl SimHost {
         }
     }
 
-    /// Remove the vCPU structure of a slot (Xen: "slot not allocated" → ESRCH, ref §3.5).
+    /// Remove the vCPU structure of a slot (Xen: "slot not allocated" → ESRCH, xen-interfaces.md §3.5).
     pub fn drop_vcpu_slot(&mut self, domid: u32, vcpu: u32) -> Result<()> {
         let d = self.dom_mut(domid)?;
         if let Some(s) = d.vcpus.get_mut(vcpu as usize) {

@@ -47,7 +47,7 @@ impl SimHost {
         if let Some(code) = d.shutdown {
             flags |= dominf::SHUTDOWN | (u32::from(code) << dominf::SHUTDOWNSHIFT);
         }
-        // running/blocked only when some vCPU is online (ref §3.4 semantics)
+        // running/blocked only when some vCPU is online (xen-interfaces.md §3.4 semantics)
         if !online.is_empty() {
             if !d.paused && online.iter().any(|v| v.state == VcpuState::Running) {
                 flags |= dominf::RUNNING;
@@ -80,7 +80,7 @@ impl SimHost {
         }
     }
 
-    /// Read a guest bitmap per ref §3.6 (min of the two lengths; missing CPUs not allowed).
+    /// Read a guest bitmap per xen-interfaces.md §3.6 (min of the two lengths; missing CPUs not allowed).
     fn read_bitmap(&self, mem: &Mem, bm: abi::XenctlBitmap) -> std::result::Result<Vec<u8>, i32> {
         let xen_bytes = nbytes(self.nr_cpu_ids);
         let mut out = vec![0u8; xen_bytes];
@@ -101,7 +101,7 @@ impl SimHost {
         Ok(out)
     }
 
-    /// Write a bitmap to the guest per ref §3.6 (min bytes, then zero-fill to nr_bits).
+    /// Write a bitmap to the guest per xen-interfaces.md §3.6 (min bytes, then zero-fill to nr_bits).
     fn write_bitmap(
         mem: &mut Mem,
         bm: abi::XenctlBitmap,
@@ -127,7 +127,7 @@ impl SimHost {
         let (cmd, ver, domid) = abi::read_domctl_header(&block);
         let iface = self.iface.ok_or(libc::EACCES)?;
         if ver != iface.domctl {
-            return Err(libc::EACCES); // ref §3.2: first check, −EACCES
+            return Err(libc::EACCES); // xen-interfaces.md §3.2: first check, −EACCES
         }
         let u = &block[abi::DOMCTL_U..];
         match cmd {
@@ -143,7 +143,7 @@ impl SimHost {
                 let d = found.ok_or(libc::ESRCH)?;
                 let info = self.raw_info(d, now);
                 let out = mem.slice_mut(addr, abi::XenDomctl::SIZE)?;
-                info.domain.put(&mut out[8..]); // echoed into xen_domctl.domain (ref §3.4)
+                info.domain.put(&mut out[8..]); // echoed into xen_domctl.domain (xen-interfaces.md §3.4)
                 info.encode(&mut out[abi::DOMCTL_U..], iface.dominfo_size);
                 Ok(0)
             }
@@ -204,7 +204,7 @@ impl SimHost {
             return Err(libc::EINVAL);
         }
         if cmd == abi::domctl::GETVCPUAFFINITY {
-            // configured maps, no intersection (ref §3.6 get semantics)
+            // configured maps, no intersection (xen-interfaces.md §3.6 get semantics)
             let (h, s) = (v.hard.clone(), v.soft.clone());
             if want_hard {
                 Self::write_bitmap(mem, a.cpumap_hard, &h)?;
@@ -256,7 +256,7 @@ impl SimHost {
             let pref = and(&eff_soft, &eff_hard);
             v.cpu = first(&pref).or_else(|| first(&eff_hard)).unwrap_or(v.cpu);
         }
-        // written back: effective maps of the flagged kinds (ref §3.6 item 4)
+        // written back: effective maps of the flagged kinds (xen-interfaces.md §3.6 item 4)
         if want_hard {
             Self::write_bitmap(mem, a.cpumap_hard, &eff_hard)?;
         }
@@ -406,7 +406,7 @@ impl SimHost {
                     Ok(u64::from(self.release.0) << 16 | u64::from(self.release.1))
                 }
                 1 => {
-                    // XENVER_extraversion: 16-byte string (ref §2)
+                    // XENVER_extraversion: 16-byte string (xen-interfaces.md §2)
                     let s = format!(".{}", self.release.2);
                     let out = mem.slice_mut(args[1], 16)?;
                     out.fill(0);
@@ -437,7 +437,7 @@ impl SimHost {
         if let Some(e) = self.multicall_errno {
             return Err(e);
         }
-        // ref §10: arg0 = entry array, arg1 = count; each entry gets its own result
+        // xen-interfaces.md §10: arg0 = entry array, arg1 = count; each entry gets its own result
         let n = a[1] as usize;
         mem.slice(
             a[0],
@@ -472,7 +472,7 @@ impl Mem<'_> {
         let off = addr.checked_sub(self.base).ok_or(libc::EFAULT)? as usize;
         let end = off.checked_add(len).ok_or(libc::EFAULT)?;
         if end > self.bytes.len() {
-            return Err(libc::EFAULT); // not hypercall memory: what Xen reports (ref §1.5)
+            return Err(libc::EFAULT); // not hypercall memory: what Xen reports (xen-interfaces.md §1.5)
         }
         Ok(off..end)
     }

@@ -22,7 +22,7 @@ pub struct PoolSpec {
     pub id: u32,
     /// name (toolstack side only)
     pub name: String,
-    /// scheduler id (ref §4.5: credit 5, credit2 6)
+    /// scheduler id (xen-interfaces.md §4.5: credit 5, credit2 6)
     pub sched_id: u32,
     /// CPUs; ignored for pool 0
     pub cpus: Vec<u32>,

@@ -5,7 +5,7 @@ use crate::abi::{self, domctl, sysctl, Field, RawDomainInfo, VcpuAffinity, Xenct
 use crate::error::Errno;
 use crate::transport::Transport;
 
-const V: u32 = 0x15; // Xen 4.17 (ref §3.2)
+const V: u32 = 0x15; // Xen 4.17 (xen-interfaces.md §3.2)
 
 const D: SimBase = SimBase::Default;
 const S: SimBase = SimBase::Scale;
@@ -138,7 +138,7 @@ fn getdomaininfo_writes_exactly_the_versions_stride() {
 
 #[test]
 fn bitmap_length_rules() {
-    // ref §3.6: Xen reads min(guest, xen) bytes; shorter guest maps mask bits above nr_bits;
+    // xen-interfaces.md §3.6: Xen reads min(guest, xen) bytes; shorter guest maps mask bits above nr_bits;
     // output copies min bytes then zero-fills the guest buffer up to ceil(nr_bits/8).
     let mut t = sim(D, &[]); // 64 CPUs = 8 bytes
     let both = abi::VCPUAFFINITY_HARD | abi::VCPUAFFINITY_SOFT;
@@ -245,7 +245,7 @@ fn affinity_errno_cases() {
     }
     .encode(u);
     assert_eq!(domctl_call(&mut t), Err(Errno(libc::EINVAL)));
-    // getvcpuinfo errnos (ref §3.5)
+    // getvcpuinfo errnos (xen-interfaces.md §3.5)
     let u = abi::domctl_header(t.arena().1, domctl::GETVCPUINFO, V, 0);
     4u32.put(u);
     assert_eq!(domctl_call(&mut t), Err(Errno(libc::EINVAL)));
