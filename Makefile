@@ -43,9 +43,12 @@ test-python:
 test-rust:
 	cargo test -p xenvcpu-core
 
-lint: venv
+# Needs the built module: stubtest compares _native.pyi with what the module really has.
+lint: build
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+	$(VENV)/bin/python -m mypy.stubtest xenvcpu._native
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 	$(VENV)/bin/mypy --strict

@@ -202,7 +202,8 @@ def test_busy_then_force(host: Host) -> None:
         web.pin_vcpu(1, hard="5")
     assert (info.value.errno, info.value.domain, info.value.vcpu) == (errno.EBUSY, 1, 1)
     assert state_of(host) == before
-    if host.xen_version == "4.6":  # XEN_VCPUAFFINITY_FORCE arrived in Xen 4.7 (xen-interfaces.md §3.6)
+    # XEN_VCPUAFFINITY_FORCE arrived in Xen 4.7 (xen-interfaces.md §3.6)
+    if host.xen_version == "4.6":
         with pytest.raises(NotSupported, match=r"4\.7"):
             web.pin_vcpu(1, hard="5", force=True)
         return

@@ -482,7 +482,8 @@ def test_doctor_bad_sim_uri(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _fake_xenstored(srv: socket.socket) -> None:
-    """Answer one GET_DOMAIN_PATH on the first connection, as xenstored does (xen-interfaces.md §5.2)."""
+    """Answer one GET_DOMAIN_PATH on the first connection, as xenstored does (xen-interfaces.md
+    §5.2)."""
     conn, _ = srv.accept()
     with conn:
         head = b""

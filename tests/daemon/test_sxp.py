@@ -1,4 +1,5 @@
-"""The SXP reader (xen-interfaces.md §6.5): unit cases, xend-shaped samples and hypothesis round trips.
+"""The SXP reader (xen-interfaces.md §6.5): unit cases, xend-shaped samples and hypothesis round
+trips.
 
 The writer used for the round trips is the protocol double's ``show``: xend's rule of
 bare atoms for ``[A-Za-z0-9.-_:/~]`` strings and Python 2 ``repr()`` for the rest.

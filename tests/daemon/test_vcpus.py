@@ -1,4 +1,5 @@
-"""Setting the online vCPUs through xenstore (xen-interfaces.md §5.4, §5.5) and waiting for the guest.
+"""Setting the online vCPUs through xenstore (xen-interfaces.md §5.4, §5.5) and waiting for the
+guest.
 
 write_availability / read_availability run against the real oxenstored; wait_online
 uses fake read_online callables (the hypervisor's view) and a fake clock.

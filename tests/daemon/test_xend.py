@@ -1,5 +1,5 @@
-"""The xend HTTP/SXP client (xen-interfaces.md §6) against the protocol double on a real unix socket,
-over TCP, and on reply samples written in xend's format.
+"""The xend HTTP/SXP client (xen-interfaces.md §6) against the protocol double on a real unix
+socket, over TCP, and on reply samples written in xend's format.
 
 The samples below are hand-written from the reference (xen-interfaces.md §6.4, §6.6) in the exact
 shape xend 4.4 prints: no real xend can run on this host.
@@ -267,7 +267,8 @@ def test_html_or_garbage_is_an_error(xend: XendDouble, tmp_path: Path) -> None:
 
 
 def test_double_answers_html_to_browsers(xend: XendDouble, tmp_path: Path) -> None:
-    """The double follows xen-interfaces.md §6.2's content negotiation, so the client's Accept matters."""
+    """The double follows xen-interfaces.md §6.2's content negotiation, so the client's Accept
+    matters."""
     sock = str(tmp_path / "xend-socket")
     browser = raw_http(
         sock,

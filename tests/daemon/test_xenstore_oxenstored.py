@@ -137,7 +137,8 @@ def test_payload_over_4096_is_refused_before_sending(xs: XenstoreClient, domid: 
         xs.write(path, value)
     assert info.value.errno == errno.E2BIG
     assert "4096" in str(info.value) and "nothing was sent" in str(info.value)
-    # xenstored would have dropped the connection had it been sent (xen-interfaces.md §5.2): it is alive
+    # xenstored would have dropped the connection had it been sent (xen-interfaces.md §5.2): it is
+    # alive
     assert not xs.exists(path)
     xs.write(path, "small")
     assert xs.read(path) == b"small"
@@ -293,7 +294,8 @@ def test_watch_fires_immediately_then_on_change(
     xs2.write(f"{base}/0/availability", "online")
     token = xs.watch(base, "tok-1")
     assert token == "tok-1"
-    assert xs.read_watch(2) == WatchEvent(base, "tok-1")  # the initial firing (xen-interfaces.md §5.3)
+    # the initial firing (xen-interfaces.md §5.3)
+    assert xs.read_watch(2) == WatchEvent(base, "tok-1")
     assert xs.read_watch(0.2) is None
     xs2.write(f"{base}/1/availability", "offline")
     assert xs.read_watch(2) == WatchEvent(f"{base}/1/availability", "tok-1")

@@ -251,7 +251,7 @@ def test_timeout_must_be_positive(tmp_path: Path) -> None:
         XenstoreClient(str(tmp_path / "x"), timeout=0)
 
 
-# ------------------------------------------------------------------ path rules (xen-interfaces.md §5.2)
+# ------------------------------------------------------------ path rules (xen-interfaces.md §5.2)
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ class XendDouble:
                 return dom
         return None
 
-    # ------------------------------------------------------------------ ops (xen-interfaces.md §6.3)
+    # --------------------------------------------------------------- ops (xen-interfaces.md §6.3)
 
     def op_set_vcpus(self, dom: DomainState, form: dict[str, list[str]]) -> Value | None:
         n = int(form["vcpus"][0])
@@ -279,7 +279,8 @@ class _XendHandler(http.server.BaseHTTPRequestHandler):
         return "unix"
 
     def _sxp_wanted(self) -> bool:
-        # xen-interfaces.md §6.2: SXP when no User-Agent, or no Accept, or Accept has application/sxp.
+        # xen-interfaces.md §6.2: SXP when no User-Agent, or no Accept, or Accept has
+        # application/sxp.
         accept = self.headers.get("Accept")
         return (
             self.headers.get("User-Agent") is None or accept is None or "application/sxp" in accept

@@ -2,7 +2,8 @@
 
 * :mod:`xenvcpu.daemon.xenstore` -- xenstore wire-protocol client (socket or xenbus device).
 * :mod:`xenvcpu.daemon.vcpus` -- change the online vCPUs of a running domain through
-  xenstore (no hypercall can, xen-interfaces.md §3.7, §5.5), validation helpers, waiting for the guest.
+  xenstore (no hypercall can, xen-interfaces.md §3.7, §5.5), validation helpers, waiting for the
+  guest.
 * :mod:`xenvcpu.daemon.sxp` -- reader for xend's S-expressions.
 * :mod:`xenvcpu.daemon.xend` -- legacy xend HTTP/SXP client (Xen <= 4.4 hosts).
 

@@ -1,6 +1,7 @@
 """Reader for xend's S-expressions (SXP), and helpers to pick fields out of them.
 
-The grammar follows xend's own reader (``tools/python/xen/xend/sxp.py`` @4.4, xen-interfaces.md §6.5):
+The grammar follows xend's own reader (``tools/python/xen/xend/sxp.py`` @4.4, xen-interfaces.md
+§6.5):
 
 * ``(`` … ``)`` are lists; whitespace separates elements.
 * Atoms are bare (``Domain-0``, ``12.5``, ``-1``) or quoted with ``'`` or ``"``.  xend

@@ -4,8 +4,8 @@ No hypercall can change the online vCPU count of a running domain (xen-interface
 and PVH guests the toolstack writes ``/local/domain/<domid>/cpu/<n>/availability`` =
 ``online`` | ``offline`` for every n in 0 … max_vcpus-1 in **one** xenstore transaction
 (retried on EAGAIN) and the guest kernel, which watches its ``cpu`` subtree, brings the
-vCPUs up or down (xen-interfaces.md §5.4, §5.5; libxl ``libxl__set_vcpuonline_xenstore``).  HVM guests
-with upstream QEMU need QMP ``device_add`` as well, which is not implemented here.
+vCPUs up or down (xen-interfaces.md §5.4, §5.5; libxl ``libxl__set_vcpuonline_xenstore``).  HVM
+guests with upstream QEMU need QMP ``device_add`` as well, which is not implemented here.
 
 These functions are backend-agnostic: the Domain class supplies the facts it got from
 the hypervisor (max vCPUs, HVM, dying) and a callable that reads the hypervisor's view
@@ -148,8 +148,8 @@ def write_availability(
 ) -> int:
     """Write ``availability`` for every vCPU 0 … max_vcpus-1 in ONE transaction.
 
-    ``online`` vCPUs get ``online``, all others ``offline`` (xen-interfaces.md §5.5).  The body first
-    reads ``/local/domain/<domid>`` inside the transaction, so a domain that does not
+    ``online`` vCPUs get ``online``, all others ``offline`` (xen-interfaces.md §5.5).  The body
+    first reads ``/local/domain/<domid>`` inside the transaction, so a domain that does not
     exist (or disappears meanwhile, which makes the commit conflict) is reported instead
     of having its nodes created; a conflict (EAGAIN) re-runs the whole body.
 
@@ -216,8 +216,8 @@ def list_domains(xs: XenstoreClient) -> dict[int, str]:
     """``{domid: name}`` of every domain xenstore knows, read in one transaction.
 
     The pure-Python way to list domains when the hypercall path is unavailable
-    (xen-interfaces.md §5.4: ``/local/domain`` lists domids, ``/local/domain/<id>/name`` their names);
-    a domain without a ``name`` node gets ``""``.
+    (xen-interfaces.md §5.4: ``/local/domain`` lists domids, ``/local/domain/<id>/name`` their
+    names); a domain without a ``name`` node gets ``""``.
     """
 
     def body(tx: Transaction) -> dict[int, str]:

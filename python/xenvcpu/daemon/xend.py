@@ -4,8 +4,8 @@ xend must have ``(xend-unix-server yes)`` (socket ``/var/lib/xend/xend-socket``)
 ``(xend-http-server yes)`` (TCP port 8000) in ``xend-config.sxp``: both are off by
 default, and the XML-RPC socket that ``xm`` uses is a different protocol (xen-interfaces.md §6.1).
 
-Requests follow libvirt's xend driver (xen-interfaces.md §6.2): HTTP/1.1, reads are ``GET``, writes are
-``POST /xend/domain/<name>`` with a form-encoded ``op=…`` body; we send
+Requests follow libvirt's xend driver (xen-interfaces.md §6.2): HTTP/1.1, reads are ``GET``, writes
+are ``POST /xend/domain/<name>`` with a form-encoded ``op=…`` body; we send
 ``Accept: application/sxp`` so that xend answers in SXP.  Errors (xen-interfaces.md §6.6): 404 →
 :class:`~xenvcpu.errors.DomainNotFound`; 500 with ``(xend.err '…')`` →
 :class:`~xenvcpu.errors.XendError` carrying xend's message; a 2xx body containing

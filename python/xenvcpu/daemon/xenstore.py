@@ -155,8 +155,8 @@ def _xs_error(message: str, name: str, number: int | None = None) -> XenstoreErr
 def validate_path(path: str) -> bytes:
     """Check a xenstore path against xenstored's rules and return it encoded.
 
-    Rules (xen-interfaces.md §5.2): ASCII letters, digits and ``- / _ @`` only; absolute paths at most
-    3072 bytes, relative ones (relative to the connection's home, ``/local/domain/<id>``)
+    Rules (xen-interfaces.md §5.2): ASCII letters, digits and ``- / _ @`` only; absolute paths at
+    most 3072 bytes, relative ones (relative to the connection's home, ``/local/domain/<id>``)
     at most 2048; no empty component (``//``) and no trailing ``/`` except for ``/``.
     Special watch paths such as ``@releaseDomain`` need no exception: ``@`` is an allowed
     character (to xenstored a relative path may even begin with it).  oxenstored is
@@ -512,7 +512,8 @@ class XenstoreClient:
                         reason = os.strerror(number) if number is not None else "unknown error"
                         hint = ""
                         if name == "EACCES":
-                            # xen-interfaces.md §7: node permissions; dom0's root connection may do anything
+                            # xen-interfaces.md §7: node permissions; dom0's root connection may do
+                            # anything
                             hint = (
                                 "; this connection lacks permission on the node (run as "
                                 "root in dom0, or check the node's permissions)"
@@ -592,7 +593,8 @@ class XenstoreClient:
     # ------------------------------------------------------------------ transactions
 
     def transaction_start(self) -> int:
-        """Start a transaction and return its id (header tx_id must be 0, xen-interfaces.md §5.3)."""
+        """Start a transaction and return its id (header tx_id must be 0, xen-interfaces.md
+        §5.3)."""
         body = self._request(Op.TRANSACTION_START, b"\0", 0)
         text = body.rstrip(b"\0").decode("ascii", "replace")
         try:
@@ -603,7 +605,8 @@ class XenstoreClient:
             ) from None
 
     def transaction_end(self, tx: int, *, commit: bool = True) -> None:
-        """Commit (or abort) a transaction; a conflict raises errno EAGAIN (xen-interfaces.md §5.3)."""
+        """Commit (or abort) a transaction; a conflict raises errno EAGAIN (xen-interfaces.md
+        §5.3)."""
         self._request(
             Op.TRANSACTION_END,
             b"T\0" if commit else b"F\0",
@@ -624,8 +627,8 @@ class XenstoreClient:
         may be called several times, so it must only act through ``tx`` (and be free of
         other side effects).  On EAGAIN -- at commit or from any request in the body --
         the transaction is ended and the body run again, up to ``max_attempts`` times in
-        all, with a short randomised back-off (xen-interfaces.md §5.3, §5.5: "redo whole transaction").
-        Any other exception aborts the transaction and propagates.
+        all, with a short randomised back-off (xen-interfaces.md §5.3, §5.5: "redo whole
+        transaction"). Any other exception aborts the transaction and propagates.
 
         Raises:
             XenstoreError: errno EAGAIN after ``max_attempts`` conflicting attempts.
