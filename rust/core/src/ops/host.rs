@@ -101,7 +101,21 @@ impl Xen {
         CpuMap::from_bytes(a, Some(w)).expect("masked to width")
     }
 
-    /// Every cpupool (xen-interfaces.md §4.5: INFO returns the first pool with id ≥ the asked one).
+    /// Every cpupool (xen-interfaces.md §4.5: INFO returns the first pool with id ≥ the asked
+    /// one).
+    ///
+    /// ```
+    /// use xenvcpu_core::{ops::Xen, sim::HostSpec};
+    ///
+    /// let mut xen = Xen::open_sim(&HostSpec::default_host())?;
+    /// let pools: Vec<(u32, String)> = xen
+    ///     .cpupools()?
+    ///     .into_iter()
+    ///     .map(|p| (p.id, p.cpus.to_cpulist()))
+    ///     .collect();
+    /// assert_eq!(pools, [(0, "0-47".to_string()), (1, "48-63".to_string())]);
+    /// # Ok::<(), xenvcpu_core::error::Error>(())
+    /// ```
     pub fn cpupools(&mut self) -> Result<Vec<CpupoolInfo>> {
         let mut out = Vec::new();
         let mut next = 0u32;

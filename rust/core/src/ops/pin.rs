@@ -121,6 +121,19 @@ impl Xen {
 
     /// Pin every vCPU of a domain (offline ones too, like `xl vcpu-pin D all`). Everything is
     /// validated first; the sets are then batched and each vCPU gets its own result.
+    ///
+    /// ```
+    /// use xenvcpu_core::{cpumap::CpuMap, ops::Xen, sim::HostSpec};
+    ///
+    /// let mut xen = Xen::open_sim(&HostSpec::default_host())?;
+    /// let node0 = CpuMap::parse("0-31", xen.width(), None)?;
+    /// let results = xen.pin_all(1, Some(&node0), None, false)?; // domain 1, "web": 4 vCPUs
+    /// assert_eq!(results.len(), 4);
+    /// for (_vcpu, r) in results {
+    ///     assert_eq!(r?.hard.unwrap().to_cpulist(), "0-31");
+    /// }
+    /// # Ok::<(), xenvcpu_core::error::Error>(())
+    /// ```
     pub fn pin_all(
         &mut self,
         domid: u32,

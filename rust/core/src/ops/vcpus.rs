@@ -20,7 +20,18 @@ impl Xen {
         r.pop().expect("one request")
     }
 
-    /// Every domain with every vCPU: one paged list, then batched vCPU reads.
+    /// Every domain with every vCPU: one paged list, then batched vCPU reads. A domain whose
+    /// vCPUs cannot be read (it vanished midway) carries its error; the others still answer.
+    ///
+    /// ```
+    /// use xenvcpu_core::{ops::Xen, sim::HostSpec};
+    ///
+    /// let mut xen = Xen::open_sim(&HostSpec::default_host())?;
+    /// let all = xen.snapshot()?;
+    /// let vcpus: usize = all.iter().map(|(_, r)| r.as_ref().map_or(0, Vec::len)).sum();
+    /// assert_eq!((all.len(), vcpus), (4, 4 + 4 + 8 + 16));
+    /// # Ok::<(), xenvcpu_core::error::Error>(())
+    /// ```
     pub fn snapshot(&mut self) -> Result<Vec<(DomainInfo, Result<Vec<VcpuInfo>>)>> {
         let all = self.domains()?;
         let reqs: Vec<(u32, u32)> = all.iter().map(|d| (d.id, d.max_vcpus)).collect();
