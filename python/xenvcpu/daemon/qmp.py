@@ -193,7 +193,8 @@ class QmpClient:
         self._ids = itertools.count(1)
         self._abandoned: set[int] = set()
         self._lock = threading.RLock()
-        self._sock: socket.socket | None = self._connect()
+        self._sock: socket.socket | None = None
+        self._sock = self._connect()
         try:
             self._handshake()
         except BaseException:
