@@ -192,7 +192,8 @@ class FakeCpus:
     the "guest" ejects a CPU after device_del (None: never); ``ost_status`` (an _OST
     failure status the guest reports instead of ejecting); ``fail_add`` (vCPU numbers
     whose device_add QEMU refuses); ``die_after_add`` (close the connection after that
-    many device_add); ``wrong_index`` (give added CPUs a different cpu-index).
+    many device_add; ``die_before_reply``: before answering the last one);
+    ``wrong_index`` (give added CPUs a different cpu-index).
     """
 
     slots: list[dict[str, int]]
@@ -204,6 +205,7 @@ class FakeCpus:
     ost_status: int | None = None
     fail_add: set[int] = field(default_factory=set)
     die_after_add: int | None = None
+    die_before_reply: bool = False
     wrong_index: bool = False
     vcpus_count: int = 1
     cpus: dict[int, FakeCpu] = field(default_factory=dict)
@@ -276,8 +278,10 @@ class FakeCpus:
                 index = index + 10
             self.cpus[index] = FakeCpu(index, f"/machine/peripheral/{dev_id}", args)
         self.adds += 1
-        conn.reply(cmd)
-        if self.die_after_add is not None and self.adds >= self.die_after_add:
+        dying = self.die_after_add is not None and self.adds >= self.die_after_add
+        if not (dying and self.die_before_reply):
+            conn.reply(cmd)
+        if dying:
             conn.close()
 
     def _device_del(self, conn: Conn, cmd: Command) -> None:

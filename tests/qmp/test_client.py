@@ -12,6 +12,9 @@ import json
 import math
 import pickle
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -440,3 +443,24 @@ def test_one_client_per_thread_is_serialised(fake: FakeFactory) -> None:
 def test_libxl_socket_path() -> None:
     assert libxl_socket_path(7) == "/var/run/xen/qmp-libxl-7"
     assert libxl_socket_path(3, "/run/xen") == "/run/xen/qmp-libxl-3"
+
+
+def test_works_without_the_native_module(short_dir: Path) -> None:
+    """Standard library only: the client runs where xenvcpu._native cannot be loaded."""
+    script = textwrap.dedent(
+        f"""
+        import sys, warnings
+        sys.modules["xenvcpu._native"] = None
+        warnings.simplefilter("ignore")
+        from xenvcpu.daemon.qmp import QmpClient, set_hvm_vcpus
+        from xenvcpu.errors import QmpError
+        try:
+            QmpClient({str(short_dir / "none.sock")!r}, timeout=1)
+        except QmpError as e:
+            print("typed", e.errno, sys.modules["xenvcpu._native"])
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["typed", str(errno.ENOENT), "None"]

@@ -220,7 +220,20 @@ def test_qemu_dying_half_way_reports_what_was_added(fake: FakeFactory) -> None:
     assert e.errno == errno.ECONNRESET
     report = report_of(e)
     assert report is not None and report.added == (1,) and report.after == {0, 1}
-    assert "added vCPU 1; removed none; QEMU has vCPU 0-1" in str(e)
+    assert "added vCPU 1; removed none; QEMU has vCPU 0-1 (as last known" in str(e)
+
+
+def test_qemu_dying_before_its_reply_leaves_that_vcpu_unknown(fake: FakeFactory) -> None:
+    model = FakeCpus(x86_slots(), boot=1, die_after_add=2, die_before_reply=True)
+    with connect(fake, model) as qmp:
+        with pytest.raises(QmpError) as info:
+            set_hvm_vcpus(qmp, 4)
+    report = report_of(info.value)
+    assert report is not None and report.added == (1,) and report.after == {0, 1}
+    assert str(info.value).endswith(
+        "[before this error: added vCPU 1; removed none; QEMU has vCPU 0-1 (as last known: "
+        "QEMU cannot be asked); whether QEMU carried out adding vCPU 2 is unknown (no reply)]"
+    )
 
 
 def test_an_added_cpu_with_another_index_is_an_error(fake: FakeFactory) -> None:

@@ -8,7 +8,9 @@ before QEMU 2.7) and QEMU notifies the guest through ACPI.  This module is that 
 Why our own client instead of the QEMU project's ``qemu.qmp`` package: ``qemu.qmp`` is
 asyncio-based (its synchronous wrapper drives an event loop) and would be an extra
 dependency, while this package must work with the standard library alone, without the
-native module.  A synchronous client with a deadline on every read is about 200 lines.
+native module.  A synchronous client with a deadline on every read is small (about 300
+lines here, most of them error messages) and easier to reason about in a toolstack
+library that is called from plain blocking code.
 
 The client (:class:`QmpClient`):
 
@@ -25,8 +27,9 @@ The client (:class:`QmpClient`):
   message boundary leaves the connection open; its late reply is recognised by its id
   and dropped;
 * every failure is a :class:`~xenvcpu.errors.QmpError` (``errno`` says which for
-  connection failures; ``qmp_class``/``desc`` hold QEMU's error reply), never a raw
-  ``OSError`` or JSON error.
+  connection failures; ``qmp_class``/``desc`` hold QEMU's error reply), or
+  :class:`~xenvcpu.errors.PermissionDenied` for a socket this user may not open; never a
+  raw ``OSError`` or JSON error.
 
 QEMU serves one QMP connection at a time: while another client (e.g. libxl) is connected
 a new one is accepted by the kernel but gets no greeting, which is reported as such.
@@ -861,8 +864,10 @@ def set_hvm_vcpus(
 
     if not (to_add or to_remove):
         return report(before)
+    inflight = ""  # the command whose outcome an error may leave unknown
     try:
         for n in to_add:
+            inflight = f"adding vCPU {n}"
             if mapping is None:
                 client.execute("cpu-add", {"id": n})
             else:
@@ -870,6 +875,7 @@ def set_hvm_vcpus(
                 args = {**slot.props, "driver": slot.driver, "id": f"{id_prefix}{n}"}
                 client.execute("device_add", args)
             added.append(n)
+        inflight = ""
         by_index = {c.cpu_index: c for c in (qemu_vcpus(client) if added else cpus)}
         for n in added:
             cpu = by_index.get(n)
@@ -888,12 +894,14 @@ def set_hvm_vcpus(
         for n in to_remove:
             cpu = by_index[n]
             online = before.union(added).difference(removed)
+            inflight = f"the request to remove vCPU {n}"
             try:
                 client.execute("device_del", {"id": cpu.qom_path})
             except QmpError as exc:
                 if not exc.qmp_class:
                     raise  # the connection failed: not a refusal
                 raise _unplug_refused(exc, n, online, online - target, label, domain) from None
+            inflight = ""
             pending.append(n)
             if wait:
                 _wait_ejected(client, cpu, deadline, poll, label, domain, to_remove, removed)
@@ -906,12 +914,16 @@ def set_hvm_vcpus(
                 removed.append(n)
         return report(after)
     except XenvcpuError as exc:
+        unknown = ""
         try:
             after = frozenset(c.cpu_index for c in qemu_vcpus(client))
         except XenvcpuError:  # the connection is gone: what we know
             after = before.union(added).difference(removed)
+            unknown = " (as last known: QEMU cannot be asked)"
+            if inflight:
+                unknown += f"; whether QEMU carried out {inflight} is unknown (no reply)"
         done = report(after)
-        exc.message = f"{exc.message} [before this error: {done.summary()}]"
+        exc.message = f"{exc.message} [before this error: {done.summary()}{unknown}]"
         exc.args = (exc.message,)
         exc.__dict__["report"] = done
         raise
