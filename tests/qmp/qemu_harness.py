@@ -176,10 +176,13 @@ def _apt(cmd: list[str], deadline: float, cwd: Path | None = None) -> str:
     """An apt command; on a fresh machine (no package lists) run `apt-get update` once."""
     try:
         return _run(cmd, max(1.0, deadline - time.monotonic()), cwd)
-    except Unavailable:
+    except Unavailable as first:
         if os.geteuid() != 0:
             raise
-        _run(["apt-get", "update", "-q"], max(1.0, deadline - time.monotonic()))
+        try:
+            _run(["apt-get", "update", "-q"], max(1.0, deadline - time.monotonic()))
+        except Unavailable as update:
+            raise Unavailable(f"{first}; then {update}") from None
         return _run(cmd, max(1.0, deadline - time.monotonic()), cwd)
 
 
@@ -289,6 +292,17 @@ def _locked(cache: Path, timeout: float) -> int:
 
 def prepare_guest(cache: Path = DEFAULT_CACHE, timeout: float = PREPARE_TIMEOUT) -> GuestFiles:
     """The guest's kernel and initramfs in ``cache``, fetched and built when missing."""
+    try:
+        return _prepare_guest(cache, timeout)
+    except Unavailable as exc:
+        raise Unavailable(
+            f"cannot fetch Debian's {KERNEL_META} and {BUSYBOX} into {cache}: {exc}. The "
+            "guest needs apt sources that reach a Debian mirror (it is fetched once, then "
+            "cached; XENVCPU_QEMU_GUEST_CACHE picks another cache directory)"
+        ) from None
+
+
+def _prepare_guest(cache: Path, timeout: float) -> GuestFiles:
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise Unavailable(
             "apt-get/dpkg-deb not found: the guest kernel comes from Debian's "
