@@ -357,7 +357,7 @@ class QmpClient:
             _errno.ECONNRESET,
         )
 
-    def _queue_event(self, msg: dict[str, Any]) -> QmpEvent:
+    def _event_of(self, msg: dict[str, Any]) -> QmpEvent:
         data = msg.get("data")
         stamp = msg.get("timestamp")
         when: float | None = None
@@ -433,7 +433,7 @@ class QmpClient:
                 while True:
                     reply = self._read_message(deadline)
                     if "event" in reply:
-                        self._keep(self._queue_event(reply))
+                        self._keep(self._event_of(reply))
                         continue
                     got = reply.get("id")
                     if "return" not in reply and "error" not in reply:
@@ -517,7 +517,7 @@ class QmpClient:
                 except _Timeout:
                     return None  # a partial message stays buffered for the next read
                 if "event" in msg:
-                    event = self._queue_event(msg)
+                    event = self._event_of(msg)
                     if ok(event):
                         return event
                     self._keep(event)
