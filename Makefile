@@ -9,16 +9,20 @@ export HYPOTHESIS_PROFILE ?= dev
 
 all: test
 
-# System packages the tests need: Xen's headers (the C ABI check) and Debian's libvirt
-# bindings (the libvirt-python baseline of the benchmarks). Root installs them; anyone
-# else is told what is missing.
+# System packages the tests need: Xen's headers (the C ABI check), Debian's libvirt
+# bindings (the libvirt-python baseline of the benchmarks) and QEMU (the QMP and vCPU
+# hotplug tests of tests/qmp; their Linux guest is fetched by the tests themselves with
+# apt-get download, never installed). Root installs them; anyone else is told what is
+# missing.
+DEB_DEPS := libxen-dev python3-libvirt qemu-system-x86
 deps:
-	@if ! [ -f /usr/include/xen/domctl.h ] || ! /usr/bin/python3 -c "import libvirt" 2>/dev/null; then \
+	@if ! [ -f /usr/include/xen/domctl.h ] || ! /usr/bin/python3 -c "import libvirt" 2>/dev/null \
+	    || ! command -v qemu-system-x86_64 >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        libxen-dev python3-libvirt >/dev/null) \
-	    || { echo "deps: could not install libxen-dev python3-libvirt"; exit 1; }; \
-	  else echo "deps: run 'sudo apt-get install libxen-dev python3-libvirt'"; exit 1; fi; \
+	        $(DEB_DEPS) >/dev/null) \
+	    || { echo "deps: could not install $(DEB_DEPS)"; exit 1; }; \
+	  else echo "deps: run 'sudo apt-get install $(DEB_DEPS)'"; exit 1; fi; \
 	fi
 
 $(VENV)/.stamp: pyproject.toml

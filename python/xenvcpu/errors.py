@@ -27,6 +27,7 @@ __all__ = [
     "NoHypervisor",
     "NotSupported",
     "PermissionDenied",
+    "QmpError",
     "VcpuCountError",
     "VcpuNotFound",
     "VcpuTimeout",
@@ -170,6 +171,20 @@ class XendError(DaemonError):
     """xend answered with an error (HTTP status in ``status``)."""
 
     status: int = 0
+
+
+class QmpError(DaemonError):
+    """QEMU's QMP monitor (the device model of an HVM guest) refused a command or failed.
+
+    For an error reply, ``qmp_class`` is QEMU's error class (``'GenericError'``,
+    ``'CommandNotFound'``, ``'DeviceNotFound'``, ...) and ``desc`` its text.  When the
+    connection itself failed both are ``''`` and ``errno`` says how: ENOENT (no socket),
+    ECONNREFUSED, ETIMEDOUT (no answer in time), ECONNRESET (QEMU went away), EPROTO (not
+    QMP, or a broken stream), EMSGSIZE (a message over the size cap).
+    """
+
+    qmp_class: str = ""
+    desc: str = ""
 
 
 class AffinityNarrowed(UserWarning):

@@ -6,6 +6,8 @@
   guest.
 * :mod:`xenvcpu.daemon.sxp` -- reader for xend's S-expressions.
 * :mod:`xenvcpu.daemon.xend` -- legacy xend HTTP/SXP client (Xen <= 4.4 hosts).
+* :mod:`xenvcpu.daemon.qmp` -- QMP client for QEMU, and vCPU hotplug of HVM guests whose
+  device model is upstream QEMU.
 
 Standard library only; nothing here imports the native module, so this package works
 on hosts where ``xenvcpu._native`` cannot be loaded.
@@ -13,4 +15,4 @@ on hosts where ``xenvcpu._native`` cannot be loaded.
 
 from __future__ import annotations
 
-__all__ = ["sxp", "vcpus", "xend", "xenstore"]
+__all__ = ["qmp", "sxp", "vcpus", "xend", "xenstore"]
