@@ -60,7 +60,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, NamedTuple, TypeVar
 
-from xenvcpu.daemon.vcpus import format_vcpus
+from xenvcpu._ranges import format_ranges
 from xenvcpu.errors import (
     DomainRef,
     NotSupported,
@@ -719,7 +719,7 @@ class HotplugReport(NamedTuple):
 
         def show(vcpus: Iterable[int]) -> str:
             listed = list(vcpus)
-            return f"vCPU {format_vcpus(listed)}" if listed else "none"
+            return f"vCPU {format_ranges(listed)}" if listed else "none"
 
         text = f"added {show(self.added)}; removed {show(self.removed)}"
         if self.pending:
@@ -766,7 +766,7 @@ def _wanted_set(
     bad = sorted(v for v in result if v < 0 or (slots is not None and v >= slots))
     if bad:
         raise VcpuCountError(
-            f"{label} has no vCPU {format_vcpus(bad)}{limit}", domain=domain, vcpu=bad[0]
+            f"{label} has no vCPU {format_ranges(bad)}{limit}", domain=domain, vcpu=bad[0]
         )
     return result
 
@@ -841,7 +841,7 @@ def set_hvm_vcpus(
     if mapping is None and to_remove:
         raise NotSupported(
             f"{label} is QEMU {'.'.join(map(str, client.version))}, older than 2.7: it can "
-            f"add vCPUs (cpu-add) but not remove them; vCPU {format_vcpus(to_remove)} stay "
+            f"add vCPUs (cpu-add) but not remove them; vCPU {format_ranges(to_remove)} stay "
             "(nothing was changed)",
             domain=domain,
         )
@@ -885,7 +885,7 @@ def set_hvm_vcpus(
                 where = "no CPU" if cpu is None else cpu.qom_path
                 raise _qmp_error(
                     f"{label} accepted adding vCPU {n} but its cpu-index {n} is {where} "
-                    f"(QEMU lists cpu-index {format_vcpus(by_index) or 'none'})",
+                    f"(QEMU lists cpu-index {format_ranges(by_index) or 'none'})",
                     _errno.EPROTO,
                     domain=domain,
                     vcpu=n,
@@ -937,7 +937,7 @@ def _unplug_refused(
     label: str,
     domain: DomainRef | None,
 ) -> QmpError:
-    stay, extra = format_vcpus(online), format_vcpus(unwanted)
+    stay, extra = format_ranges(online), format_ranges(unwanted)
     if "not supported device type" in exc.desc:
         message = (
             f"{label} cannot remove vCPU {n}: {exc.qmp_class}: {exc.desc}. The guest's ACPI "
@@ -1009,7 +1009,7 @@ def _wait_ejected(
     not_asked = [v for v in to_remove if v != cpu.cpu_index and v not in removed]
     waiting = f"vCPU {cpu.cpu_index} still there (device_del accepted)"
     if not_asked:
-        waiting += f"; vCPU {format_vcpus(not_asked)} not asked yet"
+        waiting += f"; vCPU {format_ranges(not_asked)} not asked yet"
     err = VcpuTimeout(
         f"{label}: the guest did not eject vCPU {cpu.cpu_index} within the timeout: {waiting}. "
         "The request stays pending in QEMU and the guest may still eject it later; does its "
