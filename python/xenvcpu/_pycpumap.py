@@ -11,6 +11,7 @@ is ``int.to_bytes`` and the algebra is whole-int bit operations.
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,6 +26,8 @@ __all__ = ["MAX_WIDTH", "WHITESPACE", "CpuMap"]
 MAX_WIDTH = 1 << 22
 #: The longest byte form ``to_bytes`` makes (a MAX_WIDTH map).
 MAX_MAPLEN = MAX_WIDTH // 8
+#: How many CPU numbers ``from_cpus`` reads at most (duplicates included).
+MAX_ITEMS = 4 * MAX_WIDTH
 
 _U64_MAX = (1 << 64) - 1
 _U32_MAX = (1 << 32) - 1
@@ -87,10 +90,16 @@ def _out_of_range(cpu: int, width: int) -> CpuListError:
 
 
 def _width_arg(width: object) -> int:
-    w = _i64(width)
+    w = operator.index(width)  # type: ignore[arg-type]
     if not 1 <= w <= MAX_WIDTH:
         raise _bad_width(w)
     return w
+
+
+def _replace_surrogates(text: str) -> str:
+    """Lone surrogates (a Python str may hold them; UTF-8 cannot) read as U+FFFD, one each,
+    as the native parser reads them."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _lowest_bit(n: int) -> int:
@@ -113,10 +122,10 @@ def _parse_num(s: str) -> int:
     if not s:
         raise _ParseError("a CPU number is missing")
     n = 0
-    for b in s.encode("utf-8"):
-        if not 0x30 <= b <= 0x39:
+    for c in s:
+        if not "0" <= c <= "9":
             raise _ParseError("not a CPU number")
-        n = n * 10 + (b - 0x30)
+        n = n * 10 + (ord(c) - 0x30)
         if n > _U64_MAX:
             raise _ParseError("CPU number too large")
     return n
@@ -148,9 +157,9 @@ def _nodes_of(topology: Any, width: int) -> list[int]:
             cpu = _unsigned(k, _U64_MAX)
             if cpu < width and v is not None:
                 nodes[cpu] = _unsigned(v, _U32_MAX)
-    else:
-        for cpu, v in enumerate(source):
-            if cpu < width and v is not None:
+    else:  # only the first `width` entries matter: an endless sequence is not read to its end
+        for cpu, v in enumerate(itertools.islice(source, width)):
+            if v is not None:
                 nodes[cpu] = _unsigned(v, _U32_MAX)
     return nodes
 
@@ -194,8 +203,14 @@ class CpuMap:
     def from_cpus(cls, cpus: Iterable[int], width: int) -> CpuMap:
         w = _width_arg(width)
         bits = 0
-        for item in cpus:
-            cpu = _i64(item)
+        for n, item in enumerate(cpus):
+            if n == MAX_ITEMS:
+                raise _error(
+                    f"more than {MAX_ITEMS} CPU numbers for a map of width {w}",
+                    "too_many_cpus",
+                    width=w,
+                )
+            cpu = operator.index(item)
             if cpu < 0:
                 raise _error(
                     f"CPU {cpu} is negative: valid CPUs are {valid_range(w)} (width {w})",
@@ -234,6 +249,8 @@ class CpuMap:
         if not isinstance(text, str):
             raise TypeError(f"argument 'text': '{type(text).__name__}' object is not a str")
         w = _width_arg(width)
+        if not text.isprintable() or any("\ud800" <= c <= "\udfff" for c in text):
+            text = _replace_surrogates(text)
         nodes = _nodes_of(topology, w) if topology is not None and "node" in text else None
         bits = 0
         full = (1 << w) - 1
@@ -315,7 +332,7 @@ class CpuMap:
         if maplen is None:
             n = (self._width + 7) // 8
         else:
-            n = _i64(maplen)
+            n = operator.index(maplen)
             if n < 0:
                 raise _error(f"maplen {n} is negative", "maplen_too_short", maplen=n)
             if n > MAX_MAPLEN:

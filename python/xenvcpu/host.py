@@ -25,10 +25,12 @@ from xenvcpu._backend import (
     Toolstack,
 )
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
+from xenvcpu._limits import DOMID_FIRST_RESERVED, ascii_uint, timeout_arg
 from xenvcpu._ranges import valid_range
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.errors import (
     AffinityNarrowed,
+    CpuListError,
     DomainNotFound,
     InvalidAffinity,
     NoHypervisor,
@@ -44,8 +46,9 @@ __all__ = ["DEFAULT_URI", "Domain", "DomainVcpus", "Host", "MapSpec", "Snapshot"
 DEFAULT_URI = _uri.DEFAULT_URI
 PRIVCMD_NODES = ("/dev/xen/privcmd", "/proc/xen/privcmd")
 
-#: What a map argument may be: a CpuMap, a cpulist string, or CPU numbers.
-MapSpec = Union[CpuMap, str, Iterable[int]]
+#: What a map argument may be: a CpuMap, a cpulist string, little-endian bytes (the 2006
+#: proposal's byte map), or CPU numbers.
+MapSpec = Union[CpuMap, str, bytes, bytearray, memoryview, Iterable[int]]
 
 
 def connect(uri: str | None = None) -> Host:
@@ -204,25 +207,29 @@ class Host:
         ]
 
     def cpumap(self, spec: MapSpec, *, what: str = "CPU map") -> CpuMap:
-        """A map of this host's width from a CpuMap, a cpulist or CPU numbers.
+        """A map of this host's width from a CpuMap, a cpulist (``"0-3,^2"``, ``"node:1"``),
+        little-endian bytes (the 2006 proposal's byte map: CPU0-7 in the first byte, so
+        ``b"\\x01"`` is CPU 0), or CPU numbers.
 
         Raises:
-            CpuListError: malformed cpulist or a CPU number outside the host.
+            CpuListError: malformed cpulist, or a CPU number or byte-map bit outside the host.
             InvalidAffinity: a CpuMap with CPUs beyond this host's CPUs.
         """
         width = self.max_cpus
         if isinstance(spec, CpuMap):
             if spec.width == width:
                 return spec
-            extra = [c for c in spec if c >= width]
-            if extra:
+            try:
+                return spec.resized(width)
+            except CpuListError as e:
                 raise InvalidAffinity(
-                    f"{what} {spec} is wider than the host: CPU {extra[0]} does not exist; "
-                    f"valid CPUs are 0-{width - 1}"
-                )
-            return spec.resized(width)
+                    f"{what} {spec} is wider than the host: CPU {e.cpu} does not exist; "
+                    f"valid CPUs are {valid_range(width)}"
+                ) from None
         if isinstance(spec, str):
             return CpuMap.parse(spec, width, topology=self.topology)
+        if isinstance(spec, (bytes, bytearray, memoryview)):
+            return CpuMap.from_bytes(spec, width)
         return CpuMap.from_cpus(spec, width)
 
     # ---- domains -----------------------------------------------------------------------
@@ -256,11 +263,11 @@ class Host:
             matches = [i for i, n in names.items() if n == ref]
             if matches:
                 domid = matches[0]
-            elif ref.isdigit():
-                domid = int(ref)
+            else:  # a decimal id: ASCII digits only ("٣" is not domain 3)
+                domid = ascii_uint(ref, DOMID_FIRST_RESERVED)
         else:
             raise TypeError(f"a domain is an id (int) or a name (str), not {type(ref).__name__}")
-        if domid is None or not 0 <= domid < 0x7FF0:
+        if domid is None or not 0 <= domid < DOMID_FIRST_RESERVED:
             raise DomainNotFound(
                 f"no domain named {ref!r}; known domains: {self._known(names)}", domain=ref
             )
@@ -486,20 +493,26 @@ class Domain:
         exactly that set online, or raise :class:`~xenvcpu.errors.VcpuTimeout` naming the
         vCPUs that did not follow.
         """
+        timeout = timeout_arg(timeout)
         info = self.info()
         _vcpus.check_settable(self.name, hvm=info.hvm, dying=info.dying)
         self._apply_online(_vcpus.validate_count(self.name, n, info.max_vcpus), wait, timeout)
 
     def set_online(self, vcpus: MapSpec, wait: bool = False, timeout: float = 30.0) -> None:
         """Choose exactly which vCPUs are online (a CpuMap over vCPU numbers, a list such as
-        ``"0,2-3"``, or numbers); the others go offline. See :meth:`set_vcpus`."""
+        ``"0,2-3"``, a byte map of vCPUs, or numbers); the others go offline. See
+        :meth:`set_vcpus`."""
+        timeout = timeout_arg(timeout)
         info = self.info()
         _vcpus.check_settable(self.name, hvm=info.hvm, dying=info.dying)
+        wanted: Iterable[int]
         if isinstance(vcpus, str):
-            wanted: Iterable[int] = CpuMap.parse(vcpus, max(info.max_vcpus, 1))
+            wanted = CpuMap.parse(vcpus, max(info.max_vcpus, 1))
+        elif isinstance(vcpus, (bytes, bytearray, memoryview)):
+            wanted = CpuMap.from_bytes(vcpus, max(info.max_vcpus, 1))
         else:
             wanted = vcpus
-        online = _vcpus.validate_online(self.name, list(wanted), info.max_vcpus)
+        online = _vcpus.validate_online(self.name, wanted, info.max_vcpus)
         self._apply_online(online, wait, timeout)
 
     def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Set
 from typing import TYPE_CHECKING
 
+from xenvcpu._limits import DOMID_FIRST_RESERVED, ascii_uint
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.daemon.xenstore import XenstoreClient
 from xenvcpu.errors import XenstoreError
@@ -76,10 +77,11 @@ class XenstoreToolstack:
             xs = self.client()
             names: dict[int, str] = {}
             for entry in xs.directory("/local/domain"):
-                if entry.isdigit():
+                domid = ascii_uint(entry, DOMID_FIRST_RESERVED)
+                if domid is not None:
                     raw = xs.try_read(f"/local/domain/{entry}/name")
                     if raw:
-                        names[int(entry)] = raw.decode("utf-8", "replace")
+                        names[domid] = raw.decode("utf-8", "replace")
             return names
         except (XenstoreError, OSError):
             return {}

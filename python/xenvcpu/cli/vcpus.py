@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from xenvcpu import CpuMap, Domain, Pinning
+from xenvcpu._limits import timeout_arg
 from xenvcpu.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -237,8 +238,11 @@ def set_text(r: SetResult) -> None:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    if args.timeout is not None and args.timeout < 0:
-        raise CliError(f"--timeout must not be negative (got {args.timeout:g})", EXIT_USAGE)
+    if args.timeout is not None:
+        try:
+            timeout_arg(args.timeout, "--timeout")
+        except ValueError as e:
+            raise CliError(str(e), EXIT_USAGE) from None
     spec: str = args.vcpus.strip()
     host = connect(args)
     dom = host.domain(args.domain)

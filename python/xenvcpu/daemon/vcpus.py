@@ -23,10 +23,12 @@ What :class:`~xenvcpu.Domain` does with them (``set_vcpus`` / ``set_online``)::
 from __future__ import annotations
 
 import errno as _errno
+import itertools
 import time
 from collections.abc import Iterable, Set
 from typing import Callable
 
+from xenvcpu._limits import DOMID_FIRST_RESERVED, MAX_VCPUS, ascii_uint, timeout_arg
 from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon.xenstore import Transaction, XenstoreClient
 from xenvcpu.errors import (
@@ -85,6 +87,8 @@ def check_settable(domain: DomainRef, *, hvm: bool = False, dying: bool = False)
 def _check_max(max_vcpus: int) -> None:
     if isinstance(max_vcpus, bool) or not isinstance(max_vcpus, int) or max_vcpus < 1:
         raise ValueError(f"max_vcpus must be a positive int, not {max_vcpus!r}")
+    if max_vcpus > MAX_VCPUS:
+        raise ValueError(f"max_vcpus {max_vcpus} is above {MAX_VCPUS}, the most a domain may have")
 
 
 def validate_count(domain: DomainRef, n: int, max_vcpus: int) -> frozenset[int]:
@@ -117,10 +121,19 @@ def validate_online(domain: DomainRef, online: Iterable[int], max_vcpus: int) ->
             (``.vcpu`` is the first such vCPU); the message gives the valid range.
     """
     _check_max(max_vcpus)
-    wanted = frozenset(online)
-    for v in wanted:
+    # Read at most a few times max_vcpus items: an endless iterable must end in an error.
+    limit = 4 * max(max_vcpus, 1) + 64
+    items = list(itertools.islice(online, limit + 1))
+    if len(items) > limit:
+        raise VcpuCountError(
+            f"{_domain_label(domain)}: more than {limit} vCPU numbers given for a domain of "
+            f"{max_vcpus} vCPUs (valid vCPUs are 0..{max_vcpus - 1})",
+            domain=domain,
+        )
+    for v in items:
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"vCPU numbers must be ints, not {type(v).__name__}")
+    wanted = frozenset(items)
     if not wanted:
         raise VcpuCountError(
             f"{_domain_label(domain)}: at least one vCPU must stay online; valid vCPUs are "
@@ -202,11 +215,14 @@ def read_availability(xs: XenstoreClient, domid: int) -> dict[int, bool]:
             raise
         result: dict[int, bool] = {}
         for name in names:
-            if not name.isdigit():
+            # Only names a vCPU can have: ASCII digits below the most vCPUs a domain may
+            # have (a bogus cpu/4000000000 would otherwise make max_vcpus four billion).
+            vcpu = ascii_uint(name, MAX_VCPUS)
+            if vcpu is None:
                 continue
             value = tx.try_read(f"{base}/{name}/availability")
             if value is not None:
-                result[int(name)] = value.strip(b"\0") == b"online"
+                result[vcpu] = value.strip(b"\0") == b"online"
         return result
 
     return xs.transaction(body)
@@ -229,9 +245,10 @@ def list_domains(xs: XenstoreClient) -> dict[int, str]:
             raise
         result: dict[int, str] = {}
         for entry in ids:
-            if entry.isdigit():
+            domid = ascii_uint(entry, DOMID_FIRST_RESERVED)
+            if domid is not None:
                 raw = tx.try_read(f"/local/domain/{entry}/name")
-                result[int(entry)] = "" if raw is None else raw.decode("utf-8", "replace")
+                result[domid] = "" if raw is None else raw.decode("utf-8", "replace")
         return result
 
     return xs.transaction(body)
@@ -249,8 +266,9 @@ def find_domid(xs: XenstoreClient, domain: DomainRef) -> int:
             return domain
     else:
         text = str(domain)
-        if text.isdigit() and int(text) in domains:
-            return int(text)
+        domid = ascii_uint(text, DOMID_FIRST_RESERVED)
+        if domid is not None and domid in domains:
+            return domid
         matches = [d for d, name in domains.items() if name == text]
         if len(matches) == 1:
             return matches[0]
@@ -307,8 +325,8 @@ def wait_online(
             vCPUs that did not follow (sorted), the message says which way each went.
         Whatever ``read_online`` raises (e.g. DomainNotFound when the domain vanished).
     """
-    if timeout < 0:
-        raise ValueError("timeout must not be negative")
+    timeout = timeout_arg(timeout)
+    poll_interval = timeout_arg(poll_interval, "poll_interval")
     target = frozenset(wanted)
     deadline = clock() + timeout
     pause = min(0.005, poll_interval)

@@ -3,10 +3,12 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use pyo3::basic::CompareOp;
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyIterator, PyList, PyTuple, PyType};
-use xenvcpu_core::cpumap::{CpuMap, CpuMapError, MAX_MAPLEN, MAX_WIDTH};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple, PyType,
+};
+use xenvcpu_core::cpumap::{valid_range, CpuMap, CpuMapError, MAX_MAPLEN, MAX_WIDTH};
 
 use crate::errors;
 
@@ -24,16 +26,45 @@ impl PyCpuMap {
 
 type CoreResult<T> = Result<T, CpuMapError>;
 
-/// A Python width argument: negative values are reported as they were given.
-fn width_arg(py: Python<'_>, width: i64) -> PyResult<usize> {
-    match usize::try_from(width) {
-        Ok(w) if (1..=MAX_WIDTH).contains(&w) => Ok(w),
+/// How many CPU numbers `from_cpus` reads at most (duplicates included): an endless
+/// iterator must end in an error, not in a hang.
+pub const MAX_ITEMS: usize = 4 * MAX_WIDTH;
+
+/// A Python int argument as an i64, or None when it does not fit one (a huge int is a
+/// value out of range for every use here, reported as such by the caller).
+fn int_arg(value: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    match value.extract::<i64>() {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance_of::<PyOverflowError>(value.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A Python width argument, any int: values out of range are reported as they were given.
+fn width_arg(py: Python<'_>, width: &Bound<'_, PyAny>) -> PyResult<usize> {
+    match int_arg(width)?.map(usize::try_from) {
+        Some(Ok(w)) if (1..=MAX_WIDTH).contains(&w) => Ok(w),
         _ => Err(errors::cpulist_error(
             py,
             &format!("invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}"),
             "bad_width",
-            vec![("width", errors::obj(py, width))],
+            vec![("width", width.clone().unbind())],
         )),
+    }
+}
+
+/// A cpulist as Rust text: lone surrogates (which Python strings may hold and UTF-8 cannot)
+/// are read as U+FFFD, one each, so they are reported like any other character that is
+/// not a CPU number, at their column.
+fn text_arg(text: &Bound<'_, PyString>) -> PyResult<String> {
+    match text.extract::<String>() {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            let fixed = text
+                .call_method1("encode", ("utf-16", "surrogatepass"))?
+                .call_method1("decode", ("utf-16", "replace"))?;
+            fixed.extract()
+        }
     }
 }
 
@@ -61,15 +92,39 @@ fn bytes_of(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     )))
 }
 
-/// CPU numbers from any iterable of ints, checked against `width`.
+/// CPU numbers from any iterable of ints, checked against `width`; at most [`MAX_ITEMS`].
 pub fn cpus_into(py: Python<'_>, cpus: &Bound<'_, PyAny>, width: usize) -> PyResult<CpuMap> {
     let mut m = map_err(py, CpuMap::new(width))?;
-    for item in cpus.try_iter()? {
-        let cpu: i64 = item?.extract()?;
-        let r = if cpu < 0 {
-            Err(CpuMapError::NegativeCpu { cpu, width })
-        } else {
-            m.insert(cpu as u64)
+    for (n, item) in cpus.try_iter()?.enumerate() {
+        if n == MAX_ITEMS {
+            return Err(errors::cpulist_error(
+                py,
+                &format!("more than {MAX_ITEMS} CPU numbers for a map of width {width}"),
+                "too_many_cpus",
+                vec![("width", errors::obj(py, width))],
+            ));
+        }
+        let item = item?;
+        let r = match int_arg(&item)? {
+            Some(cpu) if cpu < 0 => Err(CpuMapError::NegativeCpu { cpu, width }),
+            Some(cpu) => m.insert(cpu as u64),
+            None => {
+                let negative = item.lt(0)?;
+                let (kind, what) = if negative {
+                    ("negative_cpu", "is negative")
+                } else {
+                    ("cpu_out_of_range", "is out of range")
+                };
+                return Err(errors::cpulist_error(
+                    py,
+                    &format!(
+                        "CPU {item} {what}: valid CPUs are {} (width {width})",
+                        valid_range(width)
+                    ),
+                    kind,
+                    vec![("cpu", item.unbind()), ("width", errors::obj(py, width))],
+                ));
+            }
         };
         map_err(py, r)?;
     }
@@ -93,9 +148,10 @@ fn nodes_of(topology: &Bound<'_, PyAny>, width: usize) -> PyResult<Vec<u32>> {
             }
         }
     } else {
-        for (cpu, v) in source.try_iter()?.enumerate() {
+        // Only the first `width` entries matter: an endless sequence is not read to its end.
+        for (cpu, v) in source.try_iter()?.take(width).enumerate() {
             let v = v?;
-            if cpu < width && !v.is_none() {
+            if !v.is_none() {
                 nodes[cpu] = v.extract()?;
             }
         }
@@ -107,14 +163,14 @@ fn nodes_of(topology: &Bound<'_, PyAny>, width: usize) -> PyResult<Vec<u32>> {
 impl PyCpuMap {
     /// An empty map of `width` CPUs.
     #[new]
-    fn py_new(py: Python<'_>, width: i64) -> PyResult<Self> {
+    fn py_new(py: Python<'_>, width: &Bound<'_, PyAny>) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         Ok(Self::wrap(map_err(py, CpuMap::new(w))?))
     }
 
     /// A map of `width` CPUs with every CPU set.
     #[classmethod]
-    fn full(_cls: &Bound<'_, PyType>, py: Python<'_>, width: i64) -> PyResult<Self> {
+    fn full(_cls: &Bound<'_, PyType>, py: Python<'_>, width: &Bound<'_, PyAny>) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         Ok(Self::wrap(map_err(py, CpuMap::full(w))?))
     }
@@ -125,7 +181,7 @@ impl PyCpuMap {
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         cpus: &Bound<'_, PyAny>,
-        width: i64,
+        width: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         Ok(Self::wrap(cpus_into(py, cpus, w)?))
@@ -138,7 +194,7 @@ impl PyCpuMap {
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
-        width: Option<i64>,
+        width: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let width = width.map(|w| width_arg(py, w)).transpose()?;
         let data = bytes_of(data)?;
@@ -151,11 +207,12 @@ impl PyCpuMap {
     fn parse(
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
-        text: &str,
-        width: i64,
+        text: &Bound<'_, PyString>,
+        width: &Bound<'_, PyAny>,
         topology: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let w = width_arg(py, width)?;
+        let text = text_arg(text)?;
         // Converting a topology costs a Python call per CPU: only do it for node terms.
         let nodes = match topology {
             Some(t) if text.contains("node") => Some(nodes_of(t, w)?),
@@ -163,7 +220,7 @@ impl PyCpuMap {
         };
         Ok(Self::wrap(map_err(
             py,
-            CpuMap::parse(text, w, nodes.as_deref()),
+            CpuMap::parse(&text, w, nodes.as_deref()),
         )?))
     }
 
@@ -220,10 +277,26 @@ impl PyCpuMap {
 
     /// Pack to little-endian bytes, `maplen` long (default `ceil(width / 8)`).
     #[pyo3(signature = (maplen=None))]
-    fn to_bytes<'py>(&self, py: Python<'py>, maplen: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+    fn to_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        maplen: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let len = match maplen {
             None => self.inner.byte_len(),
-            Some(n) => match usize::try_from(n) {
+            Some(n) if int_arg(n)?.is_none() && !n.lt(0)? => {
+                // beyond an i64: too long, reported with the value as given
+                return Err(errors::cpulist_error(
+                    py,
+                    &format!(
+                        "maplen {n} is too long: a map has at most {MAX_MAPLEN} bytes \
+                         ({MAX_WIDTH} CPUs)"
+                    ),
+                    "maplen_too_long",
+                    vec![("maplen", n.clone().unbind())],
+                ));
+            }
+            Some(n) => match usize::try_from(int_arg(n)?.unwrap_or(i64::MIN)) {
                 Ok(n) if n <= MAX_MAPLEN => n,
                 Ok(n) => {
                     return Err(errors::cpumap(
@@ -236,7 +309,7 @@ impl PyCpuMap {
                         py,
                         &format!("maplen {n} is negative"),
                         "maplen_too_short",
-                        vec![("maplen", errors::obj(py, n))],
+                        vec![("maplen", n.clone().unbind())],
                     ))
                 }
             },
@@ -276,7 +349,7 @@ impl PyCpuMap {
     }
 
     /// The same CPUs in a map of another width.
-    fn resized(&self, py: Python<'_>, width: i64) -> PyResult<Self> {
+    fn resized(&self, py: Python<'_>, width: &Bound<'_, PyAny>) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         Ok(Self::wrap(map_err(py, self.inner.resized(w))?))
     }
