@@ -97,6 +97,16 @@ pub struct SimHost {
 /// Shared handle to a simulated host (toolstack side).
 pub type SimHandle = Arc<Mutex<SimHost>>;
 
+/// Nanoseconds since `start` (saturating: a u64 of them lasts 584 years).
+fn elapsed_ns(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// CPU time a vCPU accrued since it last changed state: wall time × its run rate.
+pub(super) fn ran_ns(v: &Vcpu, now: u64) -> u64 {
+    now.saturating_sub(v.since).saturating_mul(v.rate_permille) / 1000
+}
+
 fn no_hv(msg: String) -> Error {
     Error::new(ErrorKind::Other, msg)
 }
@@ -104,11 +114,10 @@ fn no_hv(msg: String) -> Error {
 impl SimHost {
     /// Build a host from a spec.
     pub fn new(spec: &HostSpec) -> Result<Self> {
-        let present = spec.present();
+        // Every size below is within its cap once the spec is valid (HostSpec::validate).
+        spec.validate()?;
+        let present = spec.present().unwrap_or(0);
         let nr = spec.nr_cpu_ids.max(present);
-        if nr == 0 || nr > 1 << 20 {
-            return Err(no_hv(format!("sim host: {nr} CPUs is out of range")));
-        }
         let per_node = present.div_ceil(spec.nodes.max(1)).max(1);
         let mut topo = vec![None; nr as usize];
         let mut online = vec![0u8; nbytes(nr)];
@@ -189,7 +198,7 @@ impl SimHost {
             cores_per_socket: spec.cores_per_socket,
             cpu_khz: spec.cpu_khz,
             nodes: spec.nodes.max(1),
-            mem_per_node: spec.mem_mb_per_node << 20,
+            mem_per_node: spec.mem_mb_per_node << 20, // ≤ MAX_MEM_MB << 20, no overflow
             topo,
             online,
             pools,
@@ -212,21 +221,22 @@ impl SimHost {
     }
 
     pub(super) fn now(&self) -> u64 {
-        let t = self
-            .frozen_at
-            .unwrap_or_else(|| self.start.elapsed().as_nanos() as u64);
-        (t as i64 + self.offset_ns).max(0) as u64
+        let t = self.frozen_at.unwrap_or_else(|| elapsed_ns(self.start));
+        // Saturating: the clock may be moved forward without bound (advance), never wrap.
+        let t = i64::try_from(t).unwrap_or(i64::MAX);
+        u64::try_from(t.saturating_add(self.offset_ns).max(0)).unwrap_or(0)
     }
 
     /// Stop (true) or restart (false) the wall clock; [`SimHost::advance`] still moves time.
     /// Frozen hosts give reproducible CPU times.
     pub fn freeze_clock(&mut self, frozen: bool) {
         match (frozen, self.frozen_at) {
-            (true, None) => self.frozen_at = Some(self.start.elapsed().as_nanos() as u64),
+            (true, None) => self.frozen_at = Some(elapsed_ns(self.start)),
             (false, Some(at)) => {
                 // continue from the frozen instant
-                let real = self.start.elapsed().as_nanos() as u64;
-                self.offset_ns += at as i64 - real as i64;
+                let real = i64::try_from(elapsed_ns(self.start)).unwrap_or(i64::MAX);
+                let at = i64::try_from(at).unwrap_or(i64::MAX);
+                self.offset_ns = self.offset_ns.saturating_add(at.saturating_sub(real));
                 self.frozen_at = None;
             }
             _ => {}
@@ -394,7 +404,10 @@ impl SimHost {
         d.availability = want.clone();
         match follow {
             Follow::Never => d.pending = None,
-            Follow::After(delay) => d.pending = Some((now + delay.as_nanos() as u64, want)),
+            Follow::After(delay) => {
+                let due = now.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
+                d.pending = Some((due, want))
+            }
         }
         self.tick();
         Ok(())
@@ -415,7 +428,8 @@ impl SimHost {
 
     /// Advance the simulated clock (CPU time and pending availability changes).
     pub fn advance(&mut self, by: Duration) {
-        self.offset_ns += by.as_nanos() as i64;
+        let by = i64::try_from(by.as_nanos()).unwrap_or(i64::MAX);
+        self.offset_ns = self.offset_ns.saturating_add(by);
         self.tick();
     }
 
@@ -431,7 +445,7 @@ impl SimHost {
             for (slot, w) in d.vcpus.iter_mut().zip(want) {
                 if let Some(v) = slot {
                     if v.online && !w {
-                        v.time_acc += now.saturating_sub(v.since) * v.rate_permille / 1000;
+                        v.time_acc = v.time_acc.saturating_add(ran_ns(v, now));
                         v.online = false;
                     } else if !v.online && w {
                         v.online = true;
@@ -521,7 +535,7 @@ impl SimHost {
         match d.vcpus.get_mut(vcpu as usize).and_then(Option::as_mut) {
             Some(v) => {
                 if v.online {
-                    v.time_acc += now.saturating_sub(v.since) * v.rate_permille / 1000;
+                    v.time_acc = v.time_acc.saturating_add(ran_ns(v, now));
                     v.since = now;
                 }
                 v.state = state;

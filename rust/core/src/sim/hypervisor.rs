@@ -2,7 +2,7 @@
 //! requests from the arena, exactly as laid out for the real hypervisor, and answers them.
 
 use super::bitmap::{and, first, has, is_empty, nbytes};
-use super::host::{Dom, SimHost, Vcpu, VcpuState};
+use super::host::{ran_ns, Dom, SimHost, Vcpu, VcpuState};
 use crate::abi::{self, dominf, Field, InterfaceVersion, RawDomainInfo, RawPhysinfo};
 
 impl SimHost {
@@ -26,7 +26,7 @@ impl SimHost {
 
     fn cpu_time(v: &Vcpu, now: u64) -> u64 {
         if v.online {
-            v.time_acc + now.saturating_sub(v.since) * v.rate_permille / 1000
+            v.time_acc.saturating_add(ran_ns(v, now))
         } else {
             v.time_acc
         }

@@ -7,7 +7,8 @@
 //! "toolstack" (the Python layer on sim hosts, or tests) can name domains, change vCPU
 //! availability, inject faults.
 //!
-//! * [`spec`] — host descriptions: the built-in host, scale hosts, TOML files ([`HostSpec`]);
+//! * [`spec`] — host descriptions: the built-in host, scale hosts ([`HostSpec`]), checked
+//!   against the `MAX_*` caps; `hostfile` — hosts described in TOML;
 //! * `host` — the host model, its toolstack side and fault injection ([`SimHost`]);
 //! * `hypervisor` — the hypervisor side: decoding requests and answering them;
 //! * `transport` — the arena and the [`SimTransport`];
@@ -28,6 +29,7 @@
 
 mod bitmap;
 mod host;
+mod hostfile;
 mod hypervisor;
 pub mod spec;
 mod transport;

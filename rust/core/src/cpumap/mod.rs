@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+mod parse;
+
 /// The widest map accepted (4 Mi CPUs, 512 KiB of bits): far above any Xen host
 /// (`NR_CPUS` tops out in the thousands) but small enough that a typo cannot exhaust memory.
 pub const MAX_WIDTH: usize = 1 << 22;
@@ -185,46 +187,6 @@ impl CpuMap {
         let mut m = Self::new(width)?;
         for cpu in cpus {
             m.insert(cpu)?;
-        }
-        Ok(m)
-    }
-
-    /// Unpack the little-endian byte form. `width` defaults to `8 * data.len()`; a wider map
-    /// is zero-extended, a narrower one must not have a bit set at or above `width`.
-    ///
-    /// Whole words are copied straight (this runs twice per vCPU in every bulk read), then
-    /// one check finds any bit beyond the width.
-    pub fn from_bytes(data: &[u8], width: Option<usize>) -> Result<Self, CpuMapError> {
-        let width = width.unwrap_or(data.len() * 8);
-        if width == 0 || width > MAX_WIDTH {
-            return Err(CpuMapError::BadWidth { width });
-        }
-        let nw = words_for(width);
-        let mut words = vec![0u64; nw];
-        for (w, c) in words.iter_mut().zip(data.chunks_exact(8)) {
-            *w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-        }
-        let copied = (data.len() / 8).min(nw);
-        let mut m = CpuMap { width, words };
-        // A partial last word of input that still falls inside the map.
-        if copied < nw {
-            let rest = &data[copied * 8..];
-            let mut buf = [0u8; 8];
-            let k = rest.len().min(8);
-            buf[..k].copy_from_slice(&rest[..k]);
-            m.words[copied] = u64::from_le_bytes(buf);
-        }
-        // Bits above the width: in the last word, or anywhere in bytes past the map.
-        let extra_last = m.words[nw - 1] & !last_word_mask(width);
-        if extra_last != 0 {
-            let cpu = ((nw - 1) * WORD_BITS) as u64 + u64::from(extra_last.trailing_zeros());
-            return Err(CpuMapError::CpuOutOfRange { cpu, width });
-        }
-        if data.len() > nw * 8 {
-            if let Some((i, b)) = data[nw * 8..].iter().enumerate().find(|(_, &b)| b != 0) {
-                let cpu = ((nw * 8 + i) * 8) as u64 + u64::from(b.trailing_zeros());
-                return Err(CpuMapError::CpuOutOfRange { cpu, width });
-            }
         }
         Ok(m)
     }
@@ -568,150 +530,6 @@ impl CpuMap {
         }
         n
     }
-
-    /// Parse a cpulist (the union of `xl`'s and `virsh`'s grammars) into a map of `width`.
-    ///
-    /// Comma-separated terms, applied left to right to an initially empty map:
-    /// `N`, `A-B` (inclusive) and `all` (or virsh's `r`, reset to all) add CPUs;
-    /// `^N` and `^A-B` remove them; `node:N`, `nodes:A-B` add every CPU of those NUMA
-    /// nodes and `^node:N` removes them (`nodes[cpu]` gives each CPU's node).
-    /// `^all` is rejected (as `xl` rejects it). [`WHITESPACE`] around terms is ignored.
-    /// An exclusion-only list gives an empty map: whether that is acceptable is the caller's call.
-    pub fn parse(text: &str, width: usize, nodes: Option<&[u32]>) -> Result<Self, CpuMapError> {
-        let mut m = Self::new(width)?;
-        let bytes = text.as_bytes();
-        let mut start = 0usize;
-        let err = |tok_start: usize, tok: &str, reason: &str| CpuMapError::Parse {
-            text: text.to_string(),
-            token: tok.to_string(),
-            column: text[..tok_start].chars().count() + 1,
-            reason: reason.to_string(),
-            width,
-        };
-        // A wholly blank text is a list with no terms: the empty map.
-        if text.trim_matches(&WHITESPACE[..]).is_empty() {
-            return Ok(m);
-        }
-        loop {
-            let end = bytes[start..]
-                .iter()
-                .position(|&b| b == b',')
-                .map_or(bytes.len(), |p| start + p);
-            let raw = &text[start..end];
-            let lead = raw.len() - raw.trim_start_matches(&WHITESPACE[..]).len();
-            let tok = raw.trim_matches(&WHITESPACE[..]);
-            let tok_start = start + lead;
-            if tok.is_empty() {
-                return Err(err(tok_start, raw, "empty term"));
-            }
-            let (neg, body) = match tok.strip_prefix('^') {
-                Some(rest) => (true, rest),
-                None => (false, tok),
-            };
-            if body == "all" || body == "r" {
-                if neg {
-                    return Err(err(
-                        tok_start,
-                        tok,
-                        "'^all' is not allowed (it would exclude every CPU)",
-                    ));
-                }
-                m.words.fill(u64::MAX);
-                m.trim();
-            } else if let Some(spec) = body
-                .strip_prefix("nodes:")
-                .or_else(|| body.strip_prefix("node:"))
-            {
-                let Some(nodes) = nodes else {
-                    return Err(err(tok_start, tok, "node terms need the host topology"));
-                };
-                let (lo, hi) = parse_range(spec).map_err(|r| err(tok_start, tok, r))?;
-                let mut any = false;
-                for (cpu, &node) in nodes.iter().enumerate().take(width) {
-                    if u64::from(node) >= lo && u64::from(node) <= hi {
-                        any = true;
-                        m.set_range(cpu, cpu, !neg);
-                    }
-                }
-                if !any {
-                    let known = known_nodes(nodes);
-                    return Err(err(
-                        tok_start,
-                        tok,
-                        &format!("no CPU is in that node (nodes with CPUs: {known})"),
-                    ));
-                }
-            } else {
-                let (lo, hi) = parse_range(body).map_err(|r| err(tok_start, tok, r))?;
-                if hi >= width as u64 {
-                    let bad = if lo >= width as u64 { lo } else { hi };
-                    return Err(err(tok_start, tok, &format!("CPU {bad} is out of range")));
-                }
-                m.set_range(lo as usize, hi as usize, !neg);
-            }
-            if end == bytes.len() {
-                break;
-            }
-            start = end + 1;
-        }
-        Ok(m)
-    }
-}
-
-/// Node numbers that own at least one CPU, as a cpulist.
-fn known_nodes(nodes: &[u32]) -> String {
-    let max = nodes.iter().filter(|&&n| n != u32::MAX).max().copied();
-    match max {
-        None => "none".to_string(),
-        Some(max) => CpuMap::from_cpus(
-            nodes
-                .iter()
-                .filter(|&&n| n != u32::MAX)
-                .map(|&n| u64::from(n)),
-            max as usize + 1,
-        )
-        .map(|m| m.to_cpulist())
-        .unwrap_or_default(),
-    }
-}
-
-/// `N` or `A-B` with `A <= B`, decimal digits only.
-fn parse_range(s: &str) -> Result<(u64, u64), &'static str> {
-    match s.split_once('-') {
-        None => {
-            let n = parse_num(s)?;
-            Ok((n, n))
-        }
-        Some(("", _)) => Err("a range needs a start (negative CPUs do not exist)"),
-        Some((_, "")) => Err("a range needs an end"),
-        Some((a, b)) => {
-            if b.contains('-') {
-                return Err("a range has one '-'");
-            }
-            let (lo, hi) = (parse_num(a)?, parse_num(b)?);
-            if lo > hi {
-                return Err("a range must go upwards");
-            }
-            Ok((lo, hi))
-        }
-    }
-}
-
-fn parse_num(s: &str) -> Result<u64, &'static str> {
-    if s.is_empty() {
-        return Err("a CPU number is missing");
-    }
-    let mut n: u64 = 0;
-    for b in s.bytes() {
-        if !b.is_ascii_digit() {
-            return Err("not a CPU number");
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(b - b'0')))
-            .ok_or("CPU number too large")?;
-    }
-    Ok(n)
 }
 
 /// "00" to "99": two digits per division when formatting CPU numbers.
