@@ -14,6 +14,8 @@
 pub mod abi;
 pub mod cpumap;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ops;
 #[allow(unsafe_code)]
 pub mod privcmd;

@@ -30,6 +30,8 @@ pub const MAX_POOLS: usize = 1024;
 /// The most bytes the affinity maps of all vCPUs may take together (two maps of
 /// `nr_cpu_ids / 8` bytes per vCPU): what a snapshot of the host holds.
 pub const MAX_MAP_BYTES: u64 = 256 << 20;
+/// The most vCPUs all domains of a simulated host may have together.
+pub const MAX_TOTAL_VCPUS: u64 = 1 << 20;
 /// The longest domain or cpupool name, in characters.
 pub const MAX_NAME: usize = 256;
 /// The most memory a simulated domain or NUMA node may have, in MiB (4 PiB).
@@ -406,9 +408,23 @@ impl HostSpec {
                 self.pools.len()
             )));
         }
+        let mut pool_ids = std::collections::BTreeSet::from([0u32]);
+        let mut taken = std::collections::BTreeSet::new();
         for p in &self.pools {
             check_name(&p.name, "cpupool")?;
             check_ids(&p.cpus, self.nr_cpu_ids, &format!("cpupool {} CPUs", p.id))?;
+            if !pool_ids.insert(p.id) && p.id != 0 {
+                return Err(bad(format!("cpupool id {} is given twice", p.id)));
+            }
+            if p.id != 0 {
+                // pool 0 gets every online CPU the others do not have
+                if let Some(c) = p.cpus.iter().find(|c| !taken.insert(**c)) {
+                    return Err(bad(format!(
+                        "cpupool {}: CPU {c} is already in another cpupool",
+                        p.id
+                    )));
+                }
+            }
         }
         if self.domains.len() > MAX_DOMAINS as usize {
             return Err(bad(format!(
@@ -417,8 +433,18 @@ impl HostSpec {
             )));
         }
         let mut total: u64 = 0;
+        let mut ids = std::collections::BTreeSet::new();
         for d in &self.domains {
             self.validate_domain(d)?;
+            if !ids.insert(d.id) {
+                return Err(bad(format!("domain id {} is given twice", d.id)));
+            }
+            if !pool_ids.contains(&d.pool) {
+                return Err(bad(format!(
+                    "domain {} ({}): no cpupool {}",
+                    d.id, d.name, d.pool
+                )));
+            }
             total = total.saturating_add(u64::from(d.vcpus));
         }
         check_map_bytes(total, u64::from(self.nr_cpu_ids))?;
@@ -489,8 +515,14 @@ impl HostSpec {
     }
 }
 
-/// The maps of `vcpus` vCPUs (two each, `nr_cpu_ids / 8` bytes) within [`MAX_MAP_BYTES`].
+/// `vcpus` vCPUs within [`MAX_TOTAL_VCPUS`], and their maps (two each, `nr_cpu_ids / 8`
+/// bytes) within [`MAX_MAP_BYTES`].
 fn check_map_bytes(vcpus: u64, nr_cpu_ids: u64) -> Result<()> {
+    if vcpus > MAX_TOTAL_VCPUS {
+        return Err(bad(format!(
+            "{vcpus} vCPUs in all: a simulated host may have at most {MAX_TOTAL_VCPUS}"
+        )));
+    }
     let bytes = vcpus
         .saturating_mul(nr_cpu_ids.div_ceil(8))
         .saturating_mul(2);
