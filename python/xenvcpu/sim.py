@@ -64,11 +64,17 @@ def _errno_arg(value: int | str) -> int:
     return value
 
 
+#: The furthest the clock moves in one step, and the longest follow delay (a year).
+MAX_CLOCK_STEP = 365 * 86400.0
+
+
 def _seconds(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} is a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} {value}: expected a finite number of seconds, 0 or more")
+    if not math.isfinite(value) or not 0 <= value <= MAX_CLOCK_STEP:
+        raise ValueError(
+            f"{name} {value}: expected a finite number of seconds from 0 to {MAX_CLOCK_STEP:g}"
+        )
     return float(value)
 
 
