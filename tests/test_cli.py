@@ -374,7 +374,7 @@ def test_pin_busy_then_force(
         (["set", "web", "5"], ["valid range is 1..4"], 1),
         (["set", "web", "0,7"], ["out of range"], 1),
         (["set", "nosuch", "1"], ["nosuch"], 1),
-        (["set", "db", "2"], ["HVM", "not supported"], 1),
+        (["set", "db", "2"], ["HVM", "run_dir"], 1),
         (["set", "web", "2", "--wait", "--timeout", "-1"], ["--timeout"], 2),
         (["pin", "web"], ["required"], 2),
         (["frobnicate"], ["invalid choice"], 2),

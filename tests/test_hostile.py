@@ -181,8 +181,10 @@ def test_online_sets_are_read_boundedly(host: Host) -> None:
         ("sim:///?cpus=4294967360", "is not a number from 0 to"),
         ("sim:///default?cpus=8", "scale host"),
         ("sim:///default?bogus=1", 'unknown sim host parameter "bogus"'),
-        ("xen:///system?run_dir=/tmp", "takes no parameters"),
-        ("xenstore:///?x=1", "takes no parameters"),
+        ("xen:///system?run_dir=/tmp&x=1", "unknown parameter 'x'"),
+        ("xen:///system?run_dir=tmp", "not an absolute path"),
+        ("xenstore:///?x=1", "unknown parameter 'x'"),
+        ("xend+unix:///x?run_dir=/tmp", "takes no parameters"),
     ],
 )
 def test_nothing_is_truncated_or_ignored(uri: str, needle: str) -> None:

@@ -46,6 +46,8 @@ class Capability(str, enum.Enum):
     #: Confirm that a guest followed an online-vCPU change (the hypervisor's view of the
     #: online vCPUs, getvcpuinfo): what ``wait=True`` needs.
     WAIT_ONLINE = "wait_online"
+    #: Change the online vCPUs of an HVM guest through its QEMU (QMP), under libxl's lock.
+    HVM_HOTPLUG = "hvm_hotplug"
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,27 @@ class Capabilities:
 
 
 class Toolstack(Protocol):
-    """What Xen keeps outside the hypervisor: names and the online-vCPU request."""
+    """What Xen keeps outside the hypervisor: names, the online-vCPU request, what kind of
+    guest a domain is, and where libxl keeps its QMP sockets and locks."""
 
-    #: "xenstore", "sim" or "xend", for messages and ``xenvcpu doctor``.
-    name: str
+    @property
+    def name(self) -> str:
+        """ "xenstore", "sim" or "xend", for messages and ``xenvcpu doctor``."""
+        ...
+
+    @property
+    def run_dir(self) -> str | None:
+        """XEN_RUN_DIR (QMP sockets ``qmp-libxl-<domid>``), or None where there is none."""
+        ...
+
+    @property
+    def lib_dir(self) -> str | None:
+        """XEN_LIB_DIR (libxl's per-domain lock files), or None where there is none."""
+        ...
+
+    def guest_record(self, domid: int) -> str | None: ...
+
+    def has_device_model(self, domid: int) -> bool: ...
 
     def domain_names(self) -> dict[int, str]: ...
 

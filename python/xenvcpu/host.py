@@ -34,12 +34,14 @@ from xenvcpu.errors import (
     DomainNotFound,
     InvalidAffinity,
     NoHypervisor,
+    NotSupported,
     VcpuNotFound,
     XenvcpuError,
 )
+from xenvcpu.guests import classify, set_hvm_online
 from xenvcpu.records import Cpupool, Pinning
 from xenvcpu.sim import SimControl
-from xenvcpu.types import SCHEDULERS, CpuTopology, HostInfo, Topology
+from xenvcpu.types import SCHEDULERS, CpuTopology, GuestType, HostInfo, Topology
 
 __all__ = ["DEFAULT_URI", "Domain", "DomainVcpus", "Host", "MapSpec", "Snapshot", "connect"]
 
@@ -361,9 +363,25 @@ class Domain:
         self.max_vcpus = info.max_vcpus
         self.cpupool = info.cpupool
         self._info = info
+        self._guest: tuple[GuestType, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} id={self.id} vcpus={self.max_vcpus}>"
+
+    def _classify(self) -> tuple[GuestType, str]:
+        if self._guest is None:  # a domain keeps its type for life: read it once
+            self._guest = classify(self.id, self._info.hvm, self.host.toolstack)
+        return self._guest
+
+    @property
+    def guest_type(self) -> GuestType:
+        """PV, PVH or HVM, decided as libxl decides it (:func:`xenvcpu.guests.classify`)."""
+        return self._classify()[0]
+
+    @property
+    def guest_type_rule(self) -> str:
+        """Which rule decided :attr:`guest_type` (for ``xenvcpu doctor``)."""
+        return self._classify()[1]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Domain) and (other.host, other.id, other.uuid) == (
@@ -488,14 +506,23 @@ class Domain:
     def set_vcpus(self, n: int, wait: bool = False, timeout: float = 30.0) -> None:
         """Bring vCPUs 0..n-1 online and the rest offline.
 
-        No hypercall can do this for a running domain: the toolstack asks the guest
-        through xenstore and the guest acts. With ``wait=True``, block until Xen shows
-        exactly that set online, or raise :class:`~xenvcpu.errors.VcpuTimeout` naming the
-        vCPUs that did not follow.
+        No hypercall can do this for a running domain. PV and PVH guests: the toolstack
+        asks the guest through xenstore and the guest acts. HVM guests: their QEMU
+        hot-adds or hot-removes CPUs (QMP, under libxl's domain lock) and the guest acts
+        on the ACPI notification; availability is written to xenstore as well, as libxl
+        does. With ``wait=True``, block until Xen shows exactly that set online (and, for
+        HVM, QEMU too), or raise :class:`~xenvcpu.errors.VcpuTimeout` naming the vCPUs
+        that did not follow. ``timeout`` covers the whole operation.
+
+        Raises:
+            VcpuCountError: ``n`` outside 1..max_vcpus. DomainDying.
+            QmpError: an HVM guest's QEMU is missing or refused (a removal refused by
+                the guest's legacy ACPI CPU hotplug says which vCPUs stay online).
+            NotSupported: the backend cannot (e.g. HVM over xend, wait over xenstore:///).
         """
         timeout = timeout_arg(timeout)
         info = self.info()
-        _vcpus.check_settable(self.name, hvm=info.hvm, dying=info.dying)
+        _vcpus.check_settable(self.name, dying=info.dying)
         self._apply_online(_vcpus.validate_count(self.name, n, info.max_vcpus), wait, timeout)
 
     def set_online(self, vcpus: MapSpec, wait: bool = False, timeout: float = 30.0) -> None:
@@ -504,7 +531,7 @@ class Domain:
         :meth:`set_vcpus`."""
         timeout = timeout_arg(timeout)
         info = self.info()
-        _vcpus.check_settable(self.name, hvm=info.hvm, dying=info.dying)
+        _vcpus.check_settable(self.name, dying=info.dying)
         wanted: Iterable[int]
         if isinstance(vcpus, str):
             wanted = CpuMap.parse(vcpus, max(info.max_vcpus, 1))
@@ -516,13 +543,38 @@ class Domain:
         self._apply_online(online, wait, timeout)
 
     def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:
+        caps, toolstack = self.host.capabilities, self.host.toolstack
         if wait:
-            self.host.capabilities.require(
-                Capability.WAIT_ONLINE, f"{self.label}: wait=True", domain=self.id
+            caps.require(Capability.WAIT_ONLINE, f"{self.label}: wait=True", domain=self.id)
+        if self.guest_type is not GuestType.HVM:
+            toolstack.set_availability(self.id, self.max_vcpus, online)
+            if wait:
+                _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)
+            return
+        caps.require(
+            Capability.HVM_HOTPLUG,
+            f"{self.label} is an HVM guest: changing its online vCPUs",
+            domain=self.id,
+        )
+        if toolstack.run_dir is None or toolstack.lib_dir is None:
+            raise NotSupported(
+                f"{self.label} is an HVM guest of a simulated host without a device model: "
+                "connect with run_dir=DIR, a directory holding a QEMU's QMP socket "
+                f"qmp-libxl-{self.id}, to change its vCPUs through that QEMU",
+                domain=self.id,
             )
-        self.host.toolstack.set_availability(self.id, self.max_vcpus, online)
-        if wait:
-            _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)
+        set_hvm_online(
+            domid=self.id,
+            uuid=self.uuid,
+            label=self.label,
+            max_vcpus=self.max_vcpus,
+            online=online,
+            run_dir=toolstack.run_dir,
+            lib_dir=toolstack.lib_dir,
+            write_availability=toolstack.set_availability,
+            read_online=self._online_now if wait else None,
+            timeout=timeout,
+        )
 
 
 def _warn_narrowed(dom: Domain, p: Pinning, count: int = 1) -> None:

@@ -18,16 +18,39 @@ from xenvcpu.errors import XenstoreError
 if TYPE_CHECKING:
     from xenvcpu._native import SimControl
 
-__all__ = ["SimToolstack", "XenstoreToolstack"]
+#: Xen's run directory (XEN_RUN_DIR): where libxl's QMP sockets ``qmp-libxl-<domid>`` are.
+XEN_RUN_DIR = "/var/run/xen"
+#: Xen's lib directory (XEN_LIB_DIR): where libxl keeps its per-domain lock files.
+XEN_LIB_DIR = "/var/lib/xen"
+
+__all__ = ["XEN_LIB_DIR", "XEN_RUN_DIR", "SimToolstack", "XenstoreToolstack"]
 
 
 class SimToolstack:
-    """The simulated host's toolstack (its guests follow availability after a delay)."""
+    """The simulated host's toolstack (its guests follow availability after a delay).
+
+    Its HVM domains have a device model only where ``run_dir`` names a directory with a
+    QEMU's QMP socket ``qmp-libxl-<domid>`` (the URI's ``run_dir=``): tests can put a real
+    QEMU behind a simulated HVM domain. Without ``run_dir`` there is none, so a simulated
+    host never talks to the QEMUs of a real host it happens to run on.
+    """
 
     name = "sim"
 
-    def __init__(self, sim: SimControl) -> None:
+    def __init__(
+        self, sim: SimControl, run_dir: str | None = None, lib_dir: str | None = None
+    ) -> None:
         self._sim = sim
+        self.run_dir = run_dir
+        self.lib_dir = lib_dir if lib_dir is not None else run_dir
+
+    def guest_record(self, domid: int) -> str | None:
+        r = self._sim.guest_record(domid)
+        return None if r is None else r[0]
+
+    def has_device_model(self, domid: int) -> bool:
+        r = self._sim.guest_record(domid)
+        return r is not None and r[1]
 
     def close(self) -> None:
         """Nothing to close: the simulated host lives in this process."""
@@ -47,13 +70,27 @@ class SimToolstack:
 
 
 class XenstoreToolstack:
-    """xenstored on the local host (socket, or the xenbus device), opened on first use."""
+    """xenstored on the local host (socket, or the xenbus device), opened on first use;
+    libxl's QMP sockets in ``run_dir`` and its lock files in ``lib_dir``."""
 
     name = "xenstore"
 
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(
+        self, path: str | None = None, run_dir: str | None = None, lib_dir: str | None = None
+    ) -> None:
         self._path = path
         self._xs: XenstoreClient | None = None
+        self.run_dir = run_dir if run_dir is not None else XEN_RUN_DIR
+        self.lib_dir = lib_dir if lib_dir is not None else XEN_LIB_DIR
+
+    def guest_record(self, domid: int) -> str | None:
+        """``/libxl/<domid>/type`` ("pv", "pvh", "hvm"), or None where it is missing."""
+        raw = self.client().try_read(f"/libxl/{int(domid)}/type")
+        return None if raw is None else raw.strip(b"\0").decode("ascii", "replace")
+
+    def has_device_model(self, domid: int) -> bool:
+        """Whether ``/local/domain/0/device-model/<domid>`` exists."""
+        return self.client().exists(f"/local/domain/0/device-model/{int(domid)}")
 
     def client(self) -> XenstoreClient:
         if self._xs is None or self._xs.closed:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 __all__ = [
     "SCHEDULERS",
     "CpuTopology",
+    "GuestType",
     "HostInfo",
     "Topology",
     "VcpuState",
@@ -36,6 +37,20 @@ class VcpuState(enum.IntEnum):
     def letter(self) -> str:
         """The letter `xl vcpu-list` uses: r, b, - (runnable) or p (offline)."""
         return {0: "p", 1: "r", 2: "b", 3: "-"}[int(self)]
+
+
+class GuestType(str, enum.Enum):
+    """What kind of guest a domain is (see :func:`xenvcpu.guests.classify`)."""
+
+    #: paravirtualised: online vCPUs through xenstore
+    PV = "pv"
+    #: an HVM container without a device model: online vCPUs through xenstore, as PV
+    PVH = "pvh"
+    #: fully virtualised with a QEMU device model: online vCPUs through QMP
+    HVM = "hvm"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class CpuTopology(NamedTuple):

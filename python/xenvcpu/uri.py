@@ -15,9 +15,13 @@ here, with the same answer whichever module would serve it.
 ``xenstore:///`` or ``xenstore:///PATH``           xenstore alone (domain list, online vCPUs)
 ===============================================  =============================================
 
-A simulated host's query parameters (``version=``, ``offline=``, ``delay_ms=``,
-``follow=``, and the scale host's ``cpus=`` …) are checked by the simulator itself, which
-names any it does not know; the other schemes take no parameters.
+``xen:``, ``sim:`` and ``xenstore:`` take ``run_dir=`` (Xen's XEN_RUN_DIR, where libxl's QMP
+sockets ``qmp-libxl-<domid>`` are: ``/var/run/xen``) and ``lib_dir=`` (XEN_LIB_DIR, where
+libxl's per-domain lock files are: ``/var/lib/xen``), for HVM guests' vCPUs; on ``sim:``
+they have no default (a simulated HVM domain has a device model only where ``run_dir``
+holds a QEMU socket for it) and ``lib_dir`` defaults to ``run_dir``. A simulated host's
+other parameters (``version=``, ``offline=``, ``delay_ms=``, ``follow=``, the scale host's
+``cpus=`` …) are checked by the simulator itself, which names any it does not know.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Optional
 
 from xenvcpu.daemon.xend import DEFAULT_PORT as XEND_DEFAULT_PORT
 from xenvcpu.daemon.xend import DEFAULT_UNIX_PATH as XEND_DEFAULT_SOCKET
@@ -70,7 +75,9 @@ class Uri:
             the socket; ``sim``: the TOML file (None: the built-in or a scale host).
         host: ``xend+http``: ``(hostname, port)``.
         sim_base: ``sim``: ``"default"``, ``"scale"`` or ``"toml"``.
-        params: the query parameters (``sim`` only).
+        params: the query parameters the backend reads itself (``sim`` only).
+        run_dir: ``run_dir=`` (``xen``, ``sim``, ``xenstore``), or None.
+        lib_dir: ``lib_dir=`` (``xen``, ``sim``, ``xenstore``), or None.
     """
 
     text: str
@@ -79,6 +86,8 @@ class Uri:
     host: tuple[str, int] | None = None
     sim_base: str | None = None
     params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    run_dir: str | None = None
+    lib_dir: str | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -96,6 +105,39 @@ def _bad(text: str, why: str) -> InvalidUri:
 def _no_params(text: str, parts: urllib.parse.SplitResult, example: str) -> None:
     if parts.query or parts.fragment:
         raise _bad(text, f"this scheme takes no parameters ({example})")
+
+
+#: The parameters of the toolstack's directories (see the module docstring).
+_DIR_PARAMS = ("run_dir", "lib_dir")
+
+
+Dirs = tuple[Optional[str], Optional[str]]
+
+
+def _dirs(text: str, params: dict[str, str]) -> Dirs:
+    """Take run_dir= and lib_dir= out of ``params``: absolute paths, or None."""
+    found: list[str | None] = []
+    for key in _DIR_PARAMS:
+        value = params.pop(key, None)
+        if value is not None and not value.startswith("/"):
+            raise _bad(text, f"{key}={value!r} is not an absolute path")
+        found.append(value)
+    return found[0], found[1]
+
+
+def _only_dirs(text: str, parts: urllib.parse.SplitResult, example: str) -> Dirs:
+    """The run_dir=/lib_dir= of a scheme that takes no other parameter."""
+    if parts.fragment:
+        raise _bad(text, "a URI here has no #fragment")
+    params = _query(text, parts.query)
+    dirs = _dirs(text, params)
+    if params:
+        raise _bad(
+            text,
+            f"unknown parameter {next(iter(params))!r}: this scheme takes only run_dir= and "
+            f"lib_dir= ({example})",
+        )
+    return dirs
 
 
 def _query(text: str, query: str) -> dict[str, str]:
@@ -140,23 +182,32 @@ def parse(text: str) -> Uri:
     except ValueError as e:
         raise _bad(text, str(e)) from None
     if scheme == "xen":
-        _no_params(text, parts, "xen:///system")
+        run_dir, lib_dir = _only_dirs(text, parts, "xen:///system?run_dir=/var/run/xen")
         if parts.netloc not in ("", "localhost") or parts.path not in ("", "/", "/system"):
             raise _bad(text, "the local host is xen:///system")
-        return Uri(text, scheme)
+        return Uri(text, scheme, run_dir=run_dir, lib_dir=lib_dir)
     if scheme == "sim":
         if parts.netloc not in ("", "localhost") or parts.fragment:
             raise _bad(
                 text, "a simulated host is sim:///default, sim:///?cpus=N or sim:///PATH.toml"
             )
-        params = MappingProxyType(_query(text, parts.query))
+        query = _query(text, parts.query)
+        run_dir, lib_dir = _dirs(text, query)
+        params = MappingProxyType(query)
         path = urllib.parse.unquote(parts.path)
-        if path in ("/default", "default"):
-            return Uri(text, scheme, sim_base="default", params=params)
-        if path in ("", "/"):
-            return Uri(text, scheme, sim_base="scale", params=params)
-        if path.endswith(".toml"):
-            return Uri(text, scheme, path=path, sim_base="toml", params=params)
+        base = {"/default": "default", "default": "default", "": "scale", "/": "scale"}.get(path)
+        if base is None and path.endswith(".toml"):
+            base = "toml"
+        if base is not None:
+            return Uri(
+                text,
+                scheme,
+                path=path if base == "toml" else None,
+                sim_base=base,
+                params=params,
+                run_dir=run_dir,
+                lib_dir=lib_dir,
+            )
         raise _bad(
             text,
             f"unknown simulated host {path!r}: use sim:///default, sim:///?cpus=N&domains=M "
@@ -177,8 +228,14 @@ def parse(text: str) -> Uri:
             raise _bad(text, "no host (xend+http://HOST:PORT)")
         return Uri(text, scheme, host=(parts.hostname, port or XEND_DEFAULT_PORT))
     # xenstore
-    _no_params(text, parts, "xenstore:///PATH")
+    run_dir, lib_dir = _only_dirs(text, parts, "xenstore:///PATH?run_dir=/var/run/xen")
     if parts.netloc not in ("", "localhost"):
         raise _bad(text, "a xenstore URI has no host (xenstore:///PATH)")
     path = urllib.parse.unquote(parts.path)
-    return Uri(text, scheme, path=None if path in ("", "/") else path)
+    return Uri(
+        text,
+        scheme,
+        path=None if path in ("", "/") else path,
+        run_dir=run_dir,
+        lib_dir=lib_dir,
+    )

@@ -31,7 +31,6 @@ from xenvcpu.daemon.xenstore import Op, XenstoreClient
 from xenvcpu.errors import (
     DomainDying,
     DomainNotFound,
-    NotSupported,
     VcpuCountError,
     VcpuTimeout,
     XenvcpuError,
@@ -110,16 +109,11 @@ def test_validate_online() -> None:
 
 
 def test_check_settable() -> None:
-    check_settable(1, hvm=False, dying=False)
-    with pytest.raises(NotSupported, match="needs QMP, not supported yet") as info:
-        check_settable(4, hvm=True)
-    assert info.value.domain == 4
+    # HVM guests are no longer refused here: they take the QMP path (tests/qmp, test_guests)
+    check_settable(1, dying=False)
     with pytest.raises(DomainDying, match="dying") as info2:
         check_settable("vm", dying=True)
     assert info2.value.domain == "vm"
-    # a dying HVM domain is reported as dying: nothing could be done to it at all
-    with pytest.raises(DomainDying):
-        check_settable(4, hvm=True, dying=True)
 
 
 def test_format_ranges() -> None:

@@ -36,7 +36,7 @@ def open_parts(uri: Uri) -> Parts:
         hv = _impl.Hypervisor.simulated(uri.sim_base, dict(uri.params), uri.path)
         control = hv.sim_control()
         assert control is not None
-        return Parts(hv, SimToolstack(control), sim=SimControl(control))
+        return Parts(hv, SimToolstack(control, uri.run_dir, uri.lib_dir), sim=SimControl(control))
     try:
         hv = _impl.Hypervisor.privcmd()
     except (NoHypervisor, PermissionDenied) as e:
@@ -47,7 +47,7 @@ def open_parts(uri: Uri) -> Parts:
             domain=e.domain,
             vcpu=e.vcpu,
         ) from e
-    return Parts(hv, XenstoreToolstack())
+    return Parts(hv, XenstoreToolstack(run_dir=uri.run_dir, lib_dir=uri.lib_dir))
 
 
 def _no_native(uri: Uri) -> NoReturn:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Set
 from decimal import Decimal
+from types import MappingProxyType
 
-from xenvcpu._backend import Entry, ListSnapshot, Parts
+from xenvcpu._backend import Capabilities, Capability, Entry, ListSnapshot, Parts
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
 from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon import sxp
@@ -60,7 +61,17 @@ def open_parts(uri: Uri) -> Parts:
     address = uri.path if uri.scheme == "xend+unix" else uri.host
     assert address is not None
     client = XendClient(address)
-    return Parts(XendHypervisor(client), XendToolstack(client))
+    caps = Capabilities(
+        MappingProxyType(
+            {
+                Capability.HVM_HOTPLUG: (
+                    "needs QMP to the guest's device model, which xenvcpu does not drive "
+                    "through xend (Xen <= 4.4): use xm vcpu-set there"
+                )
+            }
+        )
+    )
+    return Parts(XendHypervisor(client), XendToolstack(client), caps)
 
 
 def _int_field(node: XendNodeInfo, key: str) -> int | None:
@@ -309,9 +320,20 @@ class XendToolstack:
     """Names and the online-vCPU request, through xend."""
 
     name = "xend"
+    #: xend hosts keep no libxl QMP sockets or locks
+    run_dir = None
+    lib_dir = None
 
     def __init__(self, client: XendClient) -> None:
         self.client = client
+
+    def guest_record(self, domid: int) -> str | None:
+        """xend knows PV and HVM guests (its record's image): "pv" or "hvm"."""
+        image = sxp.child(self.client.domain(domid).raw, "image")
+        return "hvm" if image is not None and any(sxp.name(k) == "hvm" for k in image[1:]) else "pv"
+
+    def has_device_model(self, domid: int) -> bool:
+        return self.guest_record(domid) == "hvm"
 
     def close(self) -> None:
         """Nothing to close: every xend request opens its own connection."""

@@ -47,7 +47,7 @@ def open_parts(uri: Uri) -> Parts:
         XenstoreError: no xenstored endpoint answers (the message lists where it looked).
         PermissionDenied: the socket or device is root-only.
     """
-    toolstack = XenstoreToolstack(uri.path)
+    toolstack = XenstoreToolstack(uri.path, uri.run_dir, uri.lib_dir)
     toolstack.client()  # fail early
     why = (
         "needs the hypervisor's view of the online vCPUs (getvcpuinfo through privcmd), "

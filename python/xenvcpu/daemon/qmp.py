@@ -82,6 +82,7 @@ __all__ = [
     "QmpEvent",
     "hotpluggable",
     "libxl_socket_path",
+    "no_socket_error",
     "qemu_vcpus",
     "report_of",
     "set_hvm_vcpus",
@@ -106,6 +107,17 @@ def _check_timeout(value: float, what: str = "timeout", *, zero: bool = False) -
         need = ">= 0" if zero else "> 0"
         raise ValueError(f"{what} must be finite and {need} seconds, not {value!r}")
     return seconds
+
+
+def no_socket_error(path: str) -> QmpError:
+    """The error for a QMP socket that does not exist (errno ENOENT)."""
+    return _qmp_error(
+        f"no QMP socket at {path}: this domain has no QEMU device model here (a PV "
+        "or PVH guest, or an HVM guest without upstream QEMU), or the toolstack runs "
+        "its QEMU elsewhere (e.g. in a stub domain), where this host cannot reach "
+        "its monitor",
+        _errno.ENOENT,
+    )
 
 
 def libxl_socket_path(domid: int, run_dir: str = "/var/run/xen") -> str:
@@ -221,13 +233,7 @@ class QmpClient:
     def _connect_failure(self, exc: OSError) -> XenvcpuError:
         path = self.path
         if isinstance(exc, FileNotFoundError):
-            return _qmp_error(
-                f"no QMP socket at {path}: this domain has no QEMU device model here (a PV "
-                "or PVH guest, or an HVM guest without upstream QEMU), or the toolstack runs "
-                "its QEMU elsewhere (e.g. in a stub domain), where this host cannot reach "
-                "its monitor",
-                _errno.ENOENT,
-            )
+            return no_socket_error(path)
         if isinstance(exc, PermissionError):
             return PermissionDenied(
                 f"cannot connect to the QMP socket {path}: permission denied (libxl's "

@@ -5,7 +5,7 @@ and PVH guests the toolstack writes ``/local/domain/<domid>/cpu/<n>/availability
 ``online`` | ``offline`` for every n in 0 … max_vcpus-1 in **one** xenstore transaction
 (retried on EAGAIN) and the guest kernel, which watches its ``cpu`` subtree, brings the
 vCPUs up or down (xen-interfaces.md §5.4, §5.5; libxl ``libxl__set_vcpuonline_xenstore``).  HVM
-guests with upstream QEMU need QMP ``device_add`` as well, which is not implemented here.
+guests with upstream QEMU take QMP instead (:mod:`xenvcpu.daemon.qmp`, :mod:`xenvcpu.guests`).
 
 These functions are backend-agnostic: the Domain class supplies the facts it got from
 the hypervisor (max vCPUs, HVM, dying) and a callable that reads the hypervisor's view
@@ -13,7 +13,7 @@ of the online vCPUs (getvcpuinfo / nr_online_vcpus).
 
 What :class:`~xenvcpu.Domain` does with them (``set_vcpus`` / ``set_online``)::
 
-    check_settable(dom.id, hvm=info.hvm, dying=info.dying)
+    check_settable(dom.id, dying=info.dying)
     online = validate_count(dom.id, n, info.max_vcpus)       # or validate_online(...)
     write_availability(xs, dom.id, info.max_vcpus, online)
     if wait:
@@ -35,7 +35,6 @@ from xenvcpu.errors import (
     DomainDying,
     DomainNotFound,
     DomainRef,
-    NotSupported,
     VcpuCountError,
     VcpuTimeout,
     XenstoreError,
@@ -64,22 +63,15 @@ def _domain_label(domain: DomainRef) -> str:
     return f"domain {domain}" if isinstance(domain, int) else f"domain {domain!r}"
 
 
-def check_settable(domain: DomainRef, *, hvm: bool = False, dying: bool = False) -> None:
-    """Refuse domains whose online vCPUs cannot be changed through xenstore.
+def check_settable(domain: DomainRef, *, dying: bool = False) -> None:
+    """Refuse domains whose online vCPUs cannot be changed at all.
 
     Raises:
         DomainDying: the domain is being destroyed.
-        NotSupported: an HVM guest (upstream QEMU needs QMP ``device_add``, xen-interfaces.md §5.5).
     """
     if dying:
         raise DomainDying(
             f"{_domain_label(domain)} is dying (being destroyed): its vCPUs cannot be changed",
-            domain=domain,
-        )
-    if hvm:
-        raise NotSupported(
-            f"{_domain_label(domain)} is an HVM guest: changing its online vCPUs needs QMP, "
-            "not supported yet (PV and PVH guests are supported)",
             domain=domain,
         )
 

@@ -49,6 +49,16 @@ impl PySimControl {
         self.with(py, |h| Ok(h.domain_names()))
     }
 
+    /// What the toolstack records of a domain's kind: (the `/libxl/<domid>/type` value or
+    /// None, whether a device model is registered); None for an unknown domain.
+    fn guest_record(
+        &self,
+        py: Python<'_>,
+        domid: u32,
+    ) -> PyResult<Option<(Option<&'static str>, bool)>> {
+        self.with(py, |h| Ok(h.guest_record(domid)))
+    }
+
     /// A cpupool's name.
     fn pool_name(&self, py: Python<'_>, pool: u32) -> PyResult<Option<String>> {
         self.with(py, |h| Ok(h.pool_name(pool)))

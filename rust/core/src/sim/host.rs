@@ -2,7 +2,7 @@
 //! vCPU availability, a guest that follows it) and the controls that inject faults.
 
 use super::bitmap::{and, first, map_from, nbytes, nth_set};
-use super::spec::{DomSpec, Follow, HostSpec, PoolSpec};
+use super::spec::{DomSpec, Follow, GuestKind, HostSpec, PoolSpec};
 use crate::abi::{self, InterfaceVersion};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::BTreeMap;
@@ -44,7 +44,9 @@ pub(super) struct Dom {
     pub(super) pool: u32,
     pub(super) vcpus: Vec<Option<Vcpu>>,
     pub(super) dying: bool,
-    pub(super) hvm: bool,
+    pub(super) guest: GuestKind,
+    pub(super) type_record: bool,
+    pub(super) device_model: bool,
     pub(super) paused: bool,
     pub(super) shutdown: Option<u8>,
     pub(super) pages: u64,
@@ -339,7 +341,9 @@ impl SimHost {
                 pool: d.pool,
                 vcpus,
                 dying: false,
-                hvm: d.hvm,
+                guest: d.guest,
+                type_record: d.type_record,
+                device_model: d.device_model.unwrap_or(d.guest == GuestKind::Hvm),
                 paused: d.paused,
                 shutdown: None,
                 pages: d.mem_mb * 256,
@@ -371,6 +375,15 @@ impl SimHost {
             .values()
             .map(|d| (u32::from(d.id), d.name.clone()))
             .collect()
+    }
+
+    /// What the toolstack knows of a domain's kind: the `/libxl/<domid>/type` record (None
+    /// where it is missing) and whether a device model is registered for it.
+    pub fn guest_record(&self, domid: u32) -> Option<(Option<&'static str>, bool)> {
+        let d = u16::try_from(domid)
+            .ok()
+            .and_then(|i| self.domains.get(&i))?;
+        Some((d.type_record.then(|| d.guest.name()), d.device_model))
     }
 
     /// Name of a cpupool (toolstack side).

@@ -15,8 +15,8 @@
 )]
 
 use super::spec::{
-    bad, parse_list, parse_release, parse_uuid, DomSpec, Follow, HostSpec, PoolSpec, MAX_CPUS,
-    MAX_DELAY_MS, MAX_DOMAINS, MAX_LIST_IDS, MAX_MEM_MB, MAX_POOLS, MAX_VCPUS,
+    bad, parse_list, parse_release, parse_uuid, DomSpec, Follow, GuestKind, HostSpec, PoolSpec,
+    MAX_CPUS, MAX_DELAY_MS, MAX_DOMAINS, MAX_LIST_IDS, MAX_MEM_MB, MAX_POOLS, MAX_VCPUS,
 };
 use crate::abi::sched;
 use crate::error::Result;
@@ -38,8 +38,21 @@ const HOST_KEYS: [&str; 11] = [
     "follow",
 ];
 const POOL_KEYS: [&str; 4] = ["id", "name", "sched", "cpus"];
-const DOMAIN_KEYS: [&str; 11] = [
-    "id", "name", "uuid", "vcpus", "online", "pool", "hard", "soft", "hvm", "paused", "mem_mb",
+const DOMAIN_KEYS: [&str; 14] = [
+    "id",
+    "name",
+    "uuid",
+    "vcpus",
+    "online",
+    "pool",
+    "hard",
+    "soft",
+    "type",
+    "hvm",
+    "libxl_record",
+    "device_model",
+    "paused",
+    "mem_mb",
 ];
 
 /// Where in the file a value is, for messages: `[host] cpus`, `[[domain]] #2 vcpus`.
@@ -94,6 +107,25 @@ fn string(t: &Table, table: &str, key: &str) -> Result<Option<String>> {
             At { table, key },
             shown(v)
         ))),
+    }
+}
+
+/// `type = "pv" | "pvh" | "hvm"`, or the older `hvm = true` (an alias of type = "hvm").
+fn guest_kind(t: &Table, table: &str) -> Result<GuestKind> {
+    let hvm = boolean(t, table, "hvm")?;
+    match string(t, table, "type")? {
+        None if hvm => Ok(GuestKind::Hvm),
+        None => Ok(GuestKind::Pv),
+        Some(name) => match GuestKind::from_name(&name) {
+            Some(GuestKind::Hvm) => Ok(GuestKind::Hvm),
+            Some(kind) if !hvm => Ok(kind),
+            Some(_) => Err(bad(format!(
+                "{table}: type = {name:?} contradicts hvm = true"
+            ))),
+            None => Err(bad(format!(
+                "{table} type = {name:?}: expected \"pv\", \"pvh\" or \"hvm\""
+            ))),
+        },
     }
 }
 
@@ -269,7 +301,11 @@ impl HostSpec {
             s.hard = list(d, &table, "hard", nr, budget)?;
             s.soft = list(d, &table, "soft", nr, budget)?;
             s.pool = uint32(d, &table, "pool", 0, u32::MAX)?;
-            s.hvm = boolean(d, &table, "hvm")?;
+            s.guest = guest_kind(d, &table)?;
+            s.type_record = d.get("libxl_record").is_none() || boolean(d, &table, "libxl_record")?;
+            if d.contains_key("device_model") {
+                s.device_model = Some(boolean(d, &table, "device_model")?);
+            }
             s.paused = boolean(d, &table, "paused")?;
             s.mem_mb = uint(d, &table, "mem_mb", 1024, MAX_MEM_MB)?;
             if let Some(u) = string(d, &table, "uuid")? {
@@ -299,7 +335,7 @@ mod tests {
         assert_eq!(h.offline, vec![6, 7]);
         assert_eq!(h.domains.len(), 2);
         assert_eq!(h.domains[0].name, "a#b");
-        assert!(h.domains[0].hvm);
+        assert_eq!(h.domains[0].guest, GuestKind::Hvm);
         assert_eq!(h.domains[0].online, Some(vec![0, 1]));
         assert_eq!(h.domains[1].uuid.unwrap()[15], 0xff);
     }
@@ -323,6 +359,8 @@ mod tests {
             ("[[domain]]\nuuid = \"é0112233-4455-6677-8899-aabbccddeeff\"\n", "not hex"),
             ("[[domain]]\nvcpus = \"2\"\n", "expected a number"),
             ("[[domain]]\nhvm = 1\n", "true or false"),
+            ("[[domain]]\ntype = \"pvm\"\n", "expected \"pv\", \"pvh\" or \"hvm\""),
+            ("[[domain]]\ntype = \"pvh\"\nhvm = true\n", "contradicts"),
             ("domain = 3\n", "expected [[domain]]"),
             (
                 "[host]\ncpus = 65536\n[[domain]]\nvcpus = 8192\n[[domain]]\nid = 1\nvcpus = 8192\n\

@@ -3,6 +3,7 @@
 
 use super::bitmap::{and, first, has, is_empty, nbytes};
 use super::host::{ran_ns, Dom, SimHost, Vcpu, VcpuState};
+use super::spec::GuestKind;
 use crate::abi::{self, dominf, Field, InterfaceVersion, RawDomainInfo, RawPhysinfo};
 
 impl SimHost {
@@ -38,7 +39,8 @@ impl SimHost {
         if d.dying {
             flags |= dominf::DYING;
         }
-        if d.hvm {
+        if d.guest != GuestKind::Pv {
+            // PVH and HVM guests are both HVM containers to the hypervisor
             flags |= dominf::HVM_GUEST;
         }
         if d.paused {

@@ -35,7 +35,7 @@ pub mod spec;
 mod transport;
 
 pub use host::{SimHandle, SimHost, VcpuState};
-pub use spec::{DomSpec, Follow, HostSpec, PoolSpec, SimBase};
+pub use spec::{DomSpec, Follow, GuestKind, HostSpec, PoolSpec, SimBase};
 pub use transport::{lock, SimTransport, SIM_ARENA_BASE};
 
 #[cfg(test)]

@@ -64,6 +64,40 @@ pub struct PoolSpec {
     pub cpus: Vec<u32>,
 }
 
+/// What kind of guest a simulated domain is (xen-interfaces.md §3.4: PVH and HVM guests
+/// both carry `XEN_DOMINF_hvm_guest`; the toolstack's record tells them apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestKind {
+    /// paravirtualised
+    #[default]
+    Pv,
+    /// an HVM container without a device model
+    Pvh,
+    /// fully virtualised, with a QEMU device model
+    Hvm,
+}
+
+impl GuestKind {
+    /// The name libxl writes to `/libxl/<domid>/type`: "pv", "pvh" or "hvm".
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestKind::Pv => "pv",
+            GuestKind::Pvh => "pvh",
+            GuestKind::Hvm => "hvm",
+        }
+    }
+
+    /// The kind of a name ("pv", "pvh", "hvm").
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "pv" => Some(GuestKind::Pv),
+            "pvh" => Some(GuestKind::Pvh),
+            "hvm" => Some(GuestKind::Hvm),
+            _ => None,
+        }
+    }
+}
+
 /// A domain of the simulated host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomSpec {
@@ -85,8 +119,14 @@ pub struct DomSpec {
     pub soft: Option<Vec<u32>>,
     /// per-vCPU hard affinity overrides
     pub pins: Vec<(u32, Vec<u32>)>,
-    /// HVM guest flag
-    pub hvm: bool,
+    /// PV, PVH or HVM (the last two are `XEN_DOMINF_hvm_guest` to the hypervisor)
+    pub guest: GuestKind,
+    /// whether the toolstack recorded the type (`/libxl/<domid>/type`); false: as on a
+    /// host whose toolstack is not libxl, so the type must be guessed
+    pub type_record: bool,
+    /// whether a device model is registered (`/local/domain/0/device-model/<domid>`);
+    /// None: as the guest kind implies (HVM guests have one)
+    pub device_model: Option<bool>,
     /// paused by the toolstack
     pub paused: bool,
     /// memory in MiB
@@ -106,7 +146,9 @@ impl DomSpec {
             hard: None,
             soft: None,
             pins: Vec::new(),
-            hvm: false,
+            guest: GuestKind::Pv,
+            type_record: true,
+            device_model: None,
             paused: false,
             mem_mb: 1024,
         }
@@ -195,7 +237,8 @@ impl HostSpec {
     }
 
     /// `sim:///default`: 2 sockets × 16 cores × 2 threads, 2 nodes, two cpupools, Domain-0 and
-    /// three guests of different sizes (some vCPUs offline, some pinned, one in pool 1).
+    /// three guests of different sizes and kinds (some vCPUs offline, some pinned, one in
+    /// pool 1): web (PV), db (HVM), batch (PVH).
     pub fn default_host() -> Self {
         let mut dom0 = DomSpec::new(0, "Domain-0", 4);
         dom0.mem_mb = 4096;
@@ -206,11 +249,12 @@ impl HostSpec {
         let mut db = DomSpec::new(2, "db", 8);
         db.online = Some(range(0, 5));
         db.hard = Some(range(16, 31));
-        db.hvm = true;
+        db.guest = GuestKind::Hvm;
         db.mem_mb = 16384;
         let mut batch = DomSpec::new(3, "batch", 16);
         batch.online = Some(range(0, 11));
         batch.pool = 1;
+        batch.guest = GuestKind::Pvh;
         batch.mem_mb = 8192;
         HostSpec {
             release: (4, 17, 5),
