@@ -711,7 +711,16 @@ def test_json_fields_are_the_documented_ones(capsys: pytest.CaptureFixture[str])
     for command, doc in docs.items():
         assert set(doc) == DOCUMENTED[command], command
     dom = docs["list"]["domains"][0]
-    assert set(dom) == {"name", "id", "uuid", "max_vcpus", "cpupool", "vcpus", "error"}
+    assert set(dom) == {
+        "name",
+        "id",
+        "uuid",
+        "max_vcpus",
+        "cpupool",
+        "guest_type",
+        "vcpus",
+        "error",
+    }
     assert set(dom["vcpus"][0]) == {
         "vcpu", "state", "state_xl", "online", "cpu", "time_s", "cpu_time_ns",
         "hard_affinity", "soft_affinity",

@@ -19,7 +19,7 @@ from xenvcpu.errors import AffinityNarrowed, CpuListError, XenvcpuError
 from xenvcpu.host import DEFAULT_URI, Domain, DomainVcpus, Host, Snapshot, connect
 from xenvcpu.records import Cpupool, DomainInfo, Pinning, VcpuInfo
 from xenvcpu.sim import SimControl
-from xenvcpu.types import CpuTopology, HostInfo, Topology, VcpuState
+from xenvcpu.types import CpuTopology, GuestType, HostInfo, Topology, VcpuState
 
 __all__ = [
     "DEFAULT_URI",
@@ -32,6 +32,7 @@ __all__ = [
     "Domain",
     "DomainInfo",
     "DomainVcpus",
+    "GuestType",
     "Host",
     "HostInfo",
     "Pinning",

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="vCPUs of every domain, or of the given ones (xl vcpu-list)")
     ls.add_argument("domains", nargs="*", metavar="DOMAIN", help="domain name or id")
+    ls.add_argument(
+        "--long", "-l", action="store_true", help="also each domain's guest type and cpupool"
+    )
     _common(ls)
     ls.set_defaults(func=vcpus.cmd_list)
 

@@ -1,7 +1,8 @@
 """``xenvcpu doctor``: which backend serves each operation on this machine, and why.
 
 Three steps, each its own function: :func:`probe` looks at the machine (native module,
-root, privcmd, hypercall buffers, xenstore, xend, a connection to the URI);
+root, privcmd, hypercall buffers, xenstore, xend, a connection to the URI, and through it
+every domain's guest type with the rule that decided it, and each HVM domain's QMP socket);
 :func:`operations` decides, per operation, which backend serves it; :func:`verdict`
 sums up. The text and JSON outputs render the same :class:`Diagnosis`.
 """
@@ -17,7 +18,11 @@ import sys
 from dataclasses import dataclass, field
 
 from xenvcpu.cli.common import EXIT_FAILED, EXIT_OK, Json, document, emit_json, uri_of
+from xenvcpu.daemon import qmp
 from xenvcpu.daemon.xenstore import probe_endpoints
+from xenvcpu.errors import XenvcpuError
+from xenvcpu.host import Host
+from xenvcpu.types import GuestType
 
 __all__ = ["Check", "Diagnosis", "cmd_doctor", "operations", "probe", "verdict"]
 
@@ -26,6 +31,7 @@ PRIVCMD_NODES: tuple[str, ...] = ("/dev/xen/privcmd", "/proc/xen/privcmd")
 HYPERCALL_NODE = "/dev/xen/hypercall"
 XEND_SOCKET = "/var/lib/xend/xend-socket"
 XENSTORE_PROBE_TIMEOUT = 1.0
+QMP_PROBE_TIMEOUT = 1.0
 
 
 @dataclass
@@ -150,7 +156,38 @@ def probe(uri: str | None) -> Diagnosis:
         except Exception as e:
             d.connected = (False, f"{target}: {e}")
         d.checks.append(Check("connect", target, *d.connected))
+        if d.connected[0]:
+            d.checks += guest_checks(h)
     return d
+
+
+def guest_checks(h: Host) -> list[Check]:
+    """Per domain: its guest type and the rule that decided it; per HVM domain: its QMP
+    socket and whether its QEMU answers (the path ``set_vcpus`` takes for it)."""
+    checks = []
+    run_dir = h.toolstack.run_dir
+    for dom in h.domains():
+        where = f"{dom.name} ({dom.id})"
+        try:
+            kind, rule = dom.guest_type, dom.guest_type_rule
+        except XenvcpuError as e:
+            checks.append(Check("guest type", where, False, f"cannot tell: {e}"))
+            continue
+        checks.append(Check("guest type", where, True, f"{kind.name}: {rule}"))
+        if kind is not GuestType.HVM:
+            continue
+        if run_dir is None:
+            why = "no run directory: online vCPUs cannot be changed (connect with run_dir=)"
+            checks.append(Check("qmp", where, False, why))
+            continue
+        path = qmp.libxl_socket_path(dom.id, run_dir)
+        try:
+            with qmp.QmpClient(path, timeout=QMP_PROBE_TIMEOUT) as client:
+                version = ".".join(map(str, client.version))
+            checks.append(Check("qmp", path, True, f"QEMU {version} answers"))
+        except XenvcpuError as e:
+            checks.append(Check("qmp", path, False, str(e)))
+    return checks
 
 
 def _op(name: str, candidates: list[tuple[str, bool, str]]) -> Json:

@@ -40,11 +40,11 @@ LIST_HEADER = (
 Row = tuple[Domain, list[VcpuInfo], "XenvcpuError | None"]
 
 
-def _list_row(dom: Domain, v: VcpuInfo, online: CpuMap) -> str:
+def _list_row(dom: Domain, v: VcpuInfo, online: CpuMap, middle: str = "") -> str:
     # The very widths of xl's print_vcpuinfo (xl_vcpu.c), its one-column shift included.
     cpu = "-" if v.cpu is None or not v.online else str(v.cpu)
     return (
-        f"{dom.name:<32} {dom.id:>5} {v.number:>5}{cpu:>5} {state_letters(v):>5} "
+        f"{dom.name:<32} {dom.id:>5}{middle} {v.number:>5}{cpu:>5} {state_letters(v):>5} "
         f"{v.cpu_time_ns / 1e9:9.1f}  "
         f"{fmt_map(v.hard_affinity, online)} / {fmt_map(v.soft_affinity, online)}"
     )
@@ -64,6 +64,13 @@ def _vcpu_json(v: VcpuInfo) -> Json:
     }
 
 
+def _guest_type(dom: Domain) -> str | None:
+    try:
+        return dom.guest_type.value
+    except XenvcpuError:  # the toolstack could not be asked: the list still shows the rest
+        return None
+
+
 def list_json(uri: str, rows: list[Row]) -> Json:
     return document(
         "list",
@@ -75,6 +82,7 @@ def list_json(uri: str, rows: list[Row]) -> Json:
                 "uuid": dom.uuid,
                 "max_vcpus": dom.max_vcpus,
                 "cpupool": dom.cpupool,
+                "guest_type": _guest_type(dom),
                 "vcpus": [_vcpu_json(v) for v in vcpus],
                 "error": None if err is None else str(err),
             }
@@ -83,11 +91,16 @@ def list_json(uri: str, rows: list[Row]) -> Json:
     )
 
 
-def list_text(rows: list[Row], online: CpuMap) -> None:
-    print(LIST_HEADER)
+def list_text(rows: list[Row], online: CpuMap, long: bool = False) -> None:
+    """xl vcpu-list's layout; ``long`` adds each domain's guest type and cpupool after ID."""
+    header = LIST_HEADER
+    if long:
+        header = header.replace(" VCPU ", f" {'Type':>4} {'Pool':>4}  VCPU ", 1)
+    print(header)
     for dom, vcpus, _ in rows:
+        middle = f" {_guest_type(dom) or '?':>4} {dom.cpupool:>4}" if long else ""
         for v in vcpus:
-            print(_list_row(dom, v, online))
+            print(_list_row(dom, v, online, middle))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -106,7 +119,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(list_json(host.uri, rows))
     else:
-        list_text(rows, online)
+        list_text(rows, online, args.long)
     failed = [(dom, err) for dom, _, err in rows if err is not None]
     if failed:
         detail = "; ".join(f"{dom.label}: {err}" for dom, err in failed)
