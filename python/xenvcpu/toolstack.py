@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Set
 from typing import TYPE_CHECKING
 
-from xenvcpu._limits import DOMID_FIRST_RESERVED, ascii_uint
+from xenvcpu._limits import MAX_DOMAIN_NAME
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.daemon.xenstore import XenstoreClient
 from xenvcpu.errors import XenstoreError
@@ -109,17 +109,10 @@ class XenstoreToolstack:
             xs.close()
 
     def domain_names(self) -> dict[int, str]:
-        """Names from ``/local/domain/<id>/name``; an unreadable xenstore gives no names."""
+        """Names from ``/local/domain/<id>/name`` (:func:`~xenvcpu.daemon.vcpus.list_domains`:
+        bounded, bogus entries skipped); an unreadable xenstore gives no names."""
         try:
-            xs = self.client()
-            names: dict[int, str] = {}
-            for entry in xs.directory("/local/domain"):
-                domid = ascii_uint(entry, DOMID_FIRST_RESERVED)
-                if domid is not None:
-                    raw = xs.try_read(f"/local/domain/{entry}/name")
-                    if raw:
-                        names[domid] = raw.decode("utf-8", "replace")
-            return names
+            return {d: n for d, n in _vcpus.list_domains(self.client()).items() if n}
         except (XenstoreError, OSError):
             return {}
 
@@ -128,7 +121,9 @@ class XenstoreToolstack:
             raw = self.client().try_read(f"/local/pool/{int(pool)}/name")
         except (XenstoreError, OSError):
             return None
-        return raw.decode("utf-8", "replace") if raw else None
+        if not raw or len(raw) > MAX_DOMAIN_NAME:  # longer than any value xenstored holds
+            return None
+        return raw.decode("utf-8", "replace")
 
     def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None:
         _vcpus.write_availability(self.client(), domid, max_vcpus, online)
