@@ -28,6 +28,8 @@ from xenvcpu.daemon import sxp
 from xenvcpu.daemon.xend import XendClient, parse_domain, parse_node_info, parse_vcpuinfo
 from xenvcpu.errors import DomainNotFound, XendError
 
+from .test_sxp_fuzz import mutated
+
 Reply = Callable[[socket.socket], None]
 
 
@@ -304,49 +306,6 @@ def test_node_info_out_of_range(node: str, message: str) -> None:
 
 
 # ------------------------------------------------------------------ fuzz: parsers of replies
-
-SAMPLES = [
-    "(domain (domid 7) (name guest1) (uuid 5b1e3c2a-0000-4000-8000-000000000007) (vcpus 4)"
-    " (online_vcpus 2) (vcpu_avail 3) (state -b----) (cpu_time 12.5) (memory 512)"
-    " (image (linux (kernel /boot/vmlinuz))))",
-    "(domain (domid 7) (name guest1) (vcpu_count '3') (vcpu (number 0) (online 1) (blocked 0)"
-    " (running 1) (cpu_time 12.345678901) (cpu 3) (cpumap (0 1 2 3))) (vcpu (number 1)"
-    " (online 0) (blocked 0) (running 0) (cpu_time 0.0) (cpu -1) (cpumap (3 1))))",
-    "(node (host xenhost) (release 3.2.0-4-amd64) (nr_cpus 8) (nr_nodes 1)"
-    " (cores_per_socket 4) (threads_per_core 2) (cpu_mhz 2394) (xen_major 4) (xen_minor 4))",
-]
-NASTY = [
-    "(",
-    ")",
-    "'",
-    "1e999999999",
-    "-1",
-    "99999999999999999999",
-    "nan",
-    "\u0663",
-    "a!b",
-    "((((",
-    "\\x00",
-    "#",
-    "\x04",
-    "0e999999999",
-    str(2**MAX_VCPUS),
-]
-
-
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    text = draw(st.sampled_from(SAMPLES))
-    for _ in range(draw(st.integers(0, 4))):
-        at = draw(st.integers(0, len(text)))
-        kind = draw(st.integers(0, 2))
-        if kind == 0:  # insert something nasty
-            text = text[:at] + draw(st.sampled_from(NASTY)) + text[at:]
-        elif kind == 1:  # delete a stretch
-            text = text[:at] + text[at + draw(st.integers(0, 8)) :]
-        else:  # replace an atom-sized stretch with random text
-            text = text[:at] + draw(st.text(max_size=6)) + text[at + 3 :]
-    return text.encode("utf-8", "surrogatepass")
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])

@@ -900,7 +900,8 @@ class XenstoreClient:
         header and its payload separately); one that does not is a broken stream.
 
         Events may have been dropped before this one when the queue overflowed
-        (:attr:`dropped_events` counts them): re-read the watched nodes then.
+        (:attr:`dropped_events` counts them): re-read the watched nodes then. Events
+        received before the connection closed are still handed out after it.
 
         Raises:
             XenstoreError: the connection failed or its stream broke (it is closed then).
