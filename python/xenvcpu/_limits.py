@@ -85,9 +85,17 @@ def timeout_arg(value: object, name: str = "timeout", *, zero: bool = True) -> f
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIMEOUT or (seconds == 0 and not zero):
         low = "0" if zero else "more than 0"
         raise ValueError(
-            f"{name} {value!r}: expected a finite number of seconds from {low} to {MAX_TIMEOUT:g}"
+            f"{name} {_shown(value)}: expected a finite number of seconds from {low} to "
+            f"{MAX_TIMEOUT:g}"
         )
     return seconds
+
+
+def _shown(value: object) -> str:
+    """A number for a message: a huge int by its size (its digits could be thousands)."""
+    if isinstance(value, int) and value.bit_length() >= 64:
+        return f"a {value.bit_length()}-bit number"
+    return repr(value)
 
 
 def count_arg(value: object, name: str, low: int, high: int) -> int:
@@ -100,8 +108,7 @@ def count_arg(value: object, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not low <= value <= high:
-        shown = str(value) if value.bit_length() < 64 else f"a {value.bit_length()}-bit number"
-        raise ValueError(f"{name} {shown} is outside {low}..{high}")
+        raise ValueError(f"{name} {_shown(value)} is outside {low}..{high}")
     return value
 
 
