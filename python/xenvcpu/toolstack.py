@@ -25,6 +25,9 @@ XEN_LIB_DIR = "/var/lib/xen"
 
 __all__ = ["XEN_LIB_DIR", "XEN_RUN_DIR", "SimToolstack", "XenstoreToolstack"]
 
+# How much of a /libxl/<domid>/type value is kept (its values are "pv", "pvh", "hvm").
+_RECORD_SHOWN = 64
+
 
 class SimToolstack:
     """The simulated host's toolstack (its guests follow availability after a delay).
@@ -86,7 +89,11 @@ class XenstoreToolstack:
     def guest_record(self, domid: int) -> str | None:
         """``/libxl/<domid>/type`` ("pv", "pvh", "hvm"), or None where it is missing."""
         raw = self.client().try_read(f"/libxl/{int(domid)}/type")
-        return None if raw is None else raw.strip(b"\0").decode("ascii", "replace")
+        if raw is None:
+            return None
+        # a few letters: anything much longer is no type, and goes into messages clipped
+        text = raw[:_RECORD_SHOWN].strip(b"\0").decode("ascii", "replace")
+        return text + "..." if len(raw) > _RECORD_SHOWN else text
 
     def has_device_model(self, domid: int) -> bool:
         """Whether ``/local/domain/0/device-model/<domid>`` exists."""

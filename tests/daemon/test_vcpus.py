@@ -37,6 +37,7 @@ from xenvcpu.errors import (
     XenstoreError,
     XenvcpuError,
 )
+from xenvcpu.toolstack import XenstoreToolstack
 
 from .xs_script import PairServer, Peer
 
@@ -608,3 +609,19 @@ def test_cpu_directory_over_max_vcpus_is_refused() -> None:
         assert info.value.errno == errno.E2BIG and tree.reads == []
     finally:
         tree.close()
+
+
+def test_overlong_guest_record_is_clipped(
+    xenstored_path: str, xs: XenstoreClient, domid: int
+) -> None:
+    xs.write(f"/libxl/{domid}/type", "h" * 4000)
+    xs.write(f"/libxl/{domid + 1}/type", "pvh")
+    toolstack = XenstoreToolstack(xenstored_path)
+    try:
+        assert toolstack.guest_record(domid) == "h" * 64 + "..."  # no type, short message
+        assert toolstack.guest_record(domid + 1) == "pvh"
+        assert toolstack.guest_record(domid + 2) is None
+    finally:
+        toolstack.close()
+        xs.rm(f"/libxl/{domid}")
+        xs.rm(f"/libxl/{domid + 1}")
