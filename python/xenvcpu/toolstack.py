@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Set
 from typing import TYPE_CHECKING
 
-from xenvcpu._limits import DOMID_FIRST_RESERVED, ascii_uint
+from xenvcpu._limits import MAX_DOMAIN_NAME
 from xenvcpu.daemon import vcpus as _vcpus
 from xenvcpu.daemon.xenstore import XenstoreClient
 from xenvcpu.errors import XenstoreError
@@ -24,6 +24,9 @@ XEN_RUN_DIR = "/var/run/xen"
 XEN_LIB_DIR = "/var/lib/xen"
 
 __all__ = ["XEN_LIB_DIR", "XEN_RUN_DIR", "SimToolstack", "XenstoreToolstack"]
+
+# How much of a /libxl/<domid>/type value is kept (its values are "pv", "pvh", "hvm").
+_RECORD_SHOWN = 64
 
 
 class SimToolstack:
@@ -86,7 +89,11 @@ class XenstoreToolstack:
     def guest_record(self, domid: int) -> str | None:
         """``/libxl/<domid>/type`` ("pv", "pvh", "hvm"), or None where it is missing."""
         raw = self.client().try_read(f"/libxl/{int(domid)}/type")
-        return None if raw is None else raw.strip(b"\0").decode("ascii", "replace")
+        if raw is None:
+            return None
+        # a few letters: anything much longer is no type, and goes into messages clipped
+        text = raw[:_RECORD_SHOWN].strip(b"\0").decode("ascii", "replace")
+        return text + "..." if len(raw) > _RECORD_SHOWN else text
 
     def has_device_model(self, domid: int) -> bool:
         """Whether ``/local/domain/0/device-model/<domid>`` exists."""
@@ -109,17 +116,10 @@ class XenstoreToolstack:
             xs.close()
 
     def domain_names(self) -> dict[int, str]:
-        """Names from ``/local/domain/<id>/name``; an unreadable xenstore gives no names."""
+        """Names from ``/local/domain/<id>/name`` (:func:`~xenvcpu.daemon.vcpus.list_domains`:
+        bounded, bogus entries skipped); an unreadable xenstore gives no names."""
         try:
-            xs = self.client()
-            names: dict[int, str] = {}
-            for entry in xs.directory("/local/domain"):
-                domid = ascii_uint(entry, DOMID_FIRST_RESERVED)
-                if domid is not None:
-                    raw = xs.try_read(f"/local/domain/{entry}/name")
-                    if raw:
-                        names[domid] = raw.decode("utf-8", "replace")
-            return names
+            return {d: n for d, n in _vcpus.list_domains(self.client()).items() if n}
         except (XenstoreError, OSError):
             return {}
 
@@ -128,7 +128,9 @@ class XenstoreToolstack:
             raw = self.client().try_read(f"/local/pool/{int(pool)}/name")
         except (XenstoreError, OSError):
             return None
-        return raw.decode("utf-8", "replace") if raw else None
+        if not raw or len(raw) > MAX_DOMAIN_NAME:  # longer than any value xenstored holds
+            return None
+        return raw.decode("utf-8", "replace")
 
     def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None:
         _vcpus.write_availability(self.client(), domid, max_vcpus, online)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from xenvcpu._limits import DOMID_FIRST_RESERVED, MAX_DOMAIN_NAME, MAX_VCPUS
 from xenvcpu.daemon import vcpus
 from xenvcpu.daemon.vcpus import (
     availability_path,
@@ -33,8 +34,12 @@ from xenvcpu.errors import (
     DomainNotFound,
     VcpuCountError,
     VcpuTimeout,
+    XenstoreError,
     XenvcpuError,
 )
+from xenvcpu.toolstack import XenstoreToolstack
+
+from .xs_script import PairServer, Peer
 
 
 class RecordingClient(XenstoreClient):
@@ -481,3 +486,142 @@ def test_max_vcpus_from_xenstore_without_cpu_nodes(xs: XenstoreClient, domid: in
     xs.mkdir(f"/local/domain/{domid}/cpu")
     with pytest.raises(DomainNotFound, match="no cpu"):
         max_vcpus_from_xenstore(xs, domid)
+
+
+# ------------------------------------------------------------------ hostile xenstore contents
+
+
+class FakeTree:
+    """A scripted xenstored (xs_script) serving fixed DIRECTORY and READ answers inside
+    transactions: what no real xenstored would hold (names that are not UTF-8, a
+    million-entry directory). ``reads`` records every READ asked."""
+
+    def __init__(self, dirs: dict[str, bytes], values: dict[str, bytes]) -> None:
+        self.dirs = dirs
+        self.values = values
+        self.reads: list[str] = []
+        self.pair = PairServer(self.script)
+        self.xs = XenstoreClient.from_fd(self.pair.detach_client_fd(), timeout=5)
+
+    def script(self, peer: Peer) -> None:
+        try:
+            while True:
+                mtype, rid, tx, payload = peer.recv()
+                path = payload.split(b"\0")[0].decode()
+                if mtype == Op.TRANSACTION_START:
+                    peer.send(mtype, rid, 0, b"7\0")
+                elif mtype == Op.TRANSACTION_END:
+                    peer.send(mtype, rid, tx, b"OK\0")
+                elif mtype == Op.DIRECTORY and path in self.dirs:
+                    peer.send(mtype, rid, tx, self.dirs[path])
+                elif mtype == Op.READ and path in self.values:
+                    self.reads.append(path)
+                    peer.send(mtype, rid, tx, self.values[path])
+                else:
+                    if mtype == Op.READ:
+                        self.reads.append(path)
+                    peer.send(Op.ERROR, rid, tx, b"ENOENT\0")
+        except (EOFError, OSError):
+            return
+
+    def close(self) -> None:
+        self.xs.close()
+        self.pair.close()
+
+
+def names(*entries: bytes) -> bytes:
+    return b"".join(e + b"\0" for e in entries)
+
+
+def test_list_domains_skips_what_is_no_domid() -> None:
+    tree = FakeTree(
+        {"/local/domain": names(b"0", b"\xff\xfe", b"99999999999", b"007", b"32752", b"5")},
+        {"/local/domain/0/name": b"Domain-0", "/local/domain/5/name": b"caf\xc3\xa9 \xff"},
+    )
+    try:
+        assert list_domains(tree.xs) == {0: "Domain-0", 5: "caf\u00e9 \ufffd"}
+        # no read below an entry that is no domid (007 would have been domain 7 twice)
+        assert tree.reads == ["/local/domain/0/name", "/local/domain/5/name"]
+    finally:
+        tree.close()
+
+
+def test_list_domains_of_a_huge_directory_reads_nothing_below_it() -> None:
+    tree = FakeTree({"/local/domain": names(*(b"%d" % (i % 30000) for i in range(40000)))}, {})
+    try:
+        start = time.monotonic()
+        with pytest.raises(XenstoreError) as info:
+            list_domains(tree.xs)
+        assert time.monotonic() - start < 2
+        assert info.value.errno == errno.E2BIG
+        assert f"40000 entries, more than the {DOMID_FIRST_RESERVED}" in str(info.value)
+        assert tree.reads == []
+    finally:
+        tree.close()
+
+
+def test_overlong_domain_name_is_no_name() -> None:
+    tree = FakeTree(
+        {"/local/domain": names(b"3")}, {"/local/domain/3/name": b"x" * (MAX_DOMAIN_NAME + 1)}
+    )
+    try:
+        assert list_domains(tree.xs) == {3: ""}
+    finally:
+        tree.close()
+
+
+def test_find_domid_message_is_bounded() -> None:
+    many = 3000
+    tree = FakeTree(
+        {"/local/domain": names(*(b"%d" % i for i in range(many)))},
+        {f"/local/domain/{i}/name": b"n" * 4000 for i in range(many)},
+    )
+    try:
+        with pytest.raises(DomainNotFound) as info:
+            find_domid(tree.xs, "absent" * 1000)
+        message = str(info.value)
+        assert len(message) < 6000 and message.endswith(" more")
+        assert "n" * 64 + "... (0)" in message
+    finally:
+        tree.close()
+
+
+def test_cpu_names_that_are_no_vcpu() -> None:
+    base = "/local/domain/4/cpu"
+    tree = FakeTree(
+        {base: names(b"0", b"01", b"4000000000", b"8192", b"8191", b"\xd9\xa3", b"-1")},
+        {f"{base}/0/availability": b"online", f"{base}/8191/availability": b"offline"},
+    )
+    try:
+        assert read_availability(tree.xs, 4) == {0: True, 8191: False}
+        assert max_vcpus_from_xenstore(tree.xs, 4) == MAX_VCPUS
+        assert sorted(set(tree.reads)) == [f"{base}/0/availability", f"{base}/8191/availability"]
+    finally:
+        tree.close()
+
+
+def test_cpu_directory_over_max_vcpus_is_refused() -> None:
+    base = "/local/domain/4/cpu"
+    tree = FakeTree({base: names(*(b"%d" % i for i in range(MAX_VCPUS + 1)))}, {})
+    try:
+        with pytest.raises(XenstoreError, match=f"more than the {MAX_VCPUS}") as info:
+            max_vcpus_from_xenstore(tree.xs, 4)
+        assert info.value.errno == errno.E2BIG and tree.reads == []
+    finally:
+        tree.close()
+
+
+def test_overlong_guest_record_is_clipped(
+    xenstored_path: str, xs: XenstoreClient, domid: int
+) -> None:
+    xs.write(f"/libxl/{domid}/type", "h" * 4000)
+    xs.write(f"/libxl/{domid + 1}/type", "pvh")
+    toolstack = XenstoreToolstack(xenstored_path)
+    try:
+        assert toolstack.guest_record(domid) == "h" * 64 + "..."  # no type, short message
+        assert toolstack.guest_record(domid + 1) == "pvh"
+        assert toolstack.guest_record(domid + 2) is None
+    finally:
+        toolstack.close()
+        xs.rm(f"/libxl/{domid}")
+        xs.rm(f"/libxl/{domid + 1}")

@@ -26,7 +26,7 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from xenvcpu._backend import Capabilities, Capability, Entry, ListSnapshot, Parts
-from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
+from xenvcpu._impl import MAX_WIDTH, CpuMap, DomainInfo, VcpuInfo
 from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon import sxp
 from xenvcpu.daemon.xend import XendClient, XendDomain, XendNodeInfo
@@ -74,18 +74,29 @@ def open_parts(uri: Uri) -> Parts:
     return Parts(XendHypervisor(client), XendToolstack(client), caps)
 
 
-def _int_field(node: XendNodeInfo, key: str) -> int | None:
+def _int_field(node: XendNodeInfo, key: str, high: int) -> int | None:
+    """An informational field of the node info, or None when it is missing, not a
+    number (sxp.number's caps: ``1e999999999`` took minutes in int(Decimal(...))) or
+    outside ``0..high``."""
     raw = node.fields.get(key)
     if raw is None:
         return None
     try:
-        return int(Decimal(raw))
-    except ArithmeticError:
+        value = int(sxp.number(raw))
+    except ValueError:
         return None
+    return value if 0 <= value <= high else None
 
 
 def _seconds_ns(value: Decimal | None) -> int:
-    return max(0, int((value or Decimal(0)) * 1_000_000_000))
+    """xend's seconds as nanoseconds; 0 when unknown or beyond u64 (as the native types hold)."""
+    ns = int((value or Decimal(0)) * 1_000_000_000)  # sxp.number capped the exponent
+    return ns if 0 <= ns <= _U64_MAX else 0
+
+
+_U64_MAX = (1 << 64) - 1
+# Memory in MiB that fits the page counts (x256) of the native types with room to spare.
+_MIB_MAX = (1 << 44) - 1
 
 
 class XendHypervisor:
@@ -97,7 +108,7 @@ class XendHypervisor:
         self.client = client
         self.node = client.node_info()
         node = self.node
-        major, minor = _int_field(node, "xen_major"), _int_field(node, "xen_minor")
+        major, minor = _int_field(node, "xen_major", 0xFFFF), _int_field(node, "xen_minor", 0xFFFF)
         if major is None or minor is None:
             self._version = DEFAULT_VERSION
         else:
@@ -105,7 +116,9 @@ class XendHypervisor:
             digits = "".join(c for c in extra[:4] if c.isdigit())
             patch = int(digits) if extra[:1].isdigit() and digits else 0
             self._version = (major, minor, patch, 0)
-        max_id = _int_field(node, "max_cpu_id")
+        # nr_cpus is at most MAX_WIDTH (parse_node_info checked it); a max_cpu_id beyond
+        # the widest CPU map is ignored like an unreadable one
+        max_id = _int_field(node, "max_cpu_id", MAX_WIDTH - 1)
         self._width = max(node.nr_cpus, 1, (max_id + 1) if max_id is not None else 0)
 
     def __repr__(self) -> str:
@@ -121,8 +134,8 @@ class XendHypervisor:
 
     def physinfo(self) -> dict[str, int]:
         node = self.node
-        total = _int_field(node, "total_memory") or 0  # MiB
-        free = _int_field(node, "free_memory") or 0
+        total = _int_field(node, "total_memory", _MIB_MAX) or 0  # MiB
+        free = _int_field(node, "free_memory", _MIB_MAX) or 0
         return {
             "threads_per_core": node.threads_per_core or 1,
             "cores_per_socket": node.cores_per_socket or 1,
@@ -164,9 +177,12 @@ class XendHypervisor:
             maxmem = sxp.value_int(raw, "maxmem") or memory
         except ValueError:
             seconds, memory, maxmem = None, 0, 0
+        if not (0 <= memory <= _MIB_MAX and 0 <= maxmem <= _MIB_MAX):
+            memory = maxmem = 0  # unknown, like an unreadable value
+        # parse_domain checked these against MAX_VCPUS
         max_vcpus = rec.max_vcpus or 0
         if rec.online_vcpus is not None:
-            online = rec.online_vcpus
+            online = min(rec.online_vcpus, max_vcpus)
         elif rec.vcpu_avail is not None:
             online = bin(rec.vcpu_avail & ((1 << max_vcpus) - 1)).count("1")
         else:
@@ -188,8 +204,8 @@ class XendHypervisor:
                 blocked=state[1] == "b",
                 cpu_time_ns=_seconds_ns(seconds),
                 cpupool=0,
-                tot_pages=max(memory, 0) * 256,
-                max_pages=max(maxmem, 0) * 256,
+                tot_pages=memory * 256,
+                max_pages=maxmem * 256,
             )
 
         try:

@@ -51,7 +51,6 @@ from __future__ import annotations
 import errno as _errno
 import itertools
 import json
-import math
 import os
 import socket
 import threading
@@ -60,6 +59,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, NamedTuple, TypeVar
 
+from xenvcpu._limits import timeout_arg
 from xenvcpu._ranges import format_ranges
 from xenvcpu.errors import (
     DomainRef,
@@ -100,13 +100,13 @@ MAX_EVENTS = 1024
 
 
 def _check_timeout(value: float, what: str = "timeout", *, zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+    # timeout_arg also caps it at a day: 1e300 passed here and then made settimeout()
+    # raise OverflowError
+    try:
+        return timeout_arg(value, what, zero=zero)
+    except ValueError as exc:
         need = ">= 0" if zero else "> 0"
-        raise ValueError(f"{what} must be finite and {need} seconds, not {value!r}")
-    return seconds
+        raise ValueError(f"{what} must be finite and {need} seconds: {exc}") from None
 
 
 def no_socket_error(path: str) -> QmpError:

@@ -28,7 +28,13 @@ import time
 from collections.abc import Iterable, Set
 from typing import Callable
 
-from xenvcpu._limits import DOMID_FIRST_RESERVED, MAX_VCPUS, ascii_uint, timeout_arg
+from xenvcpu._limits import (
+    DOMID_FIRST_RESERVED,
+    MAX_DOMAIN_NAME,
+    MAX_VCPUS,
+    ascii_uint,
+    timeout_arg,
+)
 from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon.xenstore import Transaction, XenstoreClient
 from xenvcpu.errors import (
@@ -57,6 +63,22 @@ __all__ = [
 def availability_path(domid: int, vcpu: int) -> str:
     """``/local/domain/<domid>/cpu/<vcpu>/availability`` (xen-interfaces.md §5.4)."""
     return f"/local/domain/{int(domid)}/cpu/{int(vcpu)}/availability"
+
+
+def _xs_number(name: str, limit: int) -> int | None:
+    """A xenstore node name that is a number below ``limit`` written as the toolstack
+    writes one (ASCII digits, no leading zero): ``cpu/01`` or ``/local/domain/007`` is
+    no vCPU or domain, so one number cannot be read through several names."""
+    n = ascii_uint(name, limit)
+    return n if n is not None and name == str(n) else None
+
+
+def _name_of(raw: bytes | None) -> str:
+    """A domain name as xenstore holds it ("" when missing or longer than any real one:
+    xenstored's values are at most 4096 bytes); bytes that are not UTF-8 read as U+FFFD."""
+    if raw is None or len(raw) > MAX_DOMAIN_NAME:
+        return ""
+    return raw.decode("utf-8", "replace")
 
 
 def _domain_label(domain: DomainRef) -> str:
@@ -187,16 +209,20 @@ def read_availability(xs: XenstoreClient, domid: int) -> dict[int, bool]:
     """What xenstore currently asks of the guest: ``{vcpu: online?}`` (xen-interfaces.md §5.4).
 
     vCPUs whose node is missing are left out; this is the *request*, not what the guest
-    did -- use the hypervisor's view (getvcpuinfo) for that.
+    did -- use the hypervisor's view (getvcpuinfo) for that. Only names a vCPU can have
+    count: decimal numbers below MAX_VCPUS (no leading zero); at most MAX_VCPUS names
+    are read.
 
     Raises:
         DomainNotFound: the domain has no ``cpu`` directory in xenstore.
+        XenstoreError: ``errno`` E2BIG when ``cpu`` lists more than MAX_VCPUS entries
+            (nothing below it is read then).
     """
     base = f"/local/domain/{int(domid)}/cpu"
 
     def body(tx: Transaction) -> dict[int, bool]:
         try:
-            names = tx.directory(base)
+            names = tx.directory(base, max_entries=MAX_VCPUS)
         except XenstoreError as exc:
             if exc.errno == _errno.ENOENT:
                 raise DomainNotFound(
@@ -209,7 +235,7 @@ def read_availability(xs: XenstoreClient, domid: int) -> dict[int, bool]:
         for name in names:
             # Only names a vCPU can have: ASCII digits below the most vCPUs a domain may
             # have (a bogus cpu/4000000000 would otherwise make max_vcpus four billion).
-            vcpu = ascii_uint(name, MAX_VCPUS)
+            vcpu = _xs_number(name, MAX_VCPUS)
             if vcpu is None:
                 continue
             value = tx.try_read(f"{base}/{name}/availability")
@@ -225,25 +251,34 @@ def list_domains(xs: XenstoreClient) -> dict[int, str]:
 
     The pure-Python way to list domains when the hypercall path is unavailable
     (xen-interfaces.md §5.4: ``/local/domain`` lists domids, ``/local/domain/<id>/name`` their
-    names); a domain without a ``name`` node gets ``""``.
+    names); a domain without a ``name`` node gets ``""``. Entries that are no domid
+    (not a decimal number below DOMID_FIRST_RESERVED, a leading zero, bytes that are not
+    UTF-8) are skipped; a name that is not UTF-8 reads with U+FFFD.
+
+    Raises:
+        XenstoreError: ``errno`` E2BIG when ``/local/domain`` lists more entries than
+            there can be domains (DOMID_FIRST_RESERVED): nothing below it is read then.
     """
 
     def body(tx: Transaction) -> dict[int, str]:
         try:
-            ids = tx.directory("/local/domain")
+            ids = tx.directory("/local/domain", max_entries=DOMID_FIRST_RESERVED)
         except XenstoreError as exc:
             if exc.errno == _errno.ENOENT:
                 return {}
             raise
         result: dict[int, str] = {}
         for entry in ids:
-            domid = ascii_uint(entry, DOMID_FIRST_RESERVED)
+            domid = _xs_number(entry, DOMID_FIRST_RESERVED)
             if domid is not None:
-                raw = tx.try_read(f"/local/domain/{entry}/name")
-                result[domid] = "" if raw is None else raw.decode("utf-8", "replace")
+                result[domid] = _name_of(tx.try_read(f"/local/domain/{entry}/name"))
         return result
 
     return xs.transaction(body)
+
+
+# About how long the list of known domains in a DomainNotFound message may be.
+_KNOWN_CHARS = 4000
 
 
 def find_domid(xs: XenstoreClient, domain: DomainRef) -> int:
@@ -264,21 +299,41 @@ def find_domid(xs: XenstoreClient, domain: DomainRef) -> int:
         matches = [d for d, name in domains.items() if name == text]
         if len(matches) == 1:
             return matches[0]
-    known = ", ".join(f"{n or '?'} ({d})" for d, n in sorted(domains.items())) or "none"
     raise DomainNotFound(
-        f"no domain {domain!r} in xenstore; known domains: {known}",
+        f"no domain {_clip(repr(domain))} in xenstore; known domains: {_known(domains)}",
         errno=_errno.ESRCH,
         domain=domain,
     )
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _known(domains: dict[int, str]) -> str:
+    """The known domains for a message, by id, at most about _KNOWN_CHARS long (xenstore
+    may list tens of thousands, with names of up to 4096 bytes)."""
+    shown: list[str] = []
+    size = 0
+    listed = sorted(domains.items())
+    for d, n in listed:
+        if size > _KNOWN_CHARS:
+            return ", ".join(shown) + f" and {len(listed) - len(shown)} more"
+        shown.append(f"{n[:64] + ('...' if len(n) > 64 else '') or '?'} ({d})")
+        size += len(shown[-1]) + 2
+    return ", ".join(shown) or "none"
+
+
 def max_vcpus_from_xenstore(xs: XenstoreClient, domid: int) -> int:
     """The domain's maximum vCPUs as xenstore shows it: libxl writes ``cpu/<n>`` for
     n = 0 … max_vcpus-1 at build time (xen-interfaces.md §5.4).  Prefer the hypervisor's
-    ``max_vcpu_id + 1`` when the hypercall path is available.
+    ``max_vcpu_id + 1`` when the hypercall path is available. At most MAX_VCPUS: names
+    beyond it are no vCPUs (see :func:`read_availability`).
 
     Raises:
-        DomainNotFound: no ``cpu`` directory for the domain.
+        DomainNotFound: no ``cpu/<n>/availability`` node for the domain.
+        XenstoreError: as :func:`read_availability` (E2BIG for a ``cpu`` directory of
+            more than MAX_VCPUS entries).
     """
     vcpus = read_availability(xs, domid)
     if not vcpus:
