@@ -97,8 +97,12 @@ def test_vcpu_states_and_the_clock(host: Host) -> None:
     assert states == [VcpuState.RUNNABLE, VcpuState.BLOCKED]
     t0 = host.domain("web").vcpu(0).cpu_time_ns
     assert host.domain("web").vcpu(0).cpu_time_ns == t0  # frozen
+    c0 = ctl(host).clock_ns()
     ctl(host).advance(2.0)
     assert host.domain("web").vcpu(0).cpu_time_ns > t0
+    # CPU time accrues on the simulated clock: a runnable vCPU runs 15% of it
+    assert ctl(host).clock_ns() - c0 == 2_000_000_000
+    assert host.domain("web").vcpu(0).cpu_time_ns - t0 == 300_000_000
 
 
 def test_guests_that_never_follow(host: Host) -> None:

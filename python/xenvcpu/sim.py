@@ -177,6 +177,12 @@ class SimControl:
         """Move the clock forward (CPU time accrues; due guest actions happen)."""
         self._native.advance(_seconds("seconds", seconds))
 
+    def clock_ns(self) -> int:
+        """The simulated clock, in nanoseconds since the host was built: it stands still
+        while frozen and moves with :meth:`advance`. CPU times accrue on it, so
+        :class:`xenvcpu.metrics.Sampler` measures its intervals with it on a simulated host."""
+        return self._native.clock_ns()
+
     # ---- counters --------------------------------------------------------------------
 
     def hypercalls(self) -> int:

@@ -106,6 +106,11 @@ impl PySimControl {
         })
     }
 
+    /// The simulated clock in nanoseconds (stands still while frozen).
+    fn clock_ns(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(py, |h| Ok(h.clock_ns()))
+    }
+
     /// Fail the n-th domctl/sysctl from now (1 = the next) with `errno`.
     fn fail_nth(&self, py: Python<'_>, n: u64, errno: i32) -> PyResult<()> {
         self.with(py, |h| {

@@ -229,6 +229,13 @@ impl SimHost {
         u64::try_from(t.saturating_add(self.offset_ns).max(0)).unwrap_or(0)
     }
 
+    /// The simulated clock: nanoseconds since the host was built (it stands still while
+    /// frozen and moves with [`SimHost::advance`]). CPU times accrue on it, so a sampler that
+    /// measures intervals with it gets exact utilisation on a frozen host.
+    pub fn clock_ns(&self) -> u64 {
+        self.now()
+    }
+
     /// Stop (true) or restart (false) the wall clock; [`SimHost::advance`] still moves time.
     /// Frozen hosts give reproducible CPU times.
     pub fn freeze_clock(&mut self, frozen: bool) {

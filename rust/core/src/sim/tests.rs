@@ -421,3 +421,20 @@ fn hypercall_level_faults() {
     );
     assert!(t.hypercall(abi::HYPERVISOR_XEN_VERSION, [0; 5]).is_ok());
 }
+
+#[test]
+fn the_clock_stands_still_when_frozen_and_moves_with_advance() {
+    let t = sim(D, &[]);
+    let h = t.handle();
+    let mut host = lock(&h);
+    host.freeze_clock(true);
+    let t0 = host.clock_ns();
+    assert_eq!(host.clock_ns(), t0);
+    host.advance(std::time::Duration::from_millis(1500));
+    assert_eq!(host.clock_ns(), t0 + 1_500_000_000);
+    host.freeze_clock(false);
+    assert!(
+        host.clock_ns() >= t0 + 1_500_000_000,
+        "restarts from the frozen instant"
+    );
+}
