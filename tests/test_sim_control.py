@@ -163,3 +163,15 @@ def test_other_backends_have_none() -> None:
     ts = XenstoreToolstack("/nonexistent")
     parts = Parts(XenstoreHypervisor(ts), ts)
     assert parts.sim is None
+
+
+def test_leak_runstate_update_sets_bit_63_on_some_reads(host: Host) -> None:
+    before = host.snapshot().column("cpu_time_ns")
+    assert max(before) < 1 << 63
+    ctl(host).leak_runstate_update()
+    leaked = host.snapshot().column("cpu_time_ns")
+    marked = [i for i, t in enumerate(leaked) if t >> 63]
+    assert len(marked) == len(leaked) // 3  # every third read
+    assert [t & ~(1 << 63) for t in leaked] == list(before)  # the rest is the real time
+    ctl(host).leak_runstate_update(False)
+    assert list(host.snapshot().column("cpu_time_ns")) == list(before)

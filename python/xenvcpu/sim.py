@@ -148,6 +148,12 @@ class SimControl:
             raise ValueError(f"Xen release {version!r}: numbers above 65535")
         self._native.set_release(major, minor, patch)
 
+    def leak_runstate_update(self, on: bool = True) -> None:
+        """Leak ``XEN_RUNSTATE_UPDATE`` (bit 63) into the CPU time of every third vCPU read
+        from now on, as Xen before 4.13 can; False stops it. A reader of such a release must
+        mask the bit (:mod:`xenvcpu.metrics` does where ``Host.xen_version`` < 4.13)."""
+        self._native.leak_runstate_update(bool(on))
+
     # ---- guests ----------------------------------------------------------------------
 
     def set_vcpu_state(self, domain: DomainArg, vcpu: int, state: VcpuState | str) -> None:

@@ -231,6 +231,9 @@ pub const XEN_INVALID_TOPO_ID: u32 = 0xFFFF_FFFF;
 pub const XEN_INVALID_MEM_SZ: u64 = 0xFFFF_FFFF;
 /// max_vcpu_id when a domain has no vCPU (xen-interfaces.md §3.4).
 pub const NO_VCPU_ID: u32 = 0xFFFF_FFFF;
+/// `XEN_RUNSTATE_UPDATE`, bit 63 of a runstate time: Xen before 4.13 can leak it into
+/// getvcpuinfo's `cpu_time` (xen-interfaces.md §3.5).
+pub const XEN_RUNSTATE_UPDATE: u64 = 1 << 63;
 
 // ---------------------------------------------------------------------------------------------
 // Structs

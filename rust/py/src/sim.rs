@@ -127,6 +127,14 @@ impl PySimControl {
         })
     }
 
+    /// Leak XEN_RUNSTATE_UPDATE (bit 63) into every third getvcpuinfo cpu_time (or stop).
+    fn leak_runstate_update(&self, py: Python<'_>, on: bool) -> PyResult<()> {
+        self.with(py, |h| {
+            h.leak_runstate_update(on);
+            Ok(())
+        })
+    }
+
     /// Mark a domain dying (or not).
     fn set_dying(&self, py: Python<'_>, domid: u32, dying: bool) -> PyResult<()> {
         self.with(py, |h| h.set_dying(domid, dying))

@@ -94,6 +94,9 @@ pub struct SimHost {
     pub(super) hc_faults: Vec<(u64, i32)>,
     pub(super) removals: Vec<(u64, u16)>,
     pub(super) multicall_errno: Option<i32>,
+    /// Leak `XEN_RUNSTATE_UPDATE` into getvcpuinfo's cpu_time (every third answer).
+    pub(super) leak_runstate: bool,
+    pub(super) vcpuinfo_answers: u64,
 }
 
 /// Shared handle to a simulated host (toolstack side).
@@ -215,6 +218,8 @@ impl SimHost {
             hc_faults: Vec::new(),
             removals: Vec::new(),
             multicall_errno: None,
+            leak_runstate: false,
+            vcpuinfo_answers: 0,
         };
         for d in &spec.domains {
             host.add_domain(d)?;
@@ -514,6 +519,12 @@ impl SimHost {
     /// Make the multicall hypercall itself fail with `errno` (None: accept batches).
     pub fn refuse_multicall(&mut self, errno: Option<i32>) {
         self.multicall_errno = errno;
+    }
+
+    /// Leak `XEN_RUNSTATE_UPDATE` (bit 63) into the `cpu_time` of every third getvcpuinfo
+    /// answer from now on, as Xen before 4.13 can (xen-interfaces.md §3.5); false stops it.
+    pub fn leak_runstate_update(&mut self, on: bool) {
+        self.leak_runstate = on;
     }
 
     /// Mark a domain dying (being destroyed).

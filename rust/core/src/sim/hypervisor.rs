@@ -156,7 +156,7 @@ impl SimHost {
                     return Err(libc::EINVAL);
                 }
                 let v = d.vcpus[vcpu as usize].as_ref().ok_or(libc::ESRCH)?;
-                let r = abi::GetVcpuInfo {
+                let mut r = abi::GetVcpuInfo {
                     vcpu,
                     online: u8::from(v.online),
                     blocked: u8::from(v.online && v.state == VcpuState::Blocked),
@@ -165,6 +165,13 @@ impl SimHost {
                     cpu: v.cpu,
                     ..Default::default()
                 };
+                if self.leak_runstate {
+                    // a read that raced a runstate update, on Xen before 4.13
+                    self.vcpuinfo_answers += 1;
+                    if self.vcpuinfo_answers % 3 == 0 {
+                        r.cpu_time |= abi::XEN_RUNSTATE_UPDATE;
+                    }
+                }
                 r.encode(&mut mem.slice_mut(addr, abi::XenDomctl::SIZE)?[abi::DOMCTL_U..]);
                 Ok(0)
             }

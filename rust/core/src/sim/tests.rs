@@ -438,3 +438,29 @@ fn the_clock_stands_still_when_frozen_and_moves_with_advance() {
         "restarts from the frozen instant"
     );
 }
+
+#[test]
+fn leaked_runstate_update_sets_bit_63_on_every_third_vcpu_read() {
+    let mut t = sim(D, &[]);
+    lock(&t.handle()).freeze_clock(true);
+    let read = |t: &mut SimTransport, vcpu: u32| {
+        let u = abi::domctl_header(t.arena().1, domctl::GETVCPUINFO, V, 1);
+        vcpu.put(u);
+        domctl_call(t).unwrap();
+        abi::GetVcpuInfo::decode(&t.arena().1[abi::DOMCTL_U..]).cpu_time
+    };
+    let clean: Vec<u64> = (0..4).map(|v| read(&mut t, v)).collect();
+    assert!(clean.iter().all(|c| c & abi::XEN_RUNSTATE_UPDATE == 0));
+    lock(&t.handle()).leak_runstate_update(true);
+    let leaked: Vec<u64> = (0..6).map(|k| read(&mut t, k % 4)).collect();
+    for (k, c) in leaked.iter().enumerate() {
+        let bit = if k % 3 == 2 {
+            abi::XEN_RUNSTATE_UPDATE
+        } else {
+            0
+        };
+        assert_eq!(*c, clean[k % 4] | bit, "read {k}");
+    }
+    lock(&t.handle()).leak_runstate_update(false);
+    assert_eq!(read(&mut t, 2), clean[2]);
+}
