@@ -76,6 +76,19 @@ def test_dying_and_pin_override(host: Host) -> None:
         host.domain("db").pin_vcpu(0, hard="16")
 
 
+def test_restart_domain_comes_back_under_a_new_domid(host: Host) -> None:
+    db = host.domain("db")
+    new_id = ctl(host).restart_domain("db")
+    again = host.domain("db")
+    assert (new_id, again.id, again.uuid) == (4, 4, db.uuid)
+    assert all(v.cpu_time_ns == 0 for v in again.vcpus())
+    assert [d.id for d in host.domains()] == [0, 1, 3, 4]
+    other = "00112233-4455-6677-8899-aabbccddeeff"
+    assert host.domain(ctl(host).restart_domain(again, uuid=other)).uuid == other
+    with pytest.raises(XenvcpuError, match="Domain-0 cannot be restarted"):
+        ctl(host).restart_domain(0)
+
+
 def test_refuse_multicall_falls_back_to_single_calls(host: Host) -> None:
     d = host.domain("batch")
     n0 = ctl(host).hypercalls()
@@ -143,6 +156,9 @@ def test_set_release_changes_the_interface(host: Host) -> None:
         (lambda s: s.set_release("four"), ValueError),
         (lambda s: s.set_release("4.99999"), ValueError),
         (lambda s: s.set_dying(3.5), TypeError),
+        (lambda s: s.restart_domain("web", uuid="xyz"), XenvcpuError),
+        (lambda s: s.restart_domain("web", uuid=5), TypeError),
+        (lambda s: s.restart_domain("nobody"), DomainNotFound),
     ],
 )
 def test_bad_arguments_are_typed_errors_and_change_nothing(

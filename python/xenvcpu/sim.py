@@ -122,6 +122,15 @@ class SimControl:
             raise DomainNotFound(f"no domain with id {domid}", domain=domid)
         self._native.remove_domain_at(_count("n", n), domid)
 
+    def restart_domain(self, domain: DomainArg, uuid: str | None = None) -> int:
+        """Destroy ``domain`` and create it again under a new domid, as ``xl reboot`` does:
+        the next id above every live domain, the same name, configuration and UUID, CPU
+        time from zero. With ``uuid``, the new domain has that UUID instead (another guest of
+        the same shape appears). Returns the new domid. Domain-0 cannot be restarted."""
+        if uuid is not None and not isinstance(uuid, str):
+            raise TypeError(f"a UUID is a str, not {type(uuid).__name__}")
+        return self._native.restart_domain(self._domid(domain), uuid)
+
     def set_dying(self, domain: DomainArg, dying: bool = True) -> None:
         """Mark a domain as being destroyed (``DomainDying`` for changes), or not."""
         self._native.set_dying(self._domid(domain), bool(dying))

@@ -135,6 +135,17 @@ impl PySimControl {
         })
     }
 
+    /// Destroy a domain and create it again under a new domid (xl reboot), with its UUID or
+    /// the one given; returns the new domid.
+    #[pyo3(signature = (domid, uuid=None))]
+    fn restart_domain(&self, py: Python<'_>, domid: u32, uuid: Option<String>) -> PyResult<u32> {
+        let uuid = uuid
+            .map(|u| sim::spec::parse_uuid(&u))
+            .transpose()
+            .map_err(|e| core_err(py, &e))?;
+        self.with(py, |h| h.restart_domain(domid, uuid))
+    }
+
     /// Mark a domain dying (or not).
     fn set_dying(&self, py: Python<'_>, domid: u32, dying: bool) -> PyResult<()> {
         self.with(py, |h| h.set_dying(domid, dying))

@@ -516,6 +516,49 @@ impl SimHost {
         Ok(())
     }
 
+    /// Destroy a domain and create it again under a new domid, as `xl reboot` does: the
+    /// next id above every live one, the same name and configuration, CPU time from zero.
+    /// With `uuid`, the new domain gets that UUID instead of the old one (another guest of
+    /// the same shape appears). Returns the new domid. Domain-0 cannot be restarted.
+    pub fn restart_domain(&mut self, domid: u32, uuid: Option<[u8; 16]>) -> Result<u32> {
+        self.tick();
+        let now = self.now();
+        let old = self.dom_mut(domid)?.clone();
+        if old.id == 0 {
+            return Err(no_hv("sim host: Domain-0 cannot be restarted".into()));
+        }
+        let uuid = uuid.unwrap_or(old.uuid);
+        if self
+            .domains
+            .values()
+            .any(|d| d.id != old.id && d.uuid == uuid)
+        {
+            return Err(no_hv(format!(
+                "sim host: another domain already has the UUID of the restarted {}",
+                old.name
+            )));
+        }
+        let last = self.domains.keys().next_back().copied().unwrap_or(0);
+        let new_id = last
+            .checked_add(1)
+            .filter(|&i| u32::from(i) < abi::DOMID_FIRST_RESERVED)
+            .ok_or_else(|| no_hv("sim host: no free domain id above the live ones".into()))?;
+        self.domains.remove(&old.id);
+        let mut d = old;
+        d.id = new_id;
+        d.uuid = uuid;
+        d.dying = false;
+        d.shutdown = None;
+        d.pending = None;
+        for v in d.vcpus.iter_mut().flatten() {
+            v.time_acc = 0;
+            v.since = now;
+            v.pin_override = false;
+        }
+        self.domains.insert(new_id, d);
+        Ok(u32::from(new_id))
+    }
+
     /// Make the multicall hypercall itself fail with `errno` (None: accept batches).
     pub fn refuse_multicall(&mut self, errno: Option<i32>) {
         self.multicall_errno = errno;

@@ -464,3 +464,23 @@ fn leaked_runstate_update_sets_bit_63_on_every_third_vcpu_read() {
     lock(&t.handle()).leak_runstate_update(false);
     assert_eq!(read(&mut t, 2), clean[2]);
 }
+
+#[test]
+fn a_restarted_domain_comes_back_under_a_new_id_with_its_uuid() {
+    let t = sim(D, &[]);
+    let h = t.handle();
+    let mut host = lock(&h);
+    let uuid = host.domains[&2].uuid;
+    assert_eq!(host.restart_domain(2, None).unwrap(), 4);
+    assert!(!host.domains.contains_key(&2));
+    let d = &host.domains[&4];
+    assert_eq!((d.name.as_str(), d.uuid), ("db", uuid));
+    assert!(d.vcpus.iter().flatten().all(|v| v.time_acc == 0));
+    // another UUID: a new guest of the same shape; a taken one is refused
+    assert_eq!(host.restart_domain(4, Some([7; 16])).unwrap(), 5);
+    assert_eq!(host.domains[&5].uuid, [7; 16]);
+    let web = host.domains[&1].uuid;
+    assert!(host.restart_domain(5, Some(web)).is_err());
+    assert!(host.restart_domain(0, None).is_err(), "Domain-0 stays");
+    assert!(host.restart_domain(9, None).is_err());
+}
