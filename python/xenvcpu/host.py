@@ -12,7 +12,7 @@ import os
 import warnings
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, Union, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, Union, overload
 
 from xenvcpu import _impl, backends
 from xenvcpu import uri as _uri
@@ -42,6 +42,9 @@ from xenvcpu.guests import classify, set_hvm_online
 from xenvcpu.records import Cpupool, Pinning
 from xenvcpu.sim import SimControl
 from xenvcpu.types import SCHEDULERS, CpuTopology, GuestType, HostInfo, Topology
+
+if TYPE_CHECKING:
+    from xenvcpu.metrics import Sample
 
 __all__ = ["DEFAULT_URI", "Domain", "DomainVcpus", "Host", "MapSpec", "Snapshot", "connect"]
 
@@ -295,6 +298,18 @@ class Host:
         """
         names = self._names()  # first: a domain that vanishes midway still has its name
         return Snapshot(self, self._backend.snapshot(), names)
+
+    def sample(self, interval: float = 1.0) -> Sample:
+        """Utilisation of every vCPU, domain and pCPU over the next ``interval`` seconds:
+        a snapshot, a sleep, a snapshot (:class:`xenvcpu.metrics.Sampler`, which keeps the
+        previous snapshot for repeated sampling, is the tool for more than one).
+
+        Raises:
+            ValueError: ``interval`` is not 0 to 86,400 seconds.
+        """
+        from xenvcpu.metrics import Sampler
+
+        return Sampler(self).sample_over(interval)
 
 
 class Snapshot(Sequence["DomainVcpus"]):
