@@ -184,15 +184,31 @@ class Host:
 
     @property
     def topology(self) -> Topology:
-        """Core, socket and node of every present CPU (read once per Host)."""
+        """Core, socket and node of every present CPU, and the cpupools (read once per
+        Host; :meth:`read_topology` reads them again)."""
         if self._topology is None:
-            rows = self._backend.topology()
-            cpus = tuple(CpuTopology(cpu, *row) for cpu, row in enumerate(rows) if row is not None)
-            nodes: list[int | None] = [None] * self.max_cpus
-            for c in cpus:
-                if c.cpu < len(nodes):
-                    nodes[c.cpu] = c.node
-            self._topology = Topology(cpus=cpus, cpu_to_node=tuple(nodes))
+            self._topology = self.read_topology()
+        return self._topology
+
+    def read_topology(self) -> Topology:
+        """Read the topology and the cpupools now (and keep them for :attr:`topology`)."""
+        rows = self._backend.topology()
+        cpus = tuple(CpuTopology(cpu, *row) for cpu, row in enumerate(rows) if row is not None)
+        per_cpu: list[list[int | None]] = [[None] * self.max_cpus for _ in range(3)]
+        for c in cpus:
+            if c.cpu < self.max_cpus:
+                per_cpu[0][c.cpu], per_cpu[1][c.cpu], per_cpu[2][c.cpu] = c.node, c.socket, c.core
+        try:
+            pools = {p.name: tuple(p.cpus) for p in self.cpupools}
+        except NotSupported:  # a backend without cpupools: pool: terms name none
+            pools = {}
+        self._topology = Topology(
+            cpus=cpus,
+            cpu_to_node=tuple(per_cpu[0]),
+            cpu_to_socket=tuple(per_cpu[1]),
+            cpu_to_core=tuple(per_cpu[2]),
+            pools=pools,
+        )
         return self._topology
 
     @property
