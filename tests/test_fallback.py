@@ -432,7 +432,19 @@ TERM = st.one_of(
     st.integers(0, 70).map(str),
     st.tuples(st.integers(0, 70), st.integers(0, 70)).map(lambda t: f"{t[0]}-{t[1]}"),
     st.sampled_from(["all", "r", "node:0", "nodes:0-1", "node:7", "", " ", "-", "3-", "a"]),
+    st.sampled_from(["socket:0", "sockets:0-1", "socket:9", "siblings:3", "siblings:99"]),
+    st.sampled_from(["pool:p0", "pool:big", "pool:nope", "pool:", "siblings:", "socket:x"]),
 ).flatmap(lambda t: st.sampled_from([t, "^" + t, " " + t + " "]))
+
+
+class TopologyFacts:
+    """Every fact topology terms read, for a map of ``width`` CPUs."""
+
+    def __init__(self, width: int) -> None:
+        self.cpu_to_node = [cpu * 2 // width for cpu in range(width)]
+        self.cpu_to_socket = [cpu * 2 // width for cpu in range(width)]
+        self.cpu_to_core = [(cpu // 2) if cpu % 7 else None for cpu in range(width)]
+        self.pools = {"p0": [c for c in range(width) if c % 3 == 0], "big": range(width + 4)}
 
 
 @pytestmark_native
@@ -452,6 +464,7 @@ def test_parse_agrees(text: str, width: int) -> None:
     nodes = [cpu * 2 // width for cpu in range(width)]
     same(lambda c: view(c.parse(text, width, topology=nodes)))
     same(lambda c: view(c.parse(text, width)))
+    same(lambda c: view(c.parse(text, width, topology=TopologyFacts(width))))
 
 
 @pytestmark_native

@@ -115,6 +115,7 @@ class SnapshotBackend(Protocol):
     def maplen(self) -> int: ...
     @property
     def domain_count(self) -> int: ...
+    def offsets(self) -> list[int]: ...
     def __len__(self) -> int: ...
     def domain(self, i: int, /) -> DomainInfo: ...
     def vcpus(self, i: int, /) -> list[VcpuInfo]: ...
@@ -160,6 +161,12 @@ class HypervisorBackend(Protocol):
         force: bool,
         /,
     ) -> list[tuple[int, tuple[CpuMap | None, CpuMap | None] | XenvcpuError]]: ...
+    def pin_many(
+        self,
+        requests: list[tuple[int, int, CpuMap | None, CpuMap | None]],
+        force: bool = False,
+        /,
+    ) -> list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError]: ...
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,13 @@ class ListSnapshot:
 
     def __len__(self) -> int:
         return len(self._flat)
+
+    def offsets(self) -> list[int]:
+        out, at = [], 0
+        for _, r in self._entries:
+            out.append(at)
+            at += 0 if isinstance(r, XenvcpuError) else len(r)
+        return [*out, at]
 
     def __repr__(self) -> str:
         return (

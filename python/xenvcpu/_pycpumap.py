@@ -148,9 +148,15 @@ def _parse_range(s: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _nodes_of(topology: Any, width: int) -> list[int]:
-    """Node of each CPU, as the native ``nodes_of``: ``cpu_to_node``, a dict, or a sequence."""
-    source = topology.cpu_to_node if hasattr(topology, "cpu_to_node") else topology
+def _per_cpu(topology: Any, attr: str, width: int) -> list[int] | None:
+    """One fact per CPU, as the native ``per_cpu``: the attribute ``attr`` (a dict or a
+    sequence); for nodes, the argument itself when it has neither that nor ``pools``."""
+    if hasattr(topology, attr):
+        source = getattr(topology, attr)
+    elif attr == "cpu_to_node" and not hasattr(topology, "pools"):
+        source = topology
+    else:
+        return None
     nodes = [_NO_NODE] * width
     if isinstance(source, dict):
         for k, v in source.items():
@@ -164,9 +170,91 @@ def _nodes_of(topology: Any, width: int) -> list[int]:
     return nodes
 
 
+def _pools_of(topology: Any, width: int) -> list[tuple[str, CpuMap]] | None:
+    if not hasattr(topology, "pools"):
+        return None
+    out = []
+    for name, cpus in topology.pools.items():
+        if not isinstance(name, str):
+            raise TypeError(f"a cpupool name is a str, not {type(name).__name__}")
+        out.append((name, cpus if isinstance(cpus, CpuMap) else CpuMap.from_cpus(cpus, width)))
+    return out
+
+
 def _known_nodes(nodes: list[int]) -> str:
     present = {n for n in nodes if n != _NO_NODE}
     return format_bits(sum(1 << n for n in present)) if present else "none"
+
+
+class _Terms:
+    """The facts topology terms read (as the native ``Terms``)."""
+
+    def __init__(self, text: str, topology: Any, width: int) -> None:
+        t = topology
+        self.nodes = _per_cpu(t, "cpu_to_node", width) if t is not None and "node" in text else None
+        wants_sockets = "socket" in text or "siblings" in text
+        self.sockets = (
+            _per_cpu(t, "cpu_to_socket", width) if t is not None and wants_sockets else None
+        )
+        self.cores = (
+            _per_cpu(t, "cpu_to_core", width) if t is not None and "siblings" in text else None
+        )
+        self.pools = _pools_of(t, width) if t is not None and "pool" in text else None
+
+
+def _by_unit(per_cpu: list[int], lo: int, hi: int, width: int, unit: str) -> int:
+    chosen = 0
+    for cpu, u in enumerate(per_cpu[:width]):
+        if lo <= u <= hi:
+            chosen |= 1 << cpu
+    if not chosen:
+        raise _ParseError(f"no CPU is in that {unit} ({unit}s with CPUs: {_known_nodes(per_cpu)})")
+    return chosen
+
+
+def _topology_term(body: str, width: int, t: _Terms) -> int | None:
+    """The CPUs (bits) of a topology term, or None when ``body`` is no topology term."""
+
+    def need(what: str) -> _ParseError:
+        return _ParseError(f"{what} terms need the host topology")
+
+    for prefixes, attr, unit in (
+        (("nodes:", "node:"), t.nodes, "node"),
+        (("sockets:", "socket:"), t.sockets, "socket"),
+    ):
+        for prefix in prefixes:
+            if body.startswith(prefix):
+                if attr is None:
+                    raise need(unit)
+                lo, hi = _parse_range(body[len(prefix) :])
+                return _by_unit(attr, lo, hi, width, unit)
+    if body.startswith("siblings:"):
+        if t.sockets is None or t.cores is None:
+            raise need("siblings")
+        n = _parse_num(body[len("siblings:") :])
+        if n >= width:
+            raise _ParseError(f"CPU {n} is out of range")
+        s, c = t.sockets[n], t.cores[n]
+        if s == _NO_NODE or c == _NO_NODE:
+            raise _ParseError(f"Xen gives no core for CPU {n} (is it offline?)")
+        return sum(
+            1 << cpu
+            for cpu, (so, co) in enumerate(zip(t.sockets[:width], t.cores[:width]))
+            if (so, co) == (s, c)
+        )
+    if body.startswith("pool:"):
+        if t.pools is None:
+            raise _ParseError("pool terms need the host's cpupools")
+        name = body[len("pool:") :]
+        for pool_name, cpus in t.pools:
+            if pool_name == name:
+                try:
+                    return cpus.resized(width)._bits
+                except CpuListError as e:
+                    raise _ParseError(str(e)) from None
+        known = ", ".join(n for n, _ in t.pools) or "none"
+        raise _ParseError(f"no cpupool is called that (cpupools: {known})")
+    return None
 
 
 class CpuMap:
@@ -251,7 +339,7 @@ class CpuMap:
         w = _width_arg(width)
         if not text.isprintable() or any("\ud800" <= c <= "\udfff" for c in text):
             text = _replace_surrogates(text)
-        nodes = _nodes_of(topology, w) if topology is not None and "node" in text else None
+        terms = _Terms(text, topology, w)
         bits = 0
         full = (1 << w) - 1
         if not text.strip(WHITESPACE):
@@ -273,19 +361,7 @@ class CpuMap:
                     if neg:
                         raise _ParseError("'^all' is not allowed (it would exclude every CPU)")
                     bits = full
-                elif body.startswith(("nodes:", "node:")):
-                    spec = body[6:] if body.startswith("nodes:") else body[5:]
-                    if nodes is None:
-                        raise _ParseError("node terms need the host topology")
-                    lo, hi = _parse_range(spec)
-                    chosen = 0
-                    for cpu, node in enumerate(nodes[:w]):
-                        if lo <= node <= hi:
-                            chosen |= 1 << cpu
-                    if not chosen:
-                        raise _ParseError(
-                            f"no CPU is in that node (nodes with CPUs: {_known_nodes(nodes)})"
-                        )
+                elif (chosen := _topology_term(body, w, terms)) is not None:
                     bits = bits & ~chosen if neg else bits | chosen
                 else:
                     lo, hi = _parse_range(body)

@@ -27,6 +27,8 @@ __all__ = [
     "NoHypervisor",
     "NotSupported",
     "PermissionDenied",
+    "PlacementError",
+    "PlanFailed",
     "QmpError",
     "VcpuCountError",
     "VcpuNotFound",
@@ -185,6 +187,37 @@ class QmpError(DaemonError):
 
     qmp_class: str = ""
     desc: str = ""
+
+
+class PlacementError(XenvcpuError, ValueError):
+    """A placement spec is malformed, or cannot be applied to this host as it stands.
+
+    The message names the file (``source``), the entry (``entry``: 1-based position among
+    the ``[[domain]]`` entries, 0 for ``[defaults]``, None for the file as a whole), the key
+    and, for a cpulist, the token, its column and the reason (as :class:`CpuListError`).
+    """
+
+    source: str | None = None
+    entry: int | None = None
+    key: str | None = None
+    token: str | None = None
+    column: int | None = None
+    reason: str | None = None
+
+
+class PlanFailed(XenvcpuError):
+    """Applying a plan failed and what had changed was put back.
+
+    ``failed`` lists what failed (``(domain, vcpu or None, what, error message)``),
+    ``rolled_back`` what was put back to the state read at plan time, ``vanished`` the
+    domains that disappeared meanwhile (reported, not failures), ``rollback_failed`` what
+    could not be put back (empty when the host is as it was).
+    """
+
+    failed: tuple[tuple[str, int | None, str, str], ...] = ()
+    rolled_back: tuple[str, ...] = ()
+    vanished: tuple[str, ...] = ()
+    rollback_failed: tuple[str, ...] = ()
 
 
 class AffinityNarrowed(UserWarning):

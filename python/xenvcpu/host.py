@@ -14,7 +14,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Union, overload
 
-from xenvcpu import _impl, backends
+from xenvcpu import _impl, backends, placement
 from xenvcpu import uri as _uri
 from xenvcpu._backend import (
     Capabilities,
@@ -28,6 +28,8 @@ from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
 from xenvcpu._limits import DOMID_FIRST_RESERVED, ascii_uint, timeout_arg
 from xenvcpu._ranges import valid_range
 from xenvcpu.daemon import vcpus as _vcpus
+from xenvcpu.daemon.qmp import libxl_socket_path as qmp_socket_path
+from xenvcpu.daemon.qmp import no_socket_error
 from xenvcpu.errors import (
     AffinityNarrowed,
     CpuListError,
@@ -39,6 +41,7 @@ from xenvcpu.errors import (
     XenvcpuError,
 )
 from xenvcpu.guests import classify, set_hvm_online
+from xenvcpu.placement import Plan, SpecSource
 from xenvcpu.records import Cpupool, Pinning
 from xenvcpu.sim import SimControl
 from xenvcpu.types import SCHEDULERS, CpuTopology, GuestType, HostInfo, Topology
@@ -187,15 +190,31 @@ class Host:
 
     @property
     def topology(self) -> Topology:
-        """Core, socket and node of every present CPU (read once per Host)."""
+        """Core, socket and node of every present CPU, and the cpupools (read once per
+        Host; :meth:`read_topology` reads them again)."""
         if self._topology is None:
-            rows = self._backend.topology()
-            cpus = tuple(CpuTopology(cpu, *row) for cpu, row in enumerate(rows) if row is not None)
-            nodes: list[int | None] = [None] * self.max_cpus
-            for c in cpus:
-                if c.cpu < len(nodes):
-                    nodes[c.cpu] = c.node
-            self._topology = Topology(cpus=cpus, cpu_to_node=tuple(nodes))
+            self._topology = self.read_topology()
+        return self._topology
+
+    def read_topology(self) -> Topology:
+        """Read the topology and the cpupools now (and keep them for :attr:`topology`)."""
+        rows = self._backend.topology()
+        cpus = tuple(CpuTopology(cpu, *row) for cpu, row in enumerate(rows) if row is not None)
+        per_cpu: list[list[int | None]] = [[None] * self.max_cpus for _ in range(3)]
+        for c in cpus:
+            if c.cpu < self.max_cpus:
+                per_cpu[0][c.cpu], per_cpu[1][c.cpu], per_cpu[2][c.cpu] = c.node, c.socket, c.core
+        try:
+            pools = {p.name: tuple(p.cpus) for p in self.cpupools}
+        except NotSupported:  # a backend without cpupools: pool: terms name none
+            pools = {}
+        self._topology = Topology(
+            cpus=cpus,
+            cpu_to_node=tuple(per_cpu[0]),
+            cpu_to_socket=tuple(per_cpu[1]),
+            cpu_to_core=tuple(per_cpu[2]),
+            pools=pools,
+        )
         return self._topology
 
     @property
@@ -288,6 +307,21 @@ class Host:
         ids = [d.id for d in self._backend.domains()]
         return ", ".join(f"{names.get(i) or default_name(i)} ({i})" for i in ids) or "none"
 
+    def plan(self, spec: SpecSource) -> Plan:
+        """What a placement spec wants of this host, against what it has (reads only):
+        a :class:`~xenvcpu.placement.Plan` to look at (``changes``, ``diff()``,
+        ``to_json()``) and to :meth:`~xenvcpu.placement.Plan.apply`.
+
+        ``spec``: a path to a TOML or JSON placement file, the same data as a ``dict``,
+        or a loaded :class:`~xenvcpu.placement.Spec` (docs/placement.md).
+
+        Raises:
+            PlacementError: a malformed spec, an entry naming a domain that does not
+                exist, or a cpulist this host cannot read (file, entry, key and token
+                named).
+        """
+        return placement.plan(self, spec)
+
     def snapshot(self) -> Snapshot:
         """Every vCPU of every domain, in one batched pass (the GIL is released throughout).
 
@@ -354,6 +388,14 @@ class Snapshot(Sequence["DomainVcpus"]):
     def __iter__(self) -> Iterator[DomainVcpus]:
         return (self[i] for i in range(len(self)))
 
+    def domain_at(self, i: int) -> Domain:
+        """The i-th domain alone, without building its vCPUs' objects."""
+        return self.host._domain(self.native.domain(i), self.names)
+
+    def error_at(self, i: int) -> XenvcpuError | None:
+        """Why the i-th domain's vCPUs could not be read, or None."""
+        return self.native.error(i)
+
     def column(self, name: str) -> array[int]:
         """One field of every vCPU as an ``array.array`` (see ``_native.Snapshot.column``)."""
         return self.native.column(name)
@@ -361,6 +403,16 @@ class Snapshot(Sequence["DomainVcpus"]):
     def maps(self, kind: str) -> bytes:
         """Every vCPU's ``"hard"`` or ``"soft"`` map, ``maplen`` bytes each, back to back."""
         return self.native.maps(kind)
+
+    def offsets(self) -> list[int]:
+        """Where each domain's vCPUs are in the columns: domain i's are
+        ``offsets[i]:offsets[i + 1]`` (none for a domain whose vCPUs could not be read)."""
+        return self.native.offsets()
+
+    @property
+    def maplen(self) -> int:
+        """Bytes of one map in :meth:`maps`."""
+        return self.native.maplen
 
 
 def default_name(domid: int) -> str:
@@ -557,14 +609,19 @@ class Domain:
         online = _vcpus.validate_online(self.name, wanted, info.max_vcpus)
         self._apply_online(online, wait, timeout)
 
-    def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:
+    def check_online_path(self, wait: bool = False) -> None:
+        """Raise what changing this domain's online vCPUs would raise before changing
+        anything (no backend support, an HVM guest without a reachable device model);
+        return quietly when the way is open. A plan checks this for every domain whose
+        online set it changes.
+
+        Raises:
+            NotSupported, QmpError: as :meth:`set_online` would.
+        """
         caps, toolstack = self.host.capabilities, self.host.toolstack
         if wait:
             caps.require(Capability.WAIT_ONLINE, f"{self.label}: wait=True", domain=self.id)
         if self.guest_type is not GuestType.HVM:
-            toolstack.set_availability(self.id, self.max_vcpus, online)
-            if wait:
-                _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)
             return
         caps.require(
             Capability.HVM_HOTPLUG,
@@ -578,6 +635,19 @@ class Domain:
                 f"qmp-libxl-{self.id}, to change its vCPUs through that QEMU",
                 domain=self.id,
             )
+        socket_path = qmp_socket_path(self.id, toolstack.run_dir)
+        if not os.path.exists(socket_path):  # no device model: say so before any lock
+            raise no_socket_error(socket_path)
+
+    def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:
+        toolstack = self.host.toolstack
+        self.check_online_path(wait)
+        if self.guest_type is not GuestType.HVM:
+            toolstack.set_availability(self.id, self.max_vcpus, online)
+            if wait:
+                _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)
+            return
+        assert toolstack.run_dir is not None and toolstack.lib_dir is not None
         set_hvm_online(
             domid=self.id,
             uuid=self.uuid,

@@ -8,7 +8,8 @@ one included, can use it. The records that hold CPU maps (:class:`~xenvcpu.Cpupo
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = [
@@ -64,14 +65,26 @@ class CpuTopology(NamedTuple):
 
 @dataclass(frozen=True)
 class Topology:
-    """Per-CPU core, socket and NUMA node of the host's present CPUs.
+    """Per-CPU core, socket and NUMA node of the host's present CPUs, and its cpupools.
 
-    ``cpu_to_node`` (indexed by CPU id, None for absent CPUs) is what
-    ``CpuMap.parse(text, width, topology=...)`` reads for ``node:N`` terms.
+    What ``CpuMap.parse(text, width, topology=...)`` reads for topology terms (each indexed
+    by CPU id, None where Xen does not say): ``cpu_to_node`` for ``node:N``,
+    ``cpu_to_socket`` for ``socket:N``, ``cpu_to_socket`` and ``cpu_to_core`` for
+    ``siblings:N`` (the CPUs on CPU N's core), ``pools`` (name -> CPU ids) for ``pool:NAME``.
     """
 
     cpus: tuple[CpuTopology, ...]
     cpu_to_node: tuple[int | None, ...]
+    cpu_to_socket: tuple[int | None, ...] = ()
+    cpu_to_core: tuple[int | None, ...] = ()
+    pools: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def siblings(self, cpu: int) -> list[int]:
+        """CPU ``cpu`` and its hyper-thread siblings (the CPUs on the same core)."""
+        me = next((c for c in self.cpus if c.cpu == cpu), None)
+        if me is None or me.core is None or me.socket is None:
+            return []
+        return [c.cpu for c in self.cpus if (c.socket, c.core) == (me.socket, me.core)]
 
     def node_cpus(self, node: int) -> list[int]:
         """CPU ids on NUMA node ``node``."""

@@ -331,6 +331,29 @@ class XendHypervisor:
             results.append((vcpu, err if err is not None else (after.get(vcpu), None)))
         return results
 
+    def pin_many(
+        self,
+        requests: list[tuple[int, int, CpuMap | None, CpuMap | None]],
+        force: bool = False,
+        /,
+    ) -> list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError]:
+        """xend has no batches: every request is checked first, then one ``op=pincpu`` each
+        (a failure is that pin's result; the others still go)."""
+        known = {d.id: d.max_vcpus for d in self.domains()}
+        for domid, vcpu, hard, soft in requests:
+            self._check_pin(domid, vcpu, hard, soft, force)
+            if domid not in known:
+                raise DomainNotFound(f"xend has no running domain with id {domid}", domain=domid)
+            if not 0 <= vcpu < known[domid]:
+                raise VcpuNotFound(f"domain {domid} has no vCPU {vcpu}", domain=domid, vcpu=vcpu)
+        out: list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError] = []
+        for domid, vcpu, hard, soft in requests:
+            try:
+                out.append(self.pin(domid, vcpu, hard, soft, force))
+            except XenvcpuError as e:
+                out.append(e)
+        return out
+
 
 class XendToolstack:
     """Names and the online-vCPU request, through xend."""

@@ -165,3 +165,11 @@ class XenstoreHypervisor:
         /,
     ) -> list[tuple[int, tuple[CpuMap | None, CpuMap | None] | XenvcpuError]]:
         raise _unsupported("pinning vCPUs")
+
+    def pin_many(
+        self,
+        requests: list[tuple[int, int, CpuMap | None, CpuMap | None]],
+        force: bool = False,
+        /,
+    ) -> list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError]:
+        raise _unsupported("pinning vCPUs")

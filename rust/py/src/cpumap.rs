@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple, PyType,
 };
-use xenvcpu_core::cpumap::{valid_range, CpuMap, CpuMapError, MAX_MAPLEN, MAX_WIDTH};
+use xenvcpu_core::cpumap::{valid_range, CpuMap, CpuMapError, Terms, MAX_MAPLEN, MAX_WIDTH};
 
 use crate::errors;
 
@@ -131,20 +131,24 @@ pub fn cpus_into(py: Python<'_>, cpus: &Bound<'_, PyAny>, width: usize) -> PyRes
     Ok(m)
 }
 
-/// Node of each CPU from a topology argument: an object with `cpu_to_node`, a mapping
-/// CPU -> node, or a sequence indexed by CPU (None = no node).
-fn nodes_of(topology: &Bound<'_, PyAny>, width: usize) -> PyResult<Vec<u32>> {
-    let source = if topology.hasattr("cpu_to_node")? {
-        topology.getattr("cpu_to_node")?
-    } else {
+/// One fact per CPU from a topology argument: its attribute `attr` (`cpu_to_node`,
+/// `cpu_to_socket`, `cpu_to_core`) as a mapping CPU -> value or a sequence indexed by CPU
+/// (None = not known); for `cpu_to_node`, the argument itself may be that mapping or
+/// sequence. None when the argument does not have it.
+fn per_cpu(topology: &Bound<'_, PyAny>, attr: &str, width: usize) -> PyResult<Option<Vec<u32>>> {
+    let source = if topology.hasattr(attr)? {
+        topology.getattr(attr)?
+    } else if attr == "cpu_to_node" && !topology.hasattr("pools")? {
         topology.clone()
+    } else {
+        return Ok(None);
     };
-    let mut nodes = vec![u32::MAX; width];
+    let mut out = vec![u32::MAX; width];
     if let Ok(d) = source.cast::<PyDict>() {
         for (k, v) in d.iter() {
             let cpu: usize = k.extract()?;
             if cpu < width && !v.is_none() {
-                nodes[cpu] = v.extract()?;
+                out[cpu] = v.extract()?;
             }
         }
     } else {
@@ -152,11 +156,33 @@ fn nodes_of(topology: &Bound<'_, PyAny>, width: usize) -> PyResult<Vec<u32>> {
         for (cpu, v) in source.try_iter()?.take(width).enumerate() {
             let v = v?;
             if !v.is_none() {
-                nodes[cpu] = v.extract()?;
+                out[cpu] = v.extract()?;
             }
         }
     }
-    Ok(nodes)
+    Ok(Some(out))
+}
+
+/// The cpupools of a topology argument (`pools`: name -> CpuMap or CPU numbers).
+fn pools_of(
+    py: Python<'_>,
+    topology: &Bound<'_, PyAny>,
+    width: usize,
+) -> PyResult<Option<Vec<(String, CpuMap)>>> {
+    if !topology.hasattr("pools")? {
+        return Ok(None);
+    }
+    let pools = topology.getattr("pools")?;
+    let mut out = Vec::new();
+    for item in pools.call_method0("items")?.try_iter()? {
+        let (name, cpus): (String, Bound<'_, PyAny>) = item?.extract()?;
+        let map = match cpus.cast::<PyCpuMap>() {
+            Ok(m) => m.get().inner.clone(),
+            Err(_) => cpus_into(py, &cpus, width)?,
+        };
+        out.push((name, map));
+    }
+    Ok(Some(out))
 }
 
 #[pymethods]
@@ -201,7 +227,8 @@ impl PyCpuMap {
         Ok(Self::wrap(map_err(py, CpuMap::from_bytes(&data, width))?))
     }
 
-    /// Parse a cpulist (`0-3,^2`, `all`, `nodes:0-1`, ...) into a map of `width` CPUs.
+    /// Parse a cpulist (`0-3,^2`, `all`, `nodes:0-1`, `socket:1`, `siblings:4`,
+    /// `pool:NAME`, ...) into a map of `width` CPUs; topology terms read `topology`.
     #[classmethod]
     #[pyo3(signature = (text, width, topology=None))]
     fn parse(
@@ -213,14 +240,32 @@ impl PyCpuMap {
     ) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         let text = text_arg(text)?;
-        // Converting a topology costs a Python call per CPU: only do it for node terms.
-        let nodes = match topology {
-            Some(t) if text.contains("node") => Some(nodes_of(t, w)?),
-            _ => None,
+        // Converting a topology costs a Python call per CPU: only the facts the text's
+        // terms need are read.
+        let (mut nodes, mut sockets, mut cores, mut pools) = (None, None, None, None);
+        if let Some(t) = topology {
+            if text.contains("node") {
+                nodes = per_cpu(t, "cpu_to_node", w)?;
+            }
+            if text.contains("socket") || text.contains("siblings") {
+                sockets = per_cpu(t, "cpu_to_socket", w)?;
+            }
+            if text.contains("siblings") {
+                cores = per_cpu(t, "cpu_to_core", w)?;
+            }
+            if text.contains("pool") {
+                pools = pools_of(py, t, w)?;
+            }
+        }
+        let terms = Terms {
+            nodes: nodes.as_deref(),
+            sockets: sockets.as_deref(),
+            cores: cores.as_deref(),
+            pools: pools.as_deref(),
         };
         Ok(Self::wrap(map_err(
             py,
-            CpuMap::parse(&text, w, nodes.as_deref()),
+            CpuMap::parse_terms(&text, w, &terms),
         )?))
     }
 

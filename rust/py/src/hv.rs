@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use xenvcpu_core::cpumap::CpuMap;
 use xenvcpu_core::error::{Error, ErrorKind, Result as CoreResult};
-use xenvcpu_core::ops::{self, Pinning, Xen};
+use xenvcpu_core::ops::{self, PinRequest, Pinning, Xen};
 use xenvcpu_core::sim::{HostSpec, SimBase, SimHandle};
 
 use crate::cpumap::PyCpuMap;
@@ -73,6 +73,14 @@ impl PyHypervisor {
             .map_err(|e| core_err(py, &e))
     }
 }
+
+/// One request of `Hypervisor.pin_many`: (domid, vcpu, hard or None, soft or None).
+type PinArg<'a> = (
+    u32,
+    u32,
+    Option<PyRef<'a, PyCpuMap>>,
+    Option<PyRef<'a, PyCpuMap>>,
+);
 
 #[pymethods]
 impl PyHypervisor {
@@ -256,6 +264,43 @@ impl PyHypervisor {
                 Err(e) => exc_object(py, &e),
             };
             out.push((v, item).into_pyobject(py)?);
+        }
+        PyList::new(py, out)
+    }
+
+    /// Pin many vCPUs of many domains, batched across domains (validated first, all or
+    /// nothing before the first hypercall): `requests` are (domid, vcpu, hard or None, soft
+    /// or None); returns, per request in order, (hard, soft) as Xen applied them or the
+    /// exception for that pin.
+    #[pyo3(signature = (requests, force=false))]
+    fn pin_many<'py>(
+        &self,
+        py: Python<'py>,
+        requests: Vec<PinArg<'_>>,
+        force: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let maps: Vec<(u32, u32, Option<CpuMap>, Option<CpuMap>)> = requests
+            .into_iter()
+            .map(|(d, v, h, s)| (d, v, map_arg(h), map_arg(s)))
+            .collect();
+        let all = self.with(py, |x| {
+            let reqs: Vec<PinRequest<'_>> = maps
+                .iter()
+                .map(|(domid, vcpu, h, s)| PinRequest {
+                    domid: *domid,
+                    vcpu: *vcpu,
+                    hard: h.as_ref(),
+                    soft: s.as_ref(),
+                })
+                .collect();
+            x.pin_many(&reqs, force)
+        })?;
+        let mut out = Vec::with_capacity(all.len());
+        for r in all {
+            out.push(match r {
+                Ok(p) => pinning_tuple(py, p)?.into_any().unbind(),
+                Err(e) => exc_object(py, &e),
+            });
         }
         PyList::new(py, out)
     }

@@ -92,6 +92,20 @@ impl PySnapshot {
         self.width.div_ceil(8)
     }
 
+    /// Where each domain's vCPUs start in the flat columns (`column`, `maps`), and one more
+    /// entry for the end: domain i's vCPUs are `offsets[i]..offsets[i + 1]` (empty for a
+    /// domain whose vCPUs could not be read).
+    fn offsets(&self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.entries.len() + 1);
+        let mut at = 0usize;
+        for (_, r) in &self.entries {
+            out.push(at);
+            at += r.as_ref().map_or(0, Vec::len);
+        }
+        out.push(at);
+        out
+    }
+
     /// Number of vCPUs (of the domains that answered).
     fn __len__(&self) -> usize {
         self.index.len()

@@ -14,6 +14,8 @@ use std::fmt;
 
 mod parse;
 
+pub use parse::Terms;
+
 /// The widest map accepted (4 Mi CPUs, 512 KiB of bits): far above any Xen host
 /// (`NR_CPUS` tops out in the thousands) but small enough that a typo cannot exhaust memory.
 pub const MAX_WIDTH: usize = 1 << 22;

@@ -14,6 +14,84 @@
 
 use super::{last_word_mask, words_for, CpuMap, CpuMapError, MAX_WIDTH, WHITESPACE, WORD_BITS};
 
+/// What the topology terms of a cpulist read: per CPU its NUMA node, socket and core
+/// (`u32::MAX` where Xen does not say), and the cpupools by name. A term whose facts are
+/// missing is an error naming what it needs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Terms<'a> {
+    /// node of each CPU (`node:N`, `nodes:A-B`)
+    pub nodes: Option<&'a [u32]>,
+    /// socket of each CPU (`socket:N`, `sockets:A-B`, `siblings:N`)
+    pub sockets: Option<&'a [u32]>,
+    /// core of each CPU, within its socket (`siblings:N`)
+    pub cores: Option<&'a [u32]>,
+    /// the cpupools: name and CPUs (`pool:NAME`)
+    pub pools: Option<&'a [(String, CpuMap)]>,
+}
+
+/// The CPUs of a term, set in a map of `width`.
+type Chosen = Result<CpuMap, String>;
+
+/// CPUs whose entry in `per_cpu` (node or socket) lies in `lo..=hi`.
+fn by_unit(per_cpu: &[u32], lo: u64, hi: u64, width: usize, unit: &str) -> Chosen {
+    let mut m = CpuMap::new(width).map_err(|e| e.to_string())?;
+    let mut any = false;
+    for (cpu, &u) in per_cpu.iter().enumerate().take(width) {
+        if u64::from(u) >= lo && u64::from(u) <= hi {
+            any = true;
+            m.set_range(cpu, cpu, true);
+        }
+    }
+    if any {
+        Ok(m)
+    } else {
+        Err(format!(
+            "no CPU is in that {unit} ({unit}s with CPUs: {})",
+            known_nodes(per_cpu)
+        ))
+    }
+}
+
+/// CPU `n` and the CPUs on the same core of the same socket (its hyper-thread siblings).
+fn siblings(sockets: &[u32], cores: &[u32], n: u64, width: usize) -> Chosen {
+    let at = usize::try_from(n).ok().filter(|&c| c < width);
+    let Some(cpu) = at else {
+        return Err(format!("CPU {n} is out of range"));
+    };
+    let (Some(&s), Some(&c)) = (sockets.get(cpu), cores.get(cpu)) else {
+        return Err(format!("Xen gives no core for CPU {n}"));
+    };
+    if s == u32::MAX || c == u32::MAX {
+        return Err(format!("Xen gives no core for CPU {n} (is it offline?)"));
+    }
+    let mut m = CpuMap::new(width).map_err(|e| e.to_string())?;
+    let same = sockets.iter().zip(cores).take(width).enumerate();
+    for (other, (&so, &co)) in same {
+        if so == s && co == c {
+            m.set_range(other, other, true);
+        }
+    }
+    Ok(m)
+}
+
+/// The CPUs of the cpupool called `name`.
+fn pool(pools: &[(String, CpuMap)], name: &str, width: usize) -> Chosen {
+    match pools.iter().find(|(n, _)| n == name) {
+        Some((_, cpus)) => cpus.resized(width).map_err(|e| e.to_string()),
+        None => {
+            let known: Vec<&str> = pools.iter().map(|(n, _)| n.as_str()).collect();
+            Err(format!(
+                "no cpupool is called that (cpupools: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        }
+    }
+}
+
 impl CpuMap {
     /// Unpack the little-endian byte form. `width` defaults to `8 * data.len()`; a wider map
     /// is zero-extended, a narrower one must not have a bit set at or above `width`.
@@ -77,6 +155,7 @@ impl CpuMap {
     /// nodes and `^node:N` removes them (`nodes[cpu]` gives each CPU's node).
     /// `^all` is rejected (as `xl` rejects it). [`WHITESPACE`] around terms is ignored.
     /// An exclusion-only list gives an empty map: whether that is acceptable is the caller's call.
+    /// [`CpuMap::parse_terms`] reads the other topology terms too.
     ///
     /// ```
     /// use xenvcpu_core::cpumap::CpuMap;
@@ -90,6 +169,30 @@ impl CpuMap {
     /// # Ok::<(), xenvcpu_core::cpumap::CpuMapError>(())
     /// ```
     pub fn parse(text: &str, width: usize, nodes: Option<&[u32]>) -> Result<Self, CpuMapError> {
+        let terms = Terms {
+            nodes,
+            ..Terms::default()
+        };
+        Self::parse_terms(text, width, &terms)
+    }
+
+    /// [`CpuMap::parse`] with every topology term: `node:N`/`nodes:A-B`, `socket:N`/
+    /// `sockets:A-B` (the CPUs of those sockets), `siblings:N` (CPU N and its hyper-thread
+    /// siblings: the CPUs on the same core) and `pool:NAME` (the cpupool's CPUs); `^`
+    /// removes any of them.
+    ///
+    /// ```
+    /// use xenvcpu_core::cpumap::{CpuMap, Terms};
+    ///
+    /// let sockets = [0, 0, 0, 0, 1, 1, 1, 1];
+    /// let cores = [0, 0, 1, 1, 0, 0, 1, 1];
+    /// let pools = [("rt".to_string(), CpuMap::parse("6-7", 8, None)?)];
+    /// let t = Terms { sockets: Some(&sockets), cores: Some(&cores), pools: Some(&pools), nodes: None };
+    /// assert_eq!(CpuMap::parse_terms("socket:1,^pool:rt", 8, &t)?.to_cpulist(), "4-5");
+    /// assert_eq!(CpuMap::parse_terms("siblings:3", 8, &t)?.to_cpulist(), "2-3");
+    /// # Ok::<(), xenvcpu_core::cpumap::CpuMapError>(())
+    /// ```
+    pub fn parse_terms(text: &str, width: usize, terms: &Terms<'_>) -> Result<Self, CpuMapError> {
         let mut m = Self::new(width)?;
         // A wholly blank text is a list with no terms: the empty map.
         if text.trim_matches(&WHITESPACE[..]).is_empty() {
@@ -123,28 +226,13 @@ impl CpuMap {
                     ));
                 }
                 m = Self::full(width)?;
-            } else if let Some(spec) = body
-                .strip_prefix("nodes:")
-                .or_else(|| body.strip_prefix("node:"))
-            {
-                let Some(nodes) = nodes else {
-                    return Err(err(tok, "node terms need the host topology"));
+            } else if let Some(chosen) = topology_term(body, width, terms) {
+                let chosen = chosen.map_err(|r| err(tok, &r))?;
+                m = if neg {
+                    m.difference(&chosen)?
+                } else {
+                    m.union(&chosen)?
                 };
-                let (lo, hi) = parse_range(spec).map_err(|r| err(tok, r))?;
-                let mut any = false;
-                for (cpu, &node) in nodes.iter().enumerate().take(width) {
-                    if u64::from(node) >= lo && u64::from(node) <= hi {
-                        any = true;
-                        m.set_range(cpu, cpu, !neg);
-                    }
-                }
-                if !any {
-                    let known = known_nodes(nodes);
-                    return Err(err(
-                        tok,
-                        &format!("no CPU is in that node (nodes with CPUs: {known})"),
-                    ));
-                }
             } else {
                 let (lo, hi) = parse_range(body).map_err(|r| err(tok, r))?;
                 let last = u64::try_from(width).unwrap_or(u64::MAX);
@@ -162,6 +250,47 @@ impl CpuMap {
         }
         Ok(m)
     }
+}
+
+/// The CPUs a topology term names, or None when `body` is no topology term. The facts a
+/// term needs are looked for before its number is read.
+fn topology_term(body: &str, width: usize, t: &Terms<'_>) -> Option<Chosen> {
+    let need = |what: &str| Err(format!("{what} terms need the host topology"));
+    let range_of = |spec: &str, per_cpu: Option<&[u32]>, unit: &str| match per_cpu {
+        None => need(unit),
+        Some(per_cpu) => match parse_range(spec) {
+            Err(r) => Err(r.to_string()),
+            Ok((lo, hi)) => by_unit(per_cpu, lo, hi, width, unit),
+        },
+    };
+    if let Some(spec) = body
+        .strip_prefix("nodes:")
+        .or_else(|| body.strip_prefix("node:"))
+    {
+        return Some(range_of(spec, t.nodes, "node"));
+    }
+    if let Some(spec) = body
+        .strip_prefix("sockets:")
+        .or_else(|| body.strip_prefix("socket:"))
+    {
+        return Some(range_of(spec, t.sockets, "socket"));
+    }
+    if let Some(spec) = body.strip_prefix("siblings:") {
+        return Some(match t.sockets.zip(t.cores) {
+            None => need("siblings"),
+            Some((sockets, cores)) => match parse_num(spec) {
+                Err(r) => Err(r.to_string()),
+                Ok(n) => siblings(sockets, cores, n, width),
+            },
+        });
+    }
+    if let Some(name) = body.strip_prefix("pool:") {
+        return Some(match t.pools {
+            None => Err("pool terms need the host's cpupools".to_string()),
+            Some(pools) => pool(pools, name, width),
+        });
+    }
+    None
 }
 
 /// Node numbers that own at least one CPU, as a cpulist.

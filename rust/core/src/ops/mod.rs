@@ -45,6 +45,8 @@ mod layout;
 mod pin;
 mod vcpus;
 
+pub use pin::PinRequest;
+
 /// Size of one domctl/sysctl block slot in the arena (144 and 136 B, xen-interfaces.md §3.1, §4.1).
 const BLOCK: usize = abi::XenDomctl::SIZE;
 /// Target arena size for one multicall chunk: within the hypercall buffer device's default

@@ -2,6 +2,30 @@
 use super::layout::BatchLayout;
 use super::*;
 
+/// One pin of a [`Xen::pin_many`] batch: a vCPU of a domain and the maps to set (None:
+/// leave that kind as it is; at least one is given).
+#[derive(Debug, Clone, Copy)]
+pub struct PinRequest<'a> {
+    /// domain id
+    pub domid: u32,
+    /// vCPU number
+    pub vcpu: u32,
+    /// hard affinity to set
+    pub hard: Option<&'a CpuMap>,
+    /// soft affinity to set
+    pub soft: Option<&'a CpuMap>,
+}
+
+/// One validated setvcpuaffinity of a batch.
+struct PinItem<'a> {
+    domid: u32,
+    pool: u32,
+    vcpu: u32,
+    hard: Option<&'a CpuMap>,
+    soft: Option<&'a CpuMap>,
+    flags: u32,
+}
+
 impl Xen {
     // ----- pinning ------------------------------------------------------------------------------
 
@@ -154,26 +178,137 @@ impl Xen {
         soft: Option<&CpuMap>,
         flags: u32,
     ) -> Result<Vec<(u32, Result<Pinning>)>> {
-        let domid = d.id;
+        let items: Vec<PinItem<'_>> = vcpus
+            .iter()
+            .map(|&vcpu| PinItem {
+                domid: d.id,
+                pool: d.cpupool,
+                vcpu,
+                hard,
+                soft,
+                flags,
+            })
+            .collect();
+        let r = self.batch_pin_items(&items)?;
+        Ok(vcpus.iter().copied().zip(r).collect())
+    }
+
+    /// Pin many vCPUs of many domains in as few multicall batches as fit the arena: the
+    /// pins of a whole placement, across domains (what `pin_all` does for one domain).
+    ///
+    /// Everything is validated before the first change: every map against the host, every
+    /// domain (one paged list) and vCPU, no domain dying; a bad request fails the whole call
+    /// with its typed error and nothing is changed. Then each pin gets its own result, in
+    /// the order given (a domain that vanished midway fails only its own pins).
+    ///
+    /// ```
+    /// use xenvcpu_core::{cpumap::CpuMap, ops::{PinRequest, Xen}, sim::HostSpec};
+    ///
+    /// let mut xen = Xen::open_sim(&HostSpec::default_host())?;
+    /// let (a, b) = (CpuMap::parse("0-7", 64, None)?, CpuMap::parse("16-23", 64, None)?);
+    /// let reqs = [
+    ///     PinRequest { domid: 1, vcpu: 0, hard: Some(&a), soft: None },
+    ///     PinRequest { domid: 2, vcpu: 5, hard: Some(&b), soft: Some(&b) },
+    /// ];
+    /// let results = xen.pin_many(&reqs, false)?;
+    /// assert_eq!(results[1].as_ref().unwrap().soft.as_ref().unwrap().to_cpulist(), "16-23");
+    /// # Ok::<(), xenvcpu_core::error::Error>(())
+    /// ```
+    pub fn pin_many(
+        &mut self,
+        reqs: &[PinRequest<'_>],
+        force: bool,
+    ) -> Result<Vec<Result<Pinning>>> {
+        if force && !self.ver.has_force_flag() {
+            return Err(Error::new(
+                ErrorKind::NotSupported,
+                format!(
+                    "force needs Xen 4.7 or later (this is Xen {}.{})",
+                    self.ver.major, self.ver.minor
+                ),
+            ));
+        }
+        let domains: std::collections::BTreeMap<u32, DomainInfo> =
+            self.domains()?.into_iter().map(|d| (d.id, d)).collect();
+        let mut maps: Vec<(Option<CpuMap>, Option<CpuMap>)> = Vec::with_capacity(reqs.len());
+        let mut meta: Vec<(u32, u32)> = Vec::with_capacity(reqs.len()); // (pool, flags)
+        for r in reqs {
+            let (domid, vcpu) = (r.domid, r.vcpu);
+            if r.hard.is_none() && r.soft.is_none() {
+                return Err(Error::new(
+                    ErrorKind::InvalidAffinity,
+                    format!("nothing to pin for domain {domid} vCPU {vcpu}: give a hard and/or a soft affinity"),
+                )
+                .with_domain(domid)
+                .with_vcpu(vcpu));
+            }
+            let d = domains.get(&domid).ok_or_else(|| Self::not_found(domid))?;
+            if d.dying {
+                return Err(Error::new(
+                    ErrorKind::DomainDying,
+                    format!("domain {domid} is being destroyed; its vCPUs cannot be pinned"),
+                )
+                .with_domain(domid));
+            }
+            Self::check_vcpu(d, vcpu)?;
+            let h = r
+                .hard
+                .map(|m| self.check_map(m, "hard", domid, Some(vcpu)))
+                .transpose()?;
+            let s = r
+                .soft
+                .map(|m| self.check_map(m, "soft", domid, Some(vcpu)))
+                .transpose()?;
+            let mut flags = 0;
+            if h.is_some() {
+                flags |= abi::VCPUAFFINITY_HARD;
+            }
+            if s.is_some() {
+                flags |= abi::VCPUAFFINITY_SOFT;
+            }
+            if force {
+                flags |= abi::VCPUAFFINITY_FORCE;
+            }
+            maps.push((h, s));
+            meta.push((d.cpupool, flags));
+        }
+        let items: Vec<PinItem<'_>> = reqs
+            .iter()
+            .zip(&maps)
+            .zip(&meta)
+            .map(|((r, (h, s)), &(pool, flags))| PinItem {
+                domid: r.domid,
+                pool,
+                vcpu: r.vcpu,
+                hard: h.as_ref(),
+                soft: s.as_ref(),
+                flags,
+            })
+            .collect();
+        self.batch_pin_items(&items)
+    }
+
+    /// Issue setvcpuaffinity for every item, batched; each item gets its own result.
+    fn batch_pin_items(&mut self, items: &[PinItem<'_>]) -> Result<Vec<Result<Pinning>>> {
         let layout = BatchLayout::new(1, 1, 2, abi::bitmap_bytes(self.width));
         let mb = layout.map_len;
-        let mut out = Vec::with_capacity(vcpus.len());
-        let mut pool_cpus: Option<String> = None;
-        for part in vcpus.chunks(layout.items_per_chunk()) {
+        let mut out = Vec::with_capacity(items.len());
+        let mut pool_cpus: std::collections::BTreeMap<u32, String> = Default::default();
+        for part in items.chunks(layout.items_per_chunk()) {
             let c = layout.chunk(part.len());
             self.t.reserve(c.bytes())?;
             let (base, a) = self.t.arena();
             let dv = self.ver.domctl;
             let bits = (mb * 8) as u32;
-            for (i, &vcpu) in part.iter().enumerate() {
+            for (i, it) in part.iter().enumerate() {
                 let b = c.block(i, 0);
                 let (mh, ms) = (c.map(i, 0), c.map(i, 1));
                 // separate input maps per entry: Xen writes the effective maps back into them
                 a[c.maps_of(i)].fill(0);
-                if let Some(m) = hard {
+                if let Some(m) = it.hard {
                     m.write_bytes(&mut a[mh..mh + mb]).map_err(bad_map)?;
                 }
-                if let Some(m) = soft {
+                if let Some(m) = it.soft {
                     m.write_bytes(&mut a[ms..ms + mb]).map_err(bad_map)?;
                 }
                 let bm = |off: usize, on: bool| XenctlBitmap {
@@ -181,12 +316,13 @@ impl Xen {
                     nr_bits: if on { bits } else { 0 },
                     pad: 0,
                 };
-                let u = abi::domctl_header(&mut a[b..], domctl::SETVCPUAFFINITY, dv, domid as u16);
+                let u =
+                    abi::domctl_header(&mut a[b..], domctl::SETVCPUAFFINITY, dv, it.domid as u16);
                 VcpuAffinity {
-                    vcpu,
-                    flags,
-                    cpumap_hard: bm(mh, hard.is_some()),
-                    cpumap_soft: bm(ms, soft.is_some()),
+                    vcpu: it.vcpu,
+                    flags: it.flags,
+                    cpumap_hard: bm(mh, it.hard.is_some()),
+                    cpumap_soft: bm(ms, it.soft.is_some()),
                 }
                 .encode(u);
                 MulticallEntry {
@@ -199,38 +335,42 @@ impl Xen {
             self.run_entries(c.entry_count())?;
             // First read every entry's own result and maps, then build errors: the error path
             // may issue lookups that reuse the arena.
-            let raw: Vec<(u32, std::result::Result<Pinning, i32>)> = part
+            let raw: Vec<std::result::Result<Pinning, i32>> = part
                 .iter()
                 .enumerate()
-                .map(|(i, &vcpu)| {
+                .map(|(i, it)| {
                     let r = entry_result(u64::get(&self.t.arena().1[c.result(i, 0)..]));
                     let (mh, ms) = (c.map(i, 0), c.map(i, 1));
-                    let res = r.map(|_| Pinning {
-                        hard: hard.is_some().then(|| self.map_from_arena(mh)),
-                        soft: soft.is_some().then(|| self.map_from_arena(ms)),
-                    });
-                    (vcpu, res)
+                    r.map(|_| Pinning {
+                        hard: it.hard.is_some().then(|| self.map_from_arena(mh)),
+                        soft: it.soft.is_some().then(|| self.map_from_arena(ms)),
+                    })
                 })
                 .collect();
-            for (vcpu, r) in raw {
+            for (it, r) in part.iter().zip(raw) {
+                let (domid, vcpu) = (it.domid, it.vcpu);
                 let res = match r {
                     Ok(p) => Ok(p),
                     Err(libc::EINVAL) => {
-                        if pool_cpus.is_none() {
-                            pool_cpus = Some(self.pool_cpulist(d.cpupool));
-                        }
+                        let cpus = match pool_cpus.get(&it.pool) {
+                            Some(c) => c.clone(),
+                            None => {
+                                let c = self.pool_cpulist(it.pool);
+                                pool_cpus.insert(it.pool, c.clone());
+                                c
+                            }
+                        };
                         Err(Error::new(
                             ErrorKind::InvalidAffinity,
                             format!(
                                 "domain {domid} vCPU {vcpu}: Xen refused {} (EINVAL): the hard \
                                  affinity must contain an online CPU of the domain's cpupool {}, \
-                                 whose CPUs are {}",
-                                hard.map_or("the affinity".to_string(), |h| format!(
+                                 whose CPUs are {cpus}",
+                                it.hard.map_or("the affinity".to_string(), |h| format!(
                                     "hard affinity {}",
                                     h.to_cpulist()
                                 )),
-                                d.cpupool,
-                                pool_cpus.as_deref().unwrap_or("?")
+                                it.pool,
                             ),
                         )
                         .with_errno(libc::EINVAL)
@@ -239,7 +379,7 @@ impl Xen {
                     }
                     Err(e) => Err(self.vcpu_error(Errno(e), domid, vcpu, "pinning")),
                 };
-                out.push((vcpu, res));
+                out.push(res);
             }
         }
         Ok(out)

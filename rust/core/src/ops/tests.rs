@@ -1,4 +1,5 @@
 use super::*;
+use crate::ops::PinRequest;
 use crate::sim::spec::test_spec as spec;
 use crate::sim::{lock, Follow, SimBase, VcpuState};
 use std::path::Path;
@@ -884,5 +885,103 @@ fn pin_all_errors_do_not_clobber_other_entries_results() {
                 "vCPU {v}"
             ),
         }
+    }
+}
+
+#[test]
+fn pin_many_batches_across_domains_and_validates_first() {
+    let mut x = open(D, &[]);
+    let (a, b) = (map("0-7", 64), map("16-23", 64));
+    let reqs: Vec<PinRequest> = (0..4)
+        .map(|v| PinRequest {
+            domid: 1,
+            vcpu: v,
+            hard: Some(&a),
+            soft: None,
+        })
+        .chain((0..8).map(|v| PinRequest {
+            domid: 2,
+            vcpu: v,
+            hard: Some(&b),
+            soft: Some(&b),
+        }))
+        .collect();
+    let c0 = calls(&x);
+    let r = x.pin_many(&reqs, false).unwrap();
+    // one domain list, one batch for all twelve pins
+    assert_eq!(calls(&x) - c0, 2);
+    assert!(r.iter().all(Result::is_ok));
+    assert_eq!(x.vcpu(1, 3).unwrap().hard, a);
+    assert_eq!(x.vcpu(2, 7).unwrap().soft, b);
+    // a bad request anywhere: nothing changes
+    let before = x.snapshot().unwrap();
+    for bad in [
+        PinRequest {
+            domid: 1,
+            vcpu: 4,
+            hard: Some(&b),
+            soft: None,
+        },
+        PinRequest {
+            domid: 2,
+            vcpu: 8,
+            hard: Some(&a),
+            soft: None,
+        },
+    ] {
+        let e = x.pin_many(&[reqs[0], bad], false).unwrap_err();
+        assert!(
+            matches!(e.kind, ErrorKind::VcpuNotFound | ErrorKind::InvalidAffinity)
+                || e.domain == Some(1),
+            "{e:?}"
+        );
+    }
+    let e = x
+        .pin_many(
+            &[PinRequest {
+                domid: 77,
+                vcpu: 0,
+                hard: Some(&a),
+                soft: None,
+            }],
+            false,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::DomainNotFound);
+    let empty = CpuMap::new(64).unwrap();
+    let e = x
+        .pin_many(
+            &[PinRequest {
+                domid: 1,
+                vcpu: 0,
+                hard: Some(&empty),
+                soft: None,
+            }],
+            false,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidAffinity);
+    assert_eq!(x.snapshot().unwrap(), before);
+}
+
+#[test]
+fn pin_many_a_domain_gone_midway_fails_only_its_own_pins() {
+    let mut x = open(D, &[]);
+    let a = map("0-7", 64);
+    let reqs: Vec<PinRequest> = [(1, 0), (2, 0), (2, 1), (0, 0)]
+        .into_iter()
+        .map(|(d, v)| PinRequest {
+            domid: d,
+            vcpu: v,
+            hard: Some(&a),
+            soft: None,
+        })
+        .collect();
+    // the list is op 1; domain 2 vanishes before the batch's first entry
+    lock(x.sim().unwrap()).remove_domain_at(2, 2);
+    let r = x.pin_many(&reqs, false).unwrap();
+    assert!(r[0].is_ok() && r[3].is_ok(), "{r:?}");
+    for e in [&r[1], &r[2]] {
+        assert_eq!(e.as_ref().unwrap_err().errno, Some(libc::ESRCH));
     }
 }
