@@ -349,9 +349,10 @@ class Sampler:
 
     def sample(self) -> Sample:
         """A snapshot now, measured against the previous one."""
-        t0 = self.clock()
         snap = self.host.snapshot()
-        now = (t0 + self.clock()) // 2
+        # CPU times are read during the snapshot; the clock just after it has the same lag
+        # in every sample, so intervals come out right.
+        now = self.clock()
         times = cpu_times(snap, self.mask)
         dom_col = snap.column("domain")
         prev = self.previous
