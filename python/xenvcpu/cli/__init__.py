@@ -1,4 +1,4 @@
-"""The ``xenvcpu`` command: host, list, pin, set, doctor, cpumap.
+"""The ``xenvcpu`` command: host, list, pin, set, top, exporter, doctor, cpumap.
 
 Output follows ``xl`` where ``xl`` has an equivalent (``xl info``, ``xl vcpu-list``,
 ``xl vcpu-pin``, ``xl vcpu-set``); ``--json`` prints one JSON document with a versioned
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Callable, NoReturn
 
 from xenvcpu import __version__
-from xenvcpu.cli import doctor, info, vcpus
+from xenvcpu.cli import doctor, info, monitor, vcpus
 from xenvcpu.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -39,7 +39,8 @@ __all__ = [
     "main",
 ]
 
-# One module per command family: info (host, cpumap), vcpus (list, pin, set), doctor.
+# One module per command family: info (host, cpumap), vcpus (list, pin, set), monitor (top,
+# exporter), doctor.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,6 +128,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(st)
     st.set_defaults(func=vcpus.cmd_set)
+
+    tp = sub.add_parser(
+        "top", help="live view of vCPU utilisation, per domain and per pCPU (NUMA strips)"
+    )
+    tp.add_argument(
+        "--interval",
+        "-d",
+        type=float,
+        default=monitor.DEFAULT_INTERVAL,
+        metavar="S",
+        help=f"seconds between samples ({monitor.DEFAULT_INTERVAL:g})",
+    )
+    tp.add_argument("--once", action="store_true", help="print one frame (or one JSON line), exit")
+    tp.add_argument(
+        "--iterations",
+        "-n",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --json: stop after N samples",
+    )
+    _common(tp)
+    tp.set_defaults(func=monitor.cmd_top)
+
+    ex = sub.add_parser("exporter", help="serve Prometheus metrics of every vCPU over HTTP")
+    ex.add_argument(
+        "--listen",
+        "-l",
+        default="127.0.0.1:9825",
+        metavar="HOST:PORT",
+        help="address to serve /metrics on (127.0.0.1:9825; [::1]:9825; port 0: any free one)",
+    )
+    ex.add_argument(
+        "--connect",
+        "-c",
+        metavar="URI",
+        default=argparse.SUPPRESS,
+        help="hypervisor URI (also accepted before the command)",
+    )
+    ex.set_defaults(func=monitor.cmd_exporter)
 
     dr = sub.add_parser("doctor", help="which backend serves each operation, and why")
     _common(dr)
