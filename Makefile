@@ -11,14 +11,16 @@ export HYPOTHESIS_PROFILE ?= dev
 all: test
 
 # System packages the tests need: Xen's headers (the C ABI check), Debian's libvirt
-# bindings (the libvirt-python baseline of the benchmarks) and QEMU (the QMP and vCPU
+# bindings (the libvirt-python baseline of the benchmarks), QEMU (the QMP and vCPU
 # hotplug tests of tests/qmp; their Linux guest is fetched by the tests themselves with
-# apt-get download, never installed). Root installs them; anyone else is told what is
-# missing.
-DEB_DEPS := libxen-dev python3-libvirt qemu-system-x86
+# apt-get download, never installed), Prometheus and promtool (a real server scrapes the
+# exporter in tests/test_exporter.py) and tmux (tests/test_top.py drives `xenvcpu top` in
+# it). Root installs them; anyone else is told what is missing.
+DEB_DEPS := libxen-dev python3-libvirt qemu-system-x86 prometheus tmux
 deps:
 	@if ! [ -f /usr/include/xen/domctl.h ] || ! /usr/bin/python3 -c "import libvirt" 2>/dev/null \
-	    || ! command -v qemu-system-x86_64 >/dev/null; then \
+	    || ! command -v qemu-system-x86_64 >/dev/null || ! command -v prometheus >/dev/null \
+	    || ! command -v promtool >/dev/null || ! command -v tmux >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	        $(DEB_DEPS) >/dev/null) \
@@ -30,7 +32,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q -U pip
 	$(VPY) -m pip install -q "maturin>=1.5,<2" "pytest>=7" "hypothesis>=6" "pytest-benchmark>=4" \
-	    "numpy>=1.22" "ruff>=0.5" "mypy>=1.10" typing_extensions
+	    "numpy>=1.22" "ruff>=0.5" "mypy>=1.10" typing_extensions "prometheus_client>=0.16"
 	touch $@
 
 venv: $(VENV)/.stamp
