@@ -39,8 +39,11 @@ import math
 import time
 from array import array
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import sub, truediv
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from xenvcpu._limits import timeout_arg
@@ -370,13 +373,13 @@ class Sampler:
         names = snap.names
         n_dom = native.domain_count
         infos = [native.domain(i) for i in range(n_dom)]
-        seen: dict[str, int] = {}
-        for info in infos:
-            seen[info.uuid] = seen.get(info.uuid, 0) + 1
+        uuids = [info.uuid for info in infos]  # a getter that formats: read once
+        seen = Counter(uuids)
         last: dict[str, _Last] = {}
-        for i, ((start, stop), info) in enumerate(zip(domain_blocks(snap, dom_col), infos)):
+        blocks = domain_blocks(snap, dom_col)
+        for i, ((start, stop), info, uuid) in enumerate(zip(blocks, infos, uuids)):
             # a UUID two live domains share (a toolstack that sets none) is told apart by domid
-            key = info.uuid if seen[info.uuid] == 1 else f"{info.uuid}/{info.id}"
+            key = uuid if seen[uuid] == 1 else f"{uuid}/{info.id}"
             name = names.get(info.id) or _default_name(info.id)
             err = native.error(i)
             before = self._last.get(key)
@@ -401,14 +404,7 @@ class Sampler:
                     dt = now - before.time_ns
                     if dt > 0:
                         interval = dt / 1e9
-                        total = 0.0
-                        for j, (c, p) in enumerate(zip(cur, before.cpu_time_ns)):
-                            if c >= p:
-                                u = (c - p) / dt
-                                util[start + j] = u
-                                total += u
-                            else:
-                                s.resets.append(start + j)
+                        total = self._measure(cur, before.cpu_time_ns, dt, start, util, s)
                 last[key] = _Last(info.id, name, now, cur)
             s.domains.append(
                 DomainSample(
@@ -416,7 +412,7 @@ class Sampler:
                     i,
                     name,
                     info.id,
-                    info.uuid,
+                    uuid,
                     info.max_vcpus,
                     info.online_vcpus,
                     info.cpupool,
@@ -439,15 +435,38 @@ class Sampler:
         width = max(self.host.max_cpus, max(s.cpu, default=-1) + 1)
         load = [0.0] * width
         count = [0] * width
-        for c, u in zip(s.cpu, util):
+        for c, n in Counter(s.cpu).items():
             if c >= 0:
-                count[c] += 1
-                if u == u:
-                    load[c] += u
+                count[c] = n
+        for c, u in zip(s.cpu, util):
+            if c >= 0 and u == u:
+                load[c] += u
         s.pcpu_load = array("d", load)
         s.pcpu_vcpus = array("I", count)
         self.previous = s
         return s
+
+    @staticmethod
+    def _measure(
+        cur: array[int], prev: array[int], dt: int, start: int, util: list[float], s: Sample
+    ) -> float:
+        """Utilisation of one domain's vCPUs into ``util[start:]``; their sum."""
+        if len(cur) == len(prev):
+            # the common case, in C: every counter moved forward
+            deltas = list(map(sub, cur, prev))
+            if not deltas or min(deltas) >= 0:
+                us = list(map(truediv, deltas, repeat(dt, len(deltas))))
+                util[start : start + len(us)] = us
+                return math.fsum(us)
+        total = 0.0
+        for j, (c, p) in enumerate(zip(cur, prev)):
+            if c >= p:
+                u = (c - p) / dt
+                util[start + j] = u
+                total += u
+            else:
+                s.resets.append(start + j)
+        return total
 
 
 def _default_name(domid: int) -> str:
