@@ -59,6 +59,7 @@ def prometheus_client() -> ModuleType:
     try:
         import prometheus_client as pc
         import prometheus_client.core
+        import prometheus_client.samples
     except ImportError as e:
         raise NotSupported(
             "the exporter needs the prometheus_client package: "
@@ -186,12 +187,17 @@ class VcpuCollector:
         names = snap.names
         cpulist = self._cpulist
         live: set[tuple[int, str]] = set()
+        sample = self._pc.samples.Sample
+        add_cpu, add_online = cpu_s.samples.append, online.samples.append
+        add_state, add_pcpu = state.samples.append, pcpu.samples.append
+        add_affinity = affinity.samples.append
         for i, (start, stop) in enumerate(domain_blocks(snap, domids)):
             d = native.domain(i)
             domid, uuid = d.id, d.uuid
             live.add((domid, uuid))
             name = names.get(domid) or ("Domain-0" if domid == 0 else f"domain-{domid}")
             base = [name, str(domid), uuid]
+            base_labels = dict(zip(DOMAIN_LABELS, base))
             err = native.error(i) is not None
             d_err.add_metric(base, 1 if err else 0)
             d_max.add_metric(base, d.max_vcpus)
@@ -205,22 +211,31 @@ class VcpuCollector:
                 ],
                 {},
             )
+            # Samples go straight into Metric.samples (what add_metric fills), a vCPU's
+            # label dict shared by its series: add_metric would zip and build a dict per
+            # call. The exposition is the same.
             for k in range(start, stop):
-                labels = [*base, str(numbers[k])]
+                labels = {**base_labels, "vcpu": str(numbers[k])}
                 code = states[k]
-                cpu_s.add_metric(labels, times[k] / 1e9)
-                online.add_metric(labels, 1 if code else 0)
+                add_cpu(sample("xen_vcpu_cpu_seconds_total", labels, times[k] / 1e9))
+                add_online(sample("xen_vcpu_online", labels, 1.0 if code else 0.0))
                 for c, s in enumerate(STATES):
-                    state.add_metric([*labels, s], 1 if c == code else 0)
+                    add_state(
+                        sample("xen_vcpu_state", {**labels, "state": s}, 1.0 if c == code else 0.0)
+                    )
                 if cpus[k] >= 0:
-                    pcpu.add_metric(labels, cpus[k])
+                    add_pcpu(sample("xen_vcpu_pcpu", labels, float(cpus[k])))
                 at = k * maplen
-                affinity.add_metric(
-                    labels,
-                    {
-                        "hard": cpulist(hard[at : at + maplen], width),
-                        "soft": cpulist(soft[at : at + maplen], width),
-                    },
+                add_affinity(
+                    sample(
+                        "xen_vcpu_affinity_info",
+                        {
+                            **labels,
+                            "hard": cpulist(hard[at : at + maplen], width),
+                            "soft": cpulist(soft[at : at + maplen], width),
+                        },
+                        1.0,
+                    )
                 )
         for key in [k for k in self._guest_types if k not in live]:
             del self._guest_types[key]
