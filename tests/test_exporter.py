@@ -337,11 +337,20 @@ def free_port() -> int:
         return port
 
 
+def promql(web: str, query: str) -> list[Any]:
+    doc = json.loads(
+        get(f"http://{web}/api/v1/query?" + urllib.parse.urlencode({"query": query}))[2]
+    )
+    assert doc.get("status") == "success", doc
+    result: list[Any] = doc["data"]["result"]
+    return result
+
+
 def test_a_real_prometheus_server_scrapes_it(server: tuple[Host, str], tmp_path: Path) -> None:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("needs Prometheus (apt-get install prometheus; make deps)")
-    _, base = server
+    host, base = server
     target = base.removeprefix("http://")
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -380,6 +389,28 @@ def test_a_real_prometheus_server_scrapes_it(server: tuple[Host, str], tmp_path:
         assert len(result) == 4, (tmp_path / "prometheus.log").read_text()[-3000:]
         online = {r["metric"]["domain"]: float(r["value"][1]) for r in result}
         assert online == {"Domain-0": 4.0, "web": 4.0, "db": 6.0, "batch": 12.0}
+        # docs/monitoring.md's queries: running or runnable vCPUs per pCPU ...
+        piled = {
+            r["metric"]["pcpu"]: float(r["value"][1])
+            for r in promql(
+                web,
+                'count_values("pcpu", xen_vcpu_pcpu and on (domid, vcpu) '
+                '(xen_vcpu_state{state=~"running|runnable"} == 1))',
+            )
+        }
+        snap = host.snapshot()
+        want: dict[str, float] = {}
+        for cpu, st in zip(snap.column("cpu"), snap.column("state")):
+            if st in (1, 3):
+                want[str(cpu)] = want.get(str(cpu), 0) + 1
+        assert piled == want and len(want) == 12
+        # ... and vCPUs pinned narrower than the host: web's 0 and 1, db's eight
+        narrow = promql(web, 'xen_vcpu_affinity_info{hard!="0-63"}')
+        assert sorted((r["metric"]["domain"], r["metric"]["hard"]) for r in narrow) == [
+            *[("db", "16-31")] * 8,
+            ("web", "2"),
+            ("web", "3"),
+        ]
         # and the per-vCPU affinity info, as a Grafana table would ask for it
         q2 = 'xen_vcpu_affinity_info{domain="web",vcpu="0"}'
         doc = json.loads(
