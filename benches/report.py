@@ -1,6 +1,7 @@
 """Run the benchmarks with timing on and write the ratios to docs/benchmarks.md.
 
     python benches/report.py [pytest args...]
+    python benches/report.py --metrics [pytest args...]   # only bench_metrics.py's table
 
 Each benchmark records ``extra_info`` = {op, impl, width, ...}; cases that share every key
 but ``impl`` form one comparison, and the report gives each baseline's median time divided
@@ -22,17 +23,18 @@ OUT = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- cpumap:begin -->", "<!-- cpumap:end -->"
 SCALE_BEGIN, SCALE_END = "<!-- scale:begin -->", "<!-- scale:end -->"
 LAB_BEGIN, LAB_END = "<!-- lab:begin -->", "<!-- lab:end -->"
+METRICS_BEGIN, METRICS_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
+FILES = ["benches/bench_cpumap.py", "benches/bench_scale.py", "benches/bench_metrics.py"]
 
 
-def run(args: list[str]) -> dict[str, object]:
+def run(args: list[str], files: list[str] = FILES) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d:
         js = Path(d) / "bench.json"
         cmd = [
             sys.executable,
             "-m",
             "pytest",
-            "benches/bench_cpumap.py",
-            "benches/bench_scale.py",
+            *files,
             "-q",
             "-p",
             "no:cacheprovider",
@@ -55,7 +57,7 @@ def table(data: dict[str, object]) -> str:
     rows: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
     for b in data["benchmarks"]:  # type: ignore[attr-defined]
         info = b["extra_info"]
-        if info.get("suite") == "scale":
+        if info.get("suite") in ("scale", "metrics"):
             continue
         rows[(info["op"], info["width"])][info["impl"]] = b["stats"]["median"]
     lines = [
@@ -98,6 +100,42 @@ def scale_table(data: dict[str, object]) -> str:
                 f"{vs_rust} | {vs_lv} |"
             )
     return "\n".join(lines)
+
+
+def metrics_table(data: dict[str, object]) -> str:
+    """Monitoring at scale: each case against the per-vCPU loop of the same group."""
+    rows: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
+    calls: dict[tuple[str, str], object] = {}
+    for b in data["benchmarks"]:  # type: ignore[attr-defined]
+        info = b["extra_info"]
+        if info.get("suite") == "metrics":
+            rows[info["op"]][info["impl"]] = (b["stats"]["median"], int(info["per"]))
+            calls[info["op"], info["impl"]] = info.get("hypercalls")
+    lines = [
+        "| operation | implementation | median per call | vCPUs per call | per vCPU "
+        "| vs per-vCPU loop | hypercalls per call |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for op, impls in sorted(rows.items()):
+        base = impls.get("per-vCPU loop")
+        for impl, (t, per) in sorted(impls.items(), key=lambda kv: kv[0] != "xenvcpu"):
+            pv = t / per
+            ratio = f"{pv / (base[0] / base[1]):.2f}x" if base else "—"
+            n = calls.get((op, impl))
+            lines.append(
+                f"| {op} | {impl} | {fmt_time(t)} | {per} | {pv * 1e9:,.0f} ns | {ratio} "
+                f"| {'—' if n is None else n} |"
+            )
+    return "\n".join(lines)
+
+
+def metrics_section(data: dict[str, object]) -> str:
+    return (
+        f"{METRICS_BEGIN}\n"
+        "Measured with `python benches/report.py --metrics` (or `make bench`). Ratios are per "
+        "vCPU against the per-vCPU loop in the same run: below 1 means xenvcpu is cheaper.\n\n"
+        f"{metrics_table(data)}\n{METRICS_END}"
+    )
 
 
 def splice(text: str, begin: str, end: str, section: str) -> str:
@@ -151,6 +189,13 @@ def main() -> None:
     if sys.argv[1:2] == ["--lab"]:
         main_lab(Path(sys.argv[2]))
         return
+    if sys.argv[1:2] == ["--metrics"]:
+        data = run(sys.argv[2:], ["benches/bench_metrics.py"])
+        section = metrics_section(data)
+        text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
+        OUT.write_text(splice(text, METRICS_BEGIN, METRICS_END, section))
+        print(section)
+        return
     data = run(sys.argv[1:])
     cpu = data["machine_info"]["cpu"]["brand_raw"]  # type: ignore[index]
     section = (
@@ -167,6 +212,7 @@ def main() -> None:
     text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
     text = splice(text, BEGIN, END, section)
     text = splice(text, SCALE_BEGIN, SCALE_END, scale)
+    text = splice(text, METRICS_BEGIN, METRICS_END, metrics_section(data))
     OUT.write_text(text)
     print(section)
     print(scale)
