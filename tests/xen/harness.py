@@ -121,6 +121,8 @@ PACKAGES = [
     # tests/conftest.py and pyproject's pytest addopts need these
     "python3-hypothesis",
     "python3-pytest-benchmark",
+    # the exporter's tests (tests/xen/test_monitoring.py): xenvcpu[exporter]
+    "python3-prometheus-client",
     "iproute2",
     "kmod",
     "procps",

@@ -46,6 +46,7 @@ mountpoint -q /run || mount -t tmpfs tmpfs /run
 mountpoint -q /tmp || mount -t tmpfs tmpfs /tmp
 mount -o remount,rw / 2>/dev/null
 hostname xenvcpu-dom0
+ip link set lo up  # the exporter's tests serve and scrape on 127.0.0.1
 mark "dom0 userspace reached"
 echo "kernel $(uname -r); dom0 cpus online $(cat /sys/devices/system/cpu/online)"
 
