@@ -13,8 +13,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -306,3 +308,30 @@ def test_live_view_of_a_host_that_does_not_fit_scrolls_to_the_selection(terminal
     assert ">- " in screen  # the selection stays on the screen
     term.keys("q")
     term.wait(r"^__EXIT:0$")
+
+
+def test_ctrl_c_ends_the_json_stream_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C is how an endless --json stream is stopped: exit 0, whole lines only."""
+    env = {k: v for k, v in os.environ.items() if k != cli.URI_ENV}
+    argv = [sys.executable, str(HERE / "frozen_clock.py"), "2", "-c", DEFAULT, "top", "--json"]
+    with subprocess.Popen(
+        [*argv, "-d", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as p:
+        stdout = p.stdout
+        assert stdout is not None
+        try:
+            box: list[bytes] = []
+            reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
+            reader.start()
+            reader.join(30)  # bounded: a silent top fails the test, never hangs it
+            assert box and box[0].endswith(b"\n"), "no JSON line within 30 s"
+            p.send_signal(signal.SIGINT)
+            rest, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+        first = box[0]
+    assert p.returncode == 0 and err == b""
+    docs = [json.loads(line) for line in (first + rest).splitlines()]
+    assert docs and all(d["command"] == "top" for d in docs)

@@ -128,6 +128,8 @@ def cmd_top(args: argparse.Namespace) -> int:
     if live:
         try:
             run_curses(sampler, interval, min(interval, FIRST_REFRESH))
+        except KeyboardInterrupt:  # Ctrl-C stops a live view as q does
+            return EXIT_OK
         except Exception as e:
             if type(e).__module__ == "_curses":  # curses.error: no usable terminal
                 raise CliError(f"top cannot draw on this terminal: {e}") from None
@@ -143,12 +145,15 @@ def cmd_top(args: argparse.Namespace) -> int:
             for line in frame(sample, View(), max(width, 40), maps=maps):
                 print(line.text)
         return EXIT_OK
-    sampler.sample()
-    n = 0
-    while args.iterations is None or n < args.iterations:
-        time.sleep(interval)
-        print(json.dumps(sample_json(sampler.sample(), maps)), flush=True)
-        n += 1
+    try:
+        sampler.sample()
+        n = 0
+        while args.iterations is None or n < args.iterations:
+            time.sleep(interval)
+            print(json.dumps(sample_json(sampler.sample(), maps)), flush=True)
+            n += 1
+    except KeyboardInterrupt:  # the way to stop an endless stream: not an error
+        pass
     return EXIT_OK
 
 
