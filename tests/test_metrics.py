@@ -70,7 +70,7 @@ def test_first_sample_is_a_reference_then_utilisation_is_exact() -> None:
     assert list(db.vcpu_util)[6:] == [0.0, 0.0]  # offline all along
     assert (db.max_vcpus, db.online_vcpus, db.cpupool) == (8, 6, 0)
     assert second.util_total() == pytest.approx(sum(d.util for d in second))
-    assert second.domain("batch").domain().guest_type.value == "pvh"
+    assert host.domain(second.domain("batch").id).guest_type.value == "pvh"
     with pytest.raises(DomainNotFound, match="known: Domain-0 \\(0\\), web \\(1\\)"):
         second.domain("nobody")
 

@@ -44,13 +44,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import sub, truediv
-from typing import TYPE_CHECKING, Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
 from xenvcpu._limits import timeout_arg
 from xenvcpu.errors import DomainNotFound, XenvcpuError
 
 if TYPE_CHECKING:
-    from xenvcpu.host import Domain, Host, Snapshot
+    from xenvcpu._backend import SnapshotBackend
+    from xenvcpu._impl import CpuMap
+    from xenvcpu.sim import SimControl
+    from xenvcpu.types import Topology
 
 __all__ = [
     "RUNSTATE_UPDATE",
@@ -58,10 +61,45 @@ __all__ = [
     "GoneDomain",
     "Sample",
     "Sampler",
+    "SamplingHost",
+    "SamplingSnapshot",
     "cpu_times",
     "domain_blocks",
     "leaks_runstate_update",
 ]
+
+
+class SamplingHost(Protocol):
+    """What sampling needs of a host: a :class:`xenvcpu.Host` is one. (A protocol, so that
+    this module does not import ``xenvcpu.host``, which imports it for ``Host.sample``.)"""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def xen_version(self) -> str: ...
+    @property
+    def max_cpus(self) -> int: ...
+    @property
+    def cpus(self) -> CpuMap: ...
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def sim(self) -> SimControl | None: ...
+    def snapshot(self) -> SamplingSnapshot: ...
+
+
+class SamplingSnapshot(Protocol):
+    """What sampling reads of a snapshot: a :class:`xenvcpu.Snapshot` is one."""
+
+    @property
+    def host(self) -> SamplingHost: ...
+    @property
+    def native(self) -> SnapshotBackend: ...
+    @property
+    def names(self) -> dict[int, str]: ...
+    def column(self, name: str) -> array[int]: ...
+    def maps(self, kind: str) -> bytes: ...
+
 
 #: ``XEN_RUNSTATE_UPDATE``: bit 63 of a runstate time.
 RUNSTATE_UPDATE = 1 << 63
@@ -85,7 +123,7 @@ def leaks_runstate_update(xen_version: str) -> bool:
     return (major, minor) < FIXED_IN
 
 
-def cpu_times(snapshot: Snapshot, mask: bool) -> array[int]:
+def cpu_times(snapshot: SamplingSnapshot, mask: bool) -> array[int]:
     """The snapshot's ``cpu_time_ns`` column, with bit 63 cleared when ``mask`` (see
     :func:`leaks_runstate_update`). The column is copied only if some value has the bit."""
     col = snapshot.column("cpu_time_ns")
@@ -94,7 +132,9 @@ def cpu_times(snapshot: Snapshot, mask: bool) -> array[int]:
     return col
 
 
-def domain_blocks(snapshot: Snapshot, domains: array[int] | None = None) -> list[tuple[int, int]]:
+def domain_blocks(
+    snapshot: SamplingSnapshot, domains: array[int] | None = None
+) -> list[tuple[int, int]]:
     """``(start, stop)`` of every domain's vCPUs in the snapshot's flat columns (``(k, k)``
     for a domain whose vCPUs could not be read). ``domains`` is the ``"domain"`` column, if
     the caller has it already."""
@@ -236,11 +276,6 @@ class DomainSample:
         """pCPU of each vCPU, -1 when offline."""
         return self._sample.cpu[self.start : self.stop]
 
-    def domain(self) -> Domain:
-        """The :class:`~xenvcpu.Domain` (for its guest type, or to act on it)."""
-        snap = self._sample.snapshot
-        return snap.host._domain(snap.native.domain(self.index), snap.names)
-
 
 class Sample:
     """Utilisation between two snapshots (see the module documentation).
@@ -254,7 +289,7 @@ class Sample:
 
     def __init__(
         self,
-        snapshot: Snapshot,
+        snapshot: SamplingSnapshot,
         time_ns: int,
         interval_s: float | None,
         masked: bool,
@@ -322,7 +357,7 @@ class Sampler:
     ``time.monotonic_ns``. ``mask`` forces bit-63 masking on or off (default: where
     ``Host.xen_version`` < 4.13)."""
 
-    def __init__(self, host: Host, *, clock: Clock | None = None, mask: bool | None = None):
+    def __init__(self, host: SamplingHost, *, clock: Clock | None = None, mask: bool | None = None):
         self.host = host
         if clock is None:
             sim = host.sim
