@@ -477,3 +477,23 @@ def test_exporter_command_errors(argv: list[str], needle: str, code: int) -> Non
     )
     assert (p.returncode, p.stdout) == (code, "")
     assert p.stderr.startswith("xenvcpu: error: ") and needle in p.stderr, p.stderr
+
+
+def test_names_with_quotes_and_backslashes_survive_the_exposition(tmp_path: Path) -> None:
+    toml = tmp_path / "host.toml"
+    # TOML escapes: the name is  we"ird\n} name ü  (a quote, a backslash, a brace)
+    toml.write_text(
+        '[host]\ncpus = 4\n\n[[domain]]\nid = 1\nname = "we\\"ird\\\\n} name ü"\nvcpus = 2\n'
+    )
+    host = connect(f"sim://{toml}")
+    raw = host.domain(1).name
+    assert '"' in raw and "\\" in raw
+    text = exposition(VcpuCollector(host))
+    series = parse(text)
+    assert len(pick(series, "xen_vcpu_online", domain=raw)) == 2
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        p = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+        )
+        assert p.returncode == 0, p.stdout + p.stderr

@@ -101,6 +101,12 @@ def _pct(u: float) -> str:
     return "-" if math.isnan(u) else f"{u * 100:.1f}"
 
 
+def _printable(text: str) -> str:
+    """A name as one line of a terminal: control and other unprintable characters as ``?``
+    (a toolstack's names are data, not terminal commands)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "~"
 
@@ -252,12 +258,13 @@ def frame(
             state = ""
         t = sum(d.cpu_time_ns) / 1e9
         vc = f"{d.online_vcpus}/{d.max_vcpus}"
+        shown = _cut(_printable(d.name), NAME_W - 2)
         text = (
-            f"{sel}{flag} {_cut(d.name, NAME_W - 2):<{NAME_W - 2}} {d.id:>5} {vc:>6} {state:>5} "
+            f"{sel}{flag} {shown:<{NAME_W - 2}} {d.id:>5} {vc:>6} {state:>5} "
             f"{'':>5} {_pct(d.util):>7} {t:>10.1f}"
         )
         if d.error is not None:
-            text += f"  error: {d.error}"
+            text += f"  error: {_printable(str(d.error))}"
         elif d.status == "returned" and d.previous_id is not None:
             text += f"  came back (was domain {d.previous_id}): counters restarted"
         lines.append(Line(_cut(text, width), "domain", d.uuid))
@@ -283,7 +290,7 @@ def frame(
     if not doms:
         lines.append(Line(f"  no domain matches the filter {view.filter!r}", "note"))
     if sample.vanished:
-        gone = ", ".join(f"{g.name} ({g.id})" for g in sample.vanished)
+        gone = ", ".join(f"{_printable(g.name)} ({g.id})" for g in sample.vanished)
         lines.append(Line(_cut(f"  gone since the last sample: {gone}", width), "note"))
     return lines
 
