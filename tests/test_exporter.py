@@ -497,3 +497,18 @@ def test_names_with_quotes_and_backslashes_survive_the_exposition(tmp_path: Path
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
         )
         assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_without_prometheus_client_the_exporter_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xenvcpu import cli
+    from xenvcpu.errors import NotSupported
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails
+    with pytest.raises(NotSupported, match=re.escape("pip install 'xenvcpu[exporter]'")):
+        VcpuCollector(connect())
+    monkeypatch.delenv(cli.URI_ENV, raising=False)
+    assert cli.main(["-c", DEFAULT, "exporter", "-l", "127.0.0.1:0"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "xenvcpu[exporter]" in err and err.count("\n") == 1
