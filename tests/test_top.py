@@ -355,3 +355,28 @@ def test_names_are_shown_as_text_not_terminal_commands() -> None:
     assert "evil?[2J?name?next" in text
     assert "\x1b" not in text and "\x07" not in text
     assert all(ln.isprintable() for ln in text.splitlines())
+
+
+def test_frame_shows_errors_returns_new_and_vanished_domains() -> None:
+    host = xenvcpu.connect(DEFAULT)
+    sim = host.sim
+    assert sim is not None
+    sim.freeze_clock()
+    sampler = Sampler(host)
+    sampler.sample()
+    sim.advance(1.0)
+    sim.fail_nth(18, "EIO")  # db's first vCPU read in the next snapshot
+    text = "\n".join(ln.text for ln in frame(sampler.sample(), View(), 160))
+    (db,) = [ln for ln in text.splitlines() if re.match(r"^ [-+] db ", ln)]
+    assert "ERR" in db and "error: " in db and db.split()[5] == "-"  # utilisation unknown
+    new = sim.restart_domain("web")  # back under a new domid
+    sim.restart_domain("batch", uuid="00112233-4455-6677-8899-aabbccddeeff")  # a new guest
+    sim.advance(1.0)
+    lines = [ln.text for ln in frame(sampler.sample(), View(sort="name", reverse=False), 160)]
+    (web,) = [ln for ln in lines if re.match(r"^ [-+] web ", ln)]
+    assert f"{new:>5}" in web and " back " in web and "came back (was domain 1)" in web
+    (batch,) = [ln for ln in lines if re.match(r"^ [-+] batch ", ln)]
+    assert " new " in batch
+    assert lines[-1] == "  gone since the last sample: batch (3)"
+    none = frame(sampler.sample(), View(filter="nobody"), 160)
+    assert none[-1].text == "  no domain matches the filter 'nobody'"
