@@ -136,11 +136,15 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
         pinned = [d for d in todo if d.hard_changes or d.soft_changes]
         results = []
     ok_domains: set[int] = set()
+    # The pins that went through (None: unknown, the batch as a whole failed).
+    done: set[tuple[int, int]] | None = set() if results else None
     for (domid, vcpu, _, _), r in zip(requests, results):
         d = by_domain[domid]
         if not isinstance(r, XenvcpuError):
             ok_domains.add(domid)
             made += 1
+            assert done is not None
+            done.add((domid, vcpu))
             continue
         if r.errno == _errno.ESRCH:
             if domid not in gone_checked:
@@ -158,7 +162,7 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
     if not failed:
         _online_step(host, todo, gone_checked, deadline, onlined, vanished, failed)
     if failed:
-        rolled, rollback_failed = _roll_back(host, pinned, onlined, deadline)
+        rolled, rollback_failed = _roll_back(host, pinned, onlined, deadline, done)
         raise _plan_failed(plan, failed, rolled, rollback_failed, vanished)
     return ApplyResult(
         pinned=made,
@@ -244,9 +248,16 @@ def _online_step(
 
 
 def _roll_back(
-    host: Any, pinned: list[DomainPlan], onlined: list[DomainPlan], deadline: float
+    host: Any,
+    pinned: list[DomainPlan],
+    onlined: list[DomainPlan],
+    deadline: float,
+    done: set[tuple[int, int]] | None,
 ) -> tuple[list[str], list[str]]:
-    """Put back the maps and online sets read at plan time; what was, and what could not."""
+    """Put back the maps and online sets read at plan time; what was, and what could not.
+
+    ``done``: the (domid, vCPU) pins that went through (only those are put back; a pin
+    Xen refused changed nothing), or None when unknown (every planned pin is put back)."""
     rolled: list[str] = []
     failed: list[str] = []
     can_wait = Capability.WAIT_ONLINE in host.capabilities
@@ -278,7 +289,9 @@ def _roll_back(
     except XenvcpuError as e:
         return rolled, [*failed, *(f"{d.label} pins: {e}" for d in pinned)]
     pinned = [d for d in pinned if present.get(d.id) == d.uuid]  # vanished: nothing to put back
-    requests = [r for d in pinned for r in _pins(d, back=True)]
+    requests = [
+        r for d in pinned for r in _pins(d, back=True) if done is None or (r[0], r[1]) in done
+    ]
     try:
         results = host._hv.pin_many(requests) if requests else []
     except XenvcpuError as e:
