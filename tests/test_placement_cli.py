@@ -271,7 +271,7 @@ def test_watcher_run_stops_on_request(host: xenvcpu.Host, spec: Path) -> None:
 
 
 def _lines(proc: subprocess.Popen[str], n: int, deadline: float) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     assert proc.stdout is not None
     while len(out) < n and time.monotonic() < deadline:
         line = proc.stdout.readline()
