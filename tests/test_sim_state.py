@@ -53,9 +53,7 @@ def lasting(state: Path, base: str = "sim:///default") -> str:
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(
-        [str(CLI), *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    r = subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=120, check=False)
     if check:
         assert r.returncode == 0, r.stderr
     return r
@@ -110,7 +108,7 @@ def test_a_vanished_domain_is_restored_by_name(host: Host) -> None:
 
 
 def test_restore_refusals_are_typed(host: Host) -> None:
-    with pytest.raises(DomainNotFound, match="nobody.*known domains: .*web \\(1\\)"):
+    with pytest.raises(DomainNotFound, match=r"nobody.*known domains: .*web \(1\)"):
         ctl(host).restore_domain("nobody")
     with pytest.raises(DomainNotFound, match="no domain with id 42"):
         ctl(host).restore_domain(42)
@@ -187,7 +185,7 @@ def test_state_is_a_uri_parameter_of_every_sim_uri(tmp_path: Path) -> None:
             parse(f"sim:///default?{bad}")
     with pytest.raises(InvalidUri):
         parse(f"xen:///system?state={tmp_path / 's'}")
-    with pytest.raises(XenvcpuError, match='unknown sim host parameter "stat".*state='):
+    with pytest.raises(XenvcpuError, match=r'unknown sim host parameter "stat".*state='):
         xenvcpu.connect(f"sim:///default?stat={tmp_path / 's'}")
 
 
@@ -223,8 +221,7 @@ def test_cli_runs_and_processes_see_one_host(state: Path) -> None:
     assert out.split() == [str(new_id), "2", "1", "0-63"]
     # and another process's Host.sim is seen here, on a connection made before it
     python(
-        "import sys, xenvcpu\n"
-        "xenvcpu.connect(sys.argv[1]).sim.restore_domain('batch')\n",
+        "import sys, xenvcpu\nxenvcpu.connect(sys.argv[1]).sim.restore_domain('batch')\n",
         uri,
     )
     assert host_ids(h)["batch"] == new_id + 1
