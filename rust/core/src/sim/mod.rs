@@ -40,7 +40,7 @@ mod transport;
 pub use handle::{lock, SimGuard, SimHandle};
 pub use host::{SimHost, VcpuState};
 pub use spec::{DomSpec, Follow, GuestKind, HostSpec, PoolSpec, SimBase};
-pub use state::{FORMAT as STATE_FORMAT, MAX_STATE_BYTES};
+pub use state::{read_state, write_state, FORMAT as STATE_FORMAT, MAX_STATE_BYTES};
 pub use store::STATE_LOCK_WAIT;
 pub use transport::{SimTransport, SIM_ARENA_BASE};
 

@@ -633,6 +633,20 @@ pub(super) fn decode(
     Ok(())
 }
 
+/// The state file's bytes of `host`, made from `spec`: what a lasting host writes.
+pub fn write_state(host: &SimHost, spec: &HostSpec) -> Result<Vec<u8>> {
+    encode(host, &describe(spec))
+}
+
+/// The host that a state file's bytes hold, for hosts made from `spec`: what a lasting host
+/// reloads, with every check (an error for anything that is not such a state, never a
+/// panic). For the fuzzer and tests; a lasting host is opened with [`super::SimHandle::open`].
+pub fn read_state(bytes: &[u8], spec: &HostSpec) -> Result<SimHost> {
+    let mut host = SimHost::new(spec)?;
+    decode(bytes, spec, &describe(spec), &mut host, "(bytes)")?;
+    Ok(host)
+}
+
 /// A map read once per text: equal maps are shared, as the host shares them.
 fn shared_map<'a>(
     maps: &mut BTreeMap<&'a str, Map>,
