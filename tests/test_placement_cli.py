@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -270,12 +271,32 @@ def test_watcher_run_stops_on_request(host: xenvcpu.Host, spec: Path) -> None:
 # ---- the watch command, as a process --------------------------------------------------------
 
 
+_readers: dict[int, queue.Queue[str | None]] = {}
+
+
 def _lines(proc: subprocess.Popen[str], n: int, deadline: float) -> list[dict[str, Any]]:
+    """The next ``n`` JSON lines of ``proc``, or fewer if it ends or ``deadline`` passes:
+    a thread reads, so a watcher that stops printing never hangs the test."""
+    q = _readers.get(proc.pid)
+    if q is None:
+        q = _readers[proc.pid] = queue.Queue()
+        stdout = proc.stdout
+        assert stdout is not None
+
+        def pump(qq: queue.Queue[str | None] = q) -> None:
+            for line in stdout:
+                qq.put(line)
+            qq.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
     out: list[dict[str, Any]] = []
-    assert proc.stdout is not None
-    while len(out) < n and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
+    while len(out) < n:
+        try:
+            line = q.get(timeout=max(deadline - time.monotonic(), 0.01))
+        except queue.Empty:
+            break
+        if line is None:
+            q.put(None)
             break
         out.append(json.loads(line))
     return out
@@ -317,8 +338,7 @@ def test_watch_command_sighup_and_sigterm(spec: Path) -> None:
         assert fixed["event"] == "corrected" and "-> 4-7" in fixed["message"]
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=30)
-        assert proc.stdout is not None
-        rest = [json.loads(line) for line in proc.stdout.read().splitlines()]
+        rest = _lines(proc, 100, time.monotonic() + 10)
         assert rc == 0
         assert rest and rest[-1]["event"] == "stopped"
     finally:
@@ -343,3 +363,106 @@ def test_watch_command_exits_1_for_an_unreadable_file(tmp_path: Path) -> None:
 
 def test_sim_and_xend_toolstacks_have_no_events(host: xenvcpu.Host) -> None:
     assert host.toolstack.domain_events() is None
+
+
+# ---- the watcher against a host that lasts across processes ---------------------------------
+
+
+def _corrections(proc: subprocess.Popen[str], n: int, deadline: float) -> list[dict[str, Any]]:
+    """The next ``n`` corrections; warnings in between (a domain seen while it sat in a
+    pool its placement does not fit) are skipped."""
+    out: list[dict[str, Any]] = []
+    while len(out) < n and time.monotonic() < deadline:
+        got = _lines(proc, 1, deadline)
+        if not got:
+            break
+        if got[0]["event"] == "corrected":
+            out.append(got[0])
+        else:
+            assert got[0]["event"] == "warning", got[0]
+    return out
+
+
+def test_watch_keeps_pins_through_restore_pool_move_and_manual_pin(tmp_path: Path) -> None:
+    """The watcher runs in its own process on ``sim:///default?state=PATH``; this process
+    restores a domain, moves it between cpupools and pins a vCPU by hand, as an operator
+    would with xl; each is put back, and the log says why."""
+    uri = f"sim:///default?state={tmp_path / 'host.state'}"
+    spec = tmp_path / "placement.toml"
+    spec.write_text('[[domain]]\nmatch = "web"\nhard = "8-15"\nsoft = "8-9"\n')
+    host = xenvcpu.connect(uri)
+    assert host.sim is not None
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xenvcpu",
+            "-c",
+            uri,
+            "watch",
+            str(spec),
+            "--json",
+            "--interval",
+            "0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 120
+
+    def placed(domid: int) -> bool:
+        return all(
+            (v.hard_affinity.to_cpulist(), v.soft_affinity.to_cpulist()) == ("8-15", "8-9")
+            for v in host.domain(domid).vcpus()
+        )
+
+    try:
+        started, first = _lines(proc, 2, deadline)
+        assert started["event"] == "started"
+        assert first["reason"] == "initial" and first["domain"] == "web"
+        old = first["id"]
+        assert placed(old)
+
+        new = host.sim.restore_domain("web")  # xl save + xl restore: a new domid, pins lost
+        assert new != old and not placed(new)
+        (back,) = _corrections(proc, 1, deadline)
+        assert (back["event"], back["id"], back["reason"]) == ("corrected", new, "appeared")
+        assert placed(new)
+
+        host.sim.cpupool_migrate("web", "batch-pool")
+        host.sim.cpupool_migrate("web", "Pool-0")  # affinity reset to all, twice
+        (moved,) = _corrections(proc, 1, deadline)
+        assert (moved["id"], moved["reason"]) == (new, "drifted")
+        assert placed(new)
+
+        pin = subprocess.run(
+            [sys.executable, "-m", "xenvcpu", "-c", uri, "pin", "web", "1", "30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert pin.returncode == 0, pin.stderr
+        (fixed,) = _corrections(proc, 1, deadline)
+        assert fixed["reason"] == "drifted"
+        assert fixed["changes"] == [
+            {
+                "domain": "web",
+                "domid": new,
+                "vcpu": 1,
+                "key": "hard",
+                "current": "30",
+                "wanted": "8-15",
+            }
+        ]
+        assert placed(new)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
