@@ -73,15 +73,28 @@ def _present(host: Any) -> dict[int, str]:
     return {d.id: str(d.uuid) for d in host.domains()}
 
 
-def _pins(d: DomainPlan, *, back: bool) -> list[PinReq]:
-    """The pins that take ``d`` to its plan (or, ``back``, to the state read at plan time)."""
+def _pins(d: DomainPlan, *, back: bool, maps: dict[bytes, CpuMap] | None = None) -> list[PinReq]:
+    """The pins that take ``d`` to its plan (or, ``back``, to the state read at plan time).
+
+    ``maps`` shares one CpuMap per distinct map across the requests (thousands of vCPUs
+    usually move to a handful of maps)."""
     hard, soft = set(d.hard_changes), set(d.soft_changes)
+    cache: dict[bytes, CpuMap] = {} if maps is None else maps
+    L = d.maplen
+
+    def map_at(data: bytes, i: int) -> CpuMap:
+        block = data[i * L : (i + 1) * L]
+        m = cache.get(block)
+        if m is None:
+            m = cache[block] = CpuMap.from_bytes(block, d.width)
+        return m
+
     out: list[PinReq] = []
+    h_src = d.hard_now if back else d.hard_want
+    s_src = d.soft_now if back else d.soft_want
     for i in sorted(hard | soft):
-        h_src = d.hard_now if back else d.hard_want
-        s_src = d.soft_now if back else d.soft_want
-        h = d.map_at(h_src, i) if i in hard and h_src is not None else None
-        s = d.map_at(s_src, i) if i in soft and s_src is not None else None
+        h = map_at(h_src, i) if i in hard and h_src is not None else None
+        s = map_at(s_src, i) if i in soft and s_src is not None else None
         out.append((d.id, d.numbers[i], h, s))
     return out
 
@@ -123,7 +136,8 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
             )
         todo.append(d)
     # ---- pins: one batch across every domain
-    requests = [r for d in todo for r in _pins(d, back=False)]
+    shared: dict[bytes, CpuMap] = {}
+    requests = [r for d in todo for r in _pins(d, back=False, maps=shared)]
     by_domain = {d.id: d for d in todo}
     gone_checked: dict[int, bool] = {}
     pinned: list[DomainPlan] = []
@@ -289,8 +303,12 @@ def _roll_back(
     except XenvcpuError as e:
         return rolled, [*failed, *(f"{d.label} pins: {e}" for d in pinned)]
     pinned = [d for d in pinned if present.get(d.id) == d.uuid]  # vanished: nothing to put back
+    shared: dict[bytes, CpuMap] = {}
     requests = [
-        r for d in pinned for r in _pins(d, back=True) if done is None or (r[0], r[1]) in done
+        r
+        for d in pinned
+        for r in _pins(d, back=True, maps=shared)
+        if done is None or (r[0], r[1]) in done
     ]
     try:
         results = host._hv.pin_many(requests) if requests else []
