@@ -15,7 +15,6 @@ import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from xenvcpu._impl import CpuMap
@@ -117,21 +116,35 @@ class DomainPlan:
         n = self.maplen
         return CpuMap.from_bytes(data[i * n : (i + 1) * n], self.width)
 
-    @cached_property
+    # Computed on first use and kept (the maps never change after planning); a plain
+    # attribute, not functools.cached_property, whose lock costs more than the compare.
+    _hard_changes: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+    _soft_changes: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
     def hard_changes(self) -> list[int]:
         """Indexes (into ``numbers``) of the vCPUs whose hard affinity changes."""
-        return self._differs(self.hard_now, self.hard_want)
+        if self._hard_changes is None:
+            self._hard_changes = self._differs(self.hard_now, self.hard_want)
+        return self._hard_changes
 
-    @cached_property
+    @property
     def soft_changes(self) -> list[int]:
-        return self._differs(self.soft_now, self.soft_want)
+        if self._soft_changes is None:
+            self._soft_changes = self._differs(self.soft_now, self.soft_want)
+        return self._soft_changes
 
     @property
     def online_changes(self) -> bool:
         return self.online_want is not None and self.online_want != self.online_now
 
     def __bool__(self) -> bool:
-        return bool(self.hard_changes or self.soft_changes or self.online_changes)
+        # Whole-domain compares first: the steady state a watcher re-plans is all equal.
+        return (
+            (self.hard_want is not None and self.hard_want != self.hard_now)
+            or (self.soft_want is not None and self.soft_want != self.soft_now)
+            or self.online_changes
+        )
 
     @property
     def label(self) -> str:
