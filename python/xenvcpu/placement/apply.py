@@ -82,8 +82,8 @@ def _pins(d: DomainPlan, *, back: bool, maps: dict[bytes, CpuMap] | None = None)
     cache: dict[bytes, CpuMap] = {} if maps is None else maps
     L = d.maplen
 
-    def map_at(data: bytes, i: int) -> CpuMap:
-        block = data[i * L : (i + 1) * L]
+    def map_at(data: bytes | memoryview, i: int) -> CpuMap:
+        block = bytes(data[i * L : (i + 1) * L])
         m = cache.get(block)
         if m is None:
             m = cache[block] = CpuMap.from_bytes(block, d.width)

@@ -94,15 +94,16 @@ class DomainPlan:
     width: int
     maplen: int
     numbers: tuple[int, ...]
-    hard_now: bytes
-    soft_now: bytes
+    # Views into the snapshot's maps (no copy per domain); compare equal to bytes.
+    hard_now: bytes | memoryview
+    soft_now: bytes | memoryview
     hard_want: bytes | None
     soft_want: bytes | None
     online_now: frozenset[int]
     online_want: frozenset[int] | None
     entries: tuple[int, ...]  # the entries that matched, by number
 
-    def _differs(self, now: bytes, want: bytes | None) -> list[int]:
+    def _differs(self, now: bytes | memoryview, want: bytes | None) -> list[int]:
         if want is None or now == want:
             return []
         n = self.maplen
@@ -112,9 +113,9 @@ class DomainPlan:
             if now[i * n : (i + 1) * n] != want[i * n : (i + 1) * n]
         ]
 
-    def map_at(self, data: bytes, i: int) -> CpuMap:
+    def map_at(self, data: bytes | memoryview, i: int) -> CpuMap:
         n = self.maplen
-        return CpuMap.from_bytes(data[i * n : (i + 1) * n], self.width)
+        return CpuMap.from_bytes(bytes(data[i * n : (i + 1) * n]), self.width)
 
     # Computed on first use and kept (the maps never change after planning); a plain
     # attribute, not functools.cached_property, whose lock costs more than the compare.
@@ -415,8 +416,8 @@ def _domain_plan(
     merged: dict[str, tuple[Any, Entry]],
     res: _Resolver,
     pool: tuple[str, int] | None,
-    hard_all: bytes,
-    soft_all: bytes,
+    hard_all: memoryview,
+    soft_all: memoryview,
     online_col: array[int],
     numbers: tuple[int, ...],
     lo: int,
@@ -564,7 +565,7 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
     }
     merged_by_chain: dict[tuple[int, ...], dict[str, tuple[Any, Entry]]] = {}
     wants_by_kind: dict[tuple[Any, ...], Wants] = {}
-    hard_all, soft_all = snap.maps("hard"), snap.maps("soft")
+    hard_all, soft_all = memoryview(snap.maps("hard")), memoryview(snap.maps("soft"))
     state_col, number_col = snap.column("state"), snap.column("number")
     matched: dict[int, int] = {e.number: 0 for e in spec.entries}
     warnings: list[str] = []
