@@ -89,7 +89,7 @@ xen-bench:
 # `make fuzz` runs every target FUZZ_TIME seconds (corpus in fuzz/corpus, crashes in
 # fuzz/artifacts); `make fuzz-ci` replays the seeds and regressions, then fuzzes each target
 # FUZZ_CI_TIME seconds from a fresh corpus. A crash fails the target.
-FUZZ_TARGETS := cpulist from_bytes sim_params sim_toml sim_hypercall
+FUZZ_TARGETS := cpulist from_bytes sim_params sim_toml sim_hypercall sim_state
 FUZZ_TIME ?= 60
 FUZZ_CI_TIME ?= 15
 FUZZ_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')

@@ -23,8 +23,14 @@ OUT = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- cpumap:begin -->", "<!-- cpumap:end -->"
 SCALE_BEGIN, SCALE_END = "<!-- scale:begin -->", "<!-- scale:end -->"
 LAB_BEGIN, LAB_END = "<!-- lab:begin -->", "<!-- lab:end -->"
+PLACEMENT_BEGIN, PLACEMENT_END = "<!-- placement:begin -->", "<!-- placement:end -->"
 METRICS_BEGIN, METRICS_END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
-FILES = ["benches/bench_cpumap.py", "benches/bench_scale.py", "benches/bench_metrics.py"]
+FILES = [
+    "benches/bench_cpumap.py",
+    "benches/bench_scale.py",
+    "benches/bench_placement.py",
+    "benches/bench_metrics.py",
+]
 
 
 def run(args: list[str], files: list[str] = FILES) -> dict[str, object]:
@@ -57,7 +63,7 @@ def table(data: dict[str, object]) -> str:
     rows: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
     for b in data["benchmarks"]:  # type: ignore[attr-defined]
         info = b["extra_info"]
-        if info.get("suite") in ("scale", "metrics"):
+        if info.get("suite") in ("scale", "placement", "metrics"):
             continue
         rows[(info["op"], info["width"])][info["impl"]] = b["stats"]["median"]
     lines = [
@@ -138,6 +144,26 @@ def metrics_section(data: dict[str, object]) -> str:
     )
 
 
+def placement_table(data: dict[str, object]) -> str:
+    """Plan against the snapshot it starts from; apply against per-domain and per-vCPU pins."""
+    rows: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
+    for b in data["benchmarks"]:  # type: ignore[attr-defined]
+        info = b["extra_info"]
+        if info.get("suite") == "placement":
+            rows[info["op"]][info["impl"]] = (b["stats"]["median"], int(info["per"]))
+    lines = [
+        "| operation | implementation | median per call | per vCPU | vs baseline |",
+        "|---|---|---:|---:|---:|",
+    ]
+    baselines = {"plan": "snapshot (baseline)", "apply": "Plan.apply (one batch)"}
+    for op, impls in rows.items():
+        base = impls.get(baselines.get(op, ""))
+        for impl, (t, per) in impls.items():
+            ratio = f"{t / base[0]:.2f}x" if base else "—"
+            lines.append(f"| {op} | {impl} | {fmt_time(t)} | {t / per * 1e9:,.0f} ns | {ratio} |")
+    return "\n".join(lines)
+
+
 def splice(text: str, begin: str, end: str, section: str) -> str:
     if begin in text:
         return text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
@@ -209,13 +235,21 @@ def main() -> None:
         f"Measured in the same run. Ratios are per vCPU: below 1 means cheaper.\n\n"
         f"{scale_table(data)}\n{SCALE_END}"
     )
+    placement = (
+        f"{PLACEMENT_BEGIN}\n"
+        "Measured in the same run (1000 domains x 8 vCPUs, 4096 CPUs). Plan rows are "
+        "against the snapshot a plan starts from; apply rows against `Plan.apply`.\n\n"
+        f"{placement_table(data)}\n{PLACEMENT_END}"
+    )
     text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
     text = splice(text, BEGIN, END, section)
     text = splice(text, SCALE_BEGIN, SCALE_END, scale)
+    text = splice(text, PLACEMENT_BEGIN, PLACEMENT_END, placement)
     text = splice(text, METRICS_BEGIN, METRICS_END, metrics_section(data))
     OUT.write_text(text)
     print(section)
     print(scale)
+    print(placement)
 
 
 if __name__ == "__main__":

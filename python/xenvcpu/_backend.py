@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Capabilities",
     "Capability",
+    "DomainEvents",
     "Entry",
     "HypervisorBackend",
     "ListSnapshot",
@@ -102,6 +103,23 @@ class Toolstack(Protocol):
     def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None: ...
 
     def availability(self, domid: int) -> dict[int, bool]: ...
+
+    def close(self) -> None: ...
+
+    def domain_events(self) -> DomainEvents | None:
+        """A source of "domains appeared or went" events (xenstored's ``@introduceDomain``
+        and ``@releaseDomain`` watches), or None where the toolstack has none; the placement
+        watcher then re-plans on its interval only."""
+        ...
+
+
+class DomainEvents(Protocol):
+    """Tells that domains appeared or went (not which: re-read the host)."""
+
+    def wait(self, timeout: float) -> bool:
+        """True when an event came within ``timeout`` seconds (all queued ones consumed),
+        False when none did."""
+        ...
 
     def close(self) -> None: ...
 

@@ -23,7 +23,13 @@ XEN_RUN_DIR = "/var/run/xen"
 #: Xen's lib directory (XEN_LIB_DIR): where libxl keeps its per-domain lock files.
 XEN_LIB_DIR = "/var/lib/xen"
 
-__all__ = ["XEN_LIB_DIR", "XEN_RUN_DIR", "SimToolstack", "XenstoreToolstack"]
+__all__ = [
+    "XEN_LIB_DIR",
+    "XEN_RUN_DIR",
+    "SimToolstack",
+    "XenstoreDomainEvents",
+    "XenstoreToolstack",
+]
 
 # How much of a /libxl/<domid>/type value is kept (its values are "pv", "pvh", "hvm").
 _RECORD_SHOWN = 64
@@ -57,6 +63,10 @@ class SimToolstack:
 
     def close(self) -> None:
         """Nothing to close: the simulated host lives in this process."""
+
+    def domain_events(self) -> None:
+        """The simulated host sends no domain events: watchers re-plan on their interval."""
+        return None
 
     def domain_names(self) -> dict[int, str]:
         return dict(self._sim.domain_names())
@@ -115,6 +125,11 @@ class XenstoreToolstack:
         if xs is not None and not xs.closed:
             xs.close()
 
+    def domain_events(self) -> XenstoreDomainEvents:
+        """Events of xenstored's ``@introduceDomain`` / ``@releaseDomain`` watches, on a
+        connection of their own (so waiting for them never delays a read)."""
+        return XenstoreDomainEvents(XenstoreClient(self._path))
+
     def domain_names(self) -> dict[int, str]:
         """Names from ``/local/domain/<id>/name`` (:func:`~xenvcpu.daemon.vcpus.list_domains`:
         bounded, bogus entries skipped); an unreadable xenstore gives no names."""
@@ -137,3 +152,45 @@ class XenstoreToolstack:
 
     def availability(self, domid: int) -> dict[int, bool]:
         return _vcpus.read_availability(self.client(), domid)
+
+
+#: The special watches xenstored fires when a domain is introduced (created, restored,
+#: migrated in) and when one is released (destroyed, saved, migrated away):
+#: xen-interfaces.md §5.6.
+DOMAIN_WATCHES = ("@introduceDomain", "@releaseDomain")
+
+
+class XenstoreDomainEvents:
+    """``@introduceDomain`` and ``@releaseDomain`` on one xenstored connection.
+
+    xenstored fires each watch once when it is set; those first events are consumed here,
+    so :meth:`wait` reports only what happened afterwards.
+    """
+
+    def __init__(self, client: XenstoreClient) -> None:
+        self._xs = client
+        try:
+            for path in DOMAIN_WATCHES:
+                self._xs.watch(path)
+            self._drain()
+        except BaseException:
+            client.close()
+            raise
+
+    def _drain(self) -> bool:
+        seen = False
+        # Bounded: the client's queue holds at most its max_events.
+        for _ in range(1 << 16):
+            if self._xs.read_watch(0) is None:
+                break
+            seen = True
+        return seen
+
+    def wait(self, timeout: float) -> bool:
+        if self._xs.read_watch(max(timeout, 0.0)) is None:
+            return False
+        self._drain()
+        return True
+
+    def close(self) -> None:
+        self._xs.close()

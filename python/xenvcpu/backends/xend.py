@@ -377,6 +377,10 @@ class XendToolstack:
     def close(self) -> None:
         """Nothing to close: every xend request opens its own connection."""
 
+    def domain_events(self) -> None:
+        """xend has no event stream xenvcpu reads: watchers re-plan on their interval."""
+        return None
+
     def domain_names(self) -> dict[int, str]:
         """Names of the running domains; an unreachable xend gives no names."""
         try:

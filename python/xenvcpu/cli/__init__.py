@@ -1,11 +1,14 @@
-"""The ``xenvcpu`` command: host, list, pin, set, top, exporter, doctor, cpumap.
+"""The ``xenvcpu`` command: host, list, pin, set, plan, apply, watch, top, exporter, doctor,
+cpumap.
 
 Output follows ``xl`` where ``xl`` has an equivalent (``xl info``, ``xl vcpu-list``,
 ``xl vcpu-pin``, ``xl vcpu-set``); ``--json`` prints one JSON document with a versioned
 schema (``"schema": 1``) described in docs/cli.md.
 
 Exit codes: 0 success, 1 the operation failed (or, for ``doctor``, no backend can serve),
-2 usage error. Every failure is one line ``xenvcpu: error: <message>`` on stderr.
+2 usage error; ``plan`` and ``apply --check``: 0 nothing to change, 2 changes pending, 1
+any error (``plan``'s usage errors included). Every failure is one line
+``xenvcpu: error: <message>`` on stderr.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 from typing import Callable, NoReturn
 
 from xenvcpu import __version__
-from xenvcpu.cli import doctor, info, monitor, vcpus
+from xenvcpu.cli import doctor, info, monitor, placement, vcpus
 from xenvcpu.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -39,8 +42,11 @@ __all__ = [
     "main",
 ]
 
-# One module per command family: info (host, cpumap), vcpus (list, pin, set), monitor (top,
-# exporter), doctor.
+# One module per command family: info (host, cpumap), vcpus (list, pin, set), placement
+# (plan, apply, watch), monitor (top, exporter), doctor.
+
+# Where exit status 2 means "changes pending", a usage error is 1 like any other error.
+_PENDING_EXIT_COMMANDS = ("xenvcpu plan",)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
             f"xenvcpu: error: {prefix}{message} (see 'xenvcpu --help')",
             file=sys.stderr,
         )
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(EXIT_FAILED if self.prog in _PENDING_EXIT_COMMANDS else EXIT_USAGE)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -128,6 +134,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(st)
     st.set_defaults(func=vcpus.cmd_set)
+
+    pl = sub.add_parser(
+        "plan", help="what a placement file would change (exit 0 none, 2 pending, 1 error)"
+    )
+    pl.add_argument("file", metavar="FILE", help="placement spec (TOML or JSON)")
+    _common(pl)
+    pl.set_defaults(func=placement.cmd_plan)
+
+    ap = sub.add_parser("apply", help="make the placement so, all or nothing")
+    ap.add_argument("file", metavar="FILE", help="placement spec (TOML or JSON)")
+    ap.add_argument(
+        "--check", action="store_true", help="change nothing; exit 0 none, 2 pending, 1 error"
+    )
+    ap.add_argument("--diff", action="store_true", help="print the changes (like plan)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for guests to follow online changes (30)",
+    )
+    _common(ap)
+    ap.set_defaults(func=placement.cmd_apply)
+
+    wa = sub.add_parser("watch", help="keep the placement: re-apply after restores, drift")
+    wa.add_argument("file", metavar="FILE", help="placement spec (TOML or JSON)")
+    wa.add_argument(
+        "--interval", type=float, default=10.0, metavar="S", help="seconds between re-plans (10)"
+    )
+    wa.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for guests to follow online changes (30)",
+    )
+    _common(wa)
+    wa.set_defaults(func=placement.cmd_watch)
 
     tp = sub.add_parser(
         "top", help="live view of vCPU utilisation, per domain and per pCPU (NUMA strips)"

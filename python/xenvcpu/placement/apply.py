@@ -73,15 +73,28 @@ def _present(host: Any) -> dict[int, str]:
     return {d.id: str(d.uuid) for d in host.domains()}
 
 
-def _pins(d: DomainPlan, *, back: bool) -> list[PinReq]:
-    """The pins that take ``d`` to its plan (or, ``back``, to the state read at plan time)."""
+def _pins(d: DomainPlan, *, back: bool, maps: dict[bytes, CpuMap] | None = None) -> list[PinReq]:
+    """The pins that take ``d`` to its plan (or, ``back``, to the state read at plan time).
+
+    ``maps`` shares one CpuMap per distinct map across the requests (thousands of vCPUs
+    usually move to a handful of maps)."""
     hard, soft = set(d.hard_changes), set(d.soft_changes)
+    cache: dict[bytes, CpuMap] = {} if maps is None else maps
+    L = d.maplen
+
+    def map_at(data: bytes | memoryview, i: int) -> CpuMap:
+        block = bytes(data[i * L : (i + 1) * L])
+        m = cache.get(block)
+        if m is None:
+            m = cache[block] = CpuMap.from_bytes(block, d.width)
+        return m
+
     out: list[PinReq] = []
+    h_src = d.hard_now if back else d.hard_want
+    s_src = d.soft_now if back else d.soft_want
     for i in sorted(hard | soft):
-        h_src = d.hard_now if back else d.hard_want
-        s_src = d.soft_now if back else d.soft_want
-        h = d.map_at(h_src, i) if i in hard and h_src is not None else None
-        s = d.map_at(s_src, i) if i in soft and s_src is not None else None
+        h = map_at(h_src, i) if i in hard and h_src is not None else None
+        s = map_at(s_src, i) if i in soft and s_src is not None else None
         out.append((d.id, d.numbers[i], h, s))
     return out
 
@@ -123,7 +136,8 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
             )
         todo.append(d)
     # ---- pins: one batch across every domain
-    requests = [r for d in todo for r in _pins(d, back=False)]
+    shared: dict[bytes, CpuMap] = {}
+    requests = [r for d in todo for r in _pins(d, back=False, maps=shared)]
     by_domain = {d.id: d for d in todo}
     gone_checked: dict[int, bool] = {}
     pinned: list[DomainPlan] = []
@@ -136,11 +150,15 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
         pinned = [d for d in todo if d.hard_changes or d.soft_changes]
         results = []
     ok_domains: set[int] = set()
+    # The pins that went through (None: unknown, the batch as a whole failed).
+    done: set[tuple[int, int]] | None = set() if results else None
     for (domid, vcpu, _, _), r in zip(requests, results):
         d = by_domain[domid]
         if not isinstance(r, XenvcpuError):
             ok_domains.add(domid)
             made += 1
+            assert done is not None
+            done.add((domid, vcpu))
             continue
         if r.errno == _errno.ESRCH:
             if domid not in gone_checked:
@@ -158,7 +176,7 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
     if not failed:
         _online_step(host, todo, gone_checked, deadline, onlined, vanished, failed)
     if failed:
-        rolled, rollback_failed = _roll_back(host, pinned, onlined, deadline)
+        rolled, rollback_failed = _roll_back(host, pinned, onlined, deadline, done)
         raise _plan_failed(plan, failed, rolled, rollback_failed, vanished)
     return ApplyResult(
         pinned=made,
@@ -244,9 +262,16 @@ def _online_step(
 
 
 def _roll_back(
-    host: Any, pinned: list[DomainPlan], onlined: list[DomainPlan], deadline: float
+    host: Any,
+    pinned: list[DomainPlan],
+    onlined: list[DomainPlan],
+    deadline: float,
+    done: set[tuple[int, int]] | None,
 ) -> tuple[list[str], list[str]]:
-    """Put back the maps and online sets read at plan time; what was, and what could not."""
+    """Put back the maps and online sets read at plan time; what was, and what could not.
+
+    ``done``: the (domid, vCPU) pins that went through (only those are put back; a pin
+    Xen refused changed nothing), or None when unknown (every planned pin is put back)."""
     rolled: list[str] = []
     failed: list[str] = []
     can_wait = Capability.WAIT_ONLINE in host.capabilities
@@ -278,7 +303,13 @@ def _roll_back(
     except XenvcpuError as e:
         return rolled, [*failed, *(f"{d.label} pins: {e}" for d in pinned)]
     pinned = [d for d in pinned if present.get(d.id) == d.uuid]  # vanished: nothing to put back
-    requests = [r for d in pinned for r in _pins(d, back=True)]
+    shared: dict[bytes, CpuMap] = {}
+    requests = [
+        r
+        for d in pinned
+        for r in _pins(d, back=True, maps=shared)
+        if done is None or (r[0], r[1]) in done
+    ]
     try:
         results = host._hv.pin_many(requests) if requests else []
     except XenvcpuError as e:

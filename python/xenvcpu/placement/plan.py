@@ -10,9 +10,10 @@ objects are made only for the domains that differ.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -59,6 +60,8 @@ class PlacementHost(Protocol):
     def max_cpus(self) -> int: ...
     def read_topology(self) -> Topology: ...
     @property
+    def topology(self) -> Topology: ...
+    @property
     def cpupools(self) -> Sequence[Any]: ...
     def snapshot(self) -> Any: ...
     def domains(self) -> Sequence[Any]: ...
@@ -91,15 +94,16 @@ class DomainPlan:
     width: int
     maplen: int
     numbers: tuple[int, ...]
-    hard_now: bytes
-    soft_now: bytes
+    # Views into the snapshot's maps (no copy per domain); compare equal to bytes.
+    hard_now: bytes | memoryview
+    soft_now: bytes | memoryview
     hard_want: bytes | None
     soft_want: bytes | None
     online_now: frozenset[int]
     online_want: frozenset[int] | None
     entries: tuple[int, ...]  # the entries that matched, by number
 
-    def _differs(self, now: bytes, want: bytes | None) -> list[int]:
+    def _differs(self, now: bytes | memoryview, want: bytes | None) -> list[int]:
         if want is None or now == want:
             return []
         n = self.maplen
@@ -109,25 +113,39 @@ class DomainPlan:
             if now[i * n : (i + 1) * n] != want[i * n : (i + 1) * n]
         ]
 
-    def map_at(self, data: bytes, i: int) -> CpuMap:
+    def map_at(self, data: bytes | memoryview, i: int) -> CpuMap:
         n = self.maplen
-        return CpuMap.from_bytes(data[i * n : (i + 1) * n], self.width)
+        return CpuMap.from_bytes(bytes(data[i * n : (i + 1) * n]), self.width)
+
+    # Computed on first use and kept (the maps never change after planning); a plain
+    # attribute, not functools.cached_property, whose lock costs more than the compare.
+    _hard_changes: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+    _soft_changes: list[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def hard_changes(self) -> list[int]:
         """Indexes (into ``numbers``) of the vCPUs whose hard affinity changes."""
-        return self._differs(self.hard_now, self.hard_want)
+        if self._hard_changes is None:
+            self._hard_changes = self._differs(self.hard_now, self.hard_want)
+        return self._hard_changes
 
     @property
     def soft_changes(self) -> list[int]:
-        return self._differs(self.soft_now, self.soft_want)
+        if self._soft_changes is None:
+            self._soft_changes = self._differs(self.soft_now, self.soft_want)
+        return self._soft_changes
 
     @property
     def online_changes(self) -> bool:
         return self.online_want is not None and self.online_want != self.online_now
 
     def __bool__(self) -> bool:
-        return bool(self.hard_changes or self.soft_changes or self.online_changes)
+        # Whole-domain compares first: the steady state a watcher re-plans is all equal.
+        return (
+            (self.hard_want is not None and self.hard_want != self.hard_now)
+            or (self.soft_want is not None and self.soft_want != self.soft_now)
+            or self.online_changes
+        )
 
     @property
     def label(self) -> str:
@@ -383,21 +401,32 @@ def _layout_order(cpus: list[int], topo: Topology, layout: str) -> list[int]:
     return sorted(cpus, key=lambda c: (thread_rank[c], core_rank[core_of(c)], at(node, c), c))
 
 
+Wants = tuple["bytes | None", "bytes | None", "frozenset[int] | None"]
+
+
+def _depends_on_now(merged: dict[str, tuple[Any, Entry]]) -> bool:
+    """Whether what is wanted takes anything from the domain's current maps: per-vCPU
+    overrides of a kind the entries give no map for (the other vCPUs keep theirs)."""
+    return any(k.startswith("vcpu.") and k.rsplit(".", 1)[1] not in merged for k in merged)
+
+
 def _domain_plan(
     dom: Any,
     entries: list[Entry],
+    merged: dict[str, tuple[Any, Entry]],
     res: _Resolver,
     pool: tuple[str, int] | None,
-    hard_all: bytes,
-    soft_all: bytes,
+    hard_all: memoryview,
+    soft_all: memoryview,
     online_col: array[int],
-    number_col: array[int],
+    numbers: tuple[int, ...],
     lo: int,
     hi: int,
+    wants: Wants | None,
 ) -> DomainPlan:
+    """The plan of one domain; ``wants`` (hard, soft, online wanted) when a domain like it
+    (same entries, vCPU numbers, cpupool) was planned already."""
     n, L = hi - lo, res.maplen
-    merged = _merge(entries)
-    numbers = tuple(number_col[lo:hi])
 
     def per_vcpu(kind: str) -> bytes | None:
         base = merged.get(kind)
@@ -436,10 +465,45 @@ def _domain_plan(
                 out += now[(lo + i) * L : (lo + i + 1) * L]
         return bytes(out)
 
+    states = online_col[lo:hi]
+    online_now = (
+        frozenset(numbers)
+        if 0 not in states  # state 0 is offline; most domains have every vCPU online
+        else frozenset(v for v, st in zip(numbers, states) if st != 0)
+    )
+    if wants is not None:
+        hard_want, soft_want, online_want = wants
+    else:
+        hard_want, soft_want, online_want = _wants(dom, merged, res, pool, numbers, per_vcpu)
+    return DomainPlan(
+        name=dom.name,
+        id=dom.id,
+        uuid=dom.uuid,
+        max_vcpus=dom.max_vcpus,
+        width=res.width,
+        maplen=L,
+        numbers=numbers,
+        hard_now=hard_all[lo * L : hi * L],
+        soft_now=soft_all[lo * L : hi * L],
+        hard_want=hard_want,
+        soft_want=soft_want,
+        online_now=online_now,
+        online_want=online_want,
+        entries=tuple(e.number for e in entries if e.number),
+    )
+
+
+def _wants(
+    dom: Any,
+    merged: dict[str, tuple[Any, Entry]],
+    res: _Resolver,
+    pool: tuple[str, int] | None,
+    numbers: tuple[int, ...],
+    per_vcpu: Callable[[str], bytes | None],
+) -> Wants:
     hard_want = per_vcpu("hard")
     if hard_want is not None and pool is not None:
         _check_pool(res, dom, hard_want, pool, merged, numbers)
-    online_now = frozenset(v for v, st in zip(numbers, online_col[lo:hi]) if st != 0)
     online_want: frozenset[int] | None = None
     if "online" in merged:
         value, e = merged["online"]
@@ -465,22 +529,7 @@ def _domain_plan(
                 err = PlacementError(f"{where}: at least one vCPU must stay online")
                 err.source, err.entry, err.key = res.spec.source, e.number, "online"
                 raise err
-    return DomainPlan(
-        name=dom.name,
-        id=dom.id,
-        uuid=dom.uuid,
-        max_vcpus=dom.max_vcpus,
-        width=res.width,
-        maplen=L,
-        numbers=numbers,
-        hard_now=hard_all[lo * L : hi * L],
-        soft_now=soft_all[lo * L : hi * L],
-        hard_want=hard_want,
-        soft_want=per_vcpu("soft"),
-        online_now=online_now,
-        online_want=online_want,
-        entries=tuple(e.number for e in entries if e.number),
-    )
+    return hard_want, per_vcpu("soft"), online_want
 
 
 def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
@@ -503,16 +552,20 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
             for a cpulist, the token).
     """
     t0 = time.perf_counter()
-    topo = host.read_topology()
     snap: _Snapshot = host.snapshot()
     width = host.max_cpus
+    # Which core, socket and node a CPU is on is read once per Host; the cpupools, which
+    # change at run time, are read on every plan (for pool:NAME terms and the pool check).
+    cpupools = host.cpupools
+    topo = dataclasses.replace(host.topology, pools={p.name: tuple(p.cpus) for p in cpupools})
     res = _Resolver(spec, topo, width, snap.maplen)
     offsets = snap.offsets()
     pools = {
-        p.id: (p.name, int.from_bytes(p.cpus.to_bytes(snap.maplen), "little"))
-        for p in host.cpupools
+        p.id: (p.name, int.from_bytes(p.cpus.to_bytes(snap.maplen), "little")) for p in cpupools
     }
-    hard_all, soft_all = snap.maps("hard"), snap.maps("soft")
+    merged_by_chain: dict[tuple[int, ...], dict[str, tuple[Any, Entry]]] = {}
+    wants_by_kind: dict[tuple[Any, ...], Wants] = {}
+    hard_all, soft_all = memoryview(snap.maps("hard")), memoryview(snap.maps("soft"))
     state_col, number_col = snap.column("state"), snap.column("number")
     matched: dict[int, int] = {e.number: 0 for e in spec.entries}
     warnings: list[str] = []
@@ -531,19 +584,32 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
             )
             continue
         chain = ([spec.defaults] if spec.defaults else []) + entries
+        chain_key = tuple(e.number for e in entries)
+        merged = merged_by_chain.get(chain_key)
+        if merged is None:
+            merged = merged_by_chain[chain_key] = _merge(chain)
+        lo, hi = offsets[i], offsets[i + 1]
+        numbers = tuple(number_col[lo:hi])
+        # Domains alike (same entries, vCPU numbers and cpupool) want the same: compute once.
+        kind_key = (chain_key, numbers, dom.max_vcpus, dom.cpupool)
+        wants = wants_by_kind.get(kind_key)
         try:
             dplan = _domain_plan(
                 dom,
                 chain,
+                merged,
                 res,
                 pools.get(dom.cpupool),
                 hard_all,
                 soft_all,
                 state_col,
-                number_col,
-                offsets[i],
-                offsets[i + 1],
+                numbers,
+                lo,
+                hi,
+                wants,
             )
+            if wants is None and not _depends_on_now(merged):
+                wants_by_kind[kind_key] = (dplan.hard_want, dplan.soft_want, dplan.online_want)
             if dplan.online_changes:
                 try:
                     dom.check_online_path()

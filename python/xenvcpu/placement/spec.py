@@ -29,8 +29,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, Union
 
@@ -76,7 +77,7 @@ class Entry:
     #: per-vCPU overrides: vCPU number -> {"hard": cpulist, "soft": cpulist}
     vcpus: Mapping[int, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
 
-    @property
+    @cached_property
     def kind(self) -> str:
         """How ``match`` matches: "uuid", "glob" or "name"."""
         m = self.match or ""
@@ -88,16 +89,23 @@ class Entry:
     def where(self) -> str:
         return "[defaults]" if self.number == 0 else f"[[domain]] #{self.number} ({self.match!r})"
 
-    def matches(self, name: str, uuid: str) -> bool:
+    @cached_property
+    def _matcher(self) -> Callable[[str, str], bool]:
+        """``match`` turned into a test once (a plan asks it of every domain)."""
         m = self.match
         if m is None:
-            return True
+            return lambda name, uuid: True
         kind = self.kind
         if kind == "uuid":
-            return m.replace("-", "").lower() == uuid.replace("-", "").lower()
+            want = m.replace("-", "").lower()
+            return lambda name, uuid: uuid.replace("-", "").lower() == want
         if kind == "glob":
-            return fnmatch.fnmatchcase(name, m)
-        return name == m
+            test = re.compile(fnmatch.translate(m)).match
+            return lambda name, uuid: test(name) is not None
+        return lambda name, uuid: name == m
+
+    def matches(self, name: str, uuid: str) -> bool:
+        return self._matcher(name, uuid)
 
 
 @dataclass(frozen=True)

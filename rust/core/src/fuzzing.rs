@@ -7,7 +7,9 @@
 //! Not a stable API.
 
 use crate::cpumap::CpuMap;
-use crate::sim::{HostSpec, SimBase, SimHost, SimTransport, SIM_ARENA_BASE};
+use crate::sim::{
+    read_state, write_state, HostSpec, SimBase, SimHost, SimTransport, SIM_ARENA_BASE,
+};
 use crate::transport::Transport;
 use std::collections::BTreeMap;
 
@@ -111,4 +113,15 @@ pub fn sim_hypercall(data: &[u8]) {
         dst.copy_from_slice(src);
     }
     let _ = t.hypercall(op, [arg(*a0, *a1), arg(*b0, *b1) & 0xFFFF, 0, 0, 0]);
+}
+
+/// A lasting host's state file, as the default host reloads it. Whatever is accepted
+/// writes back to a state that reads again to the same host (the same bytes once more).
+pub fn sim_state(data: &[u8]) {
+    let spec = HostSpec::default_host();
+    if let Ok(host) = read_state(data, &spec) {
+        let bytes = write_state(&host, &spec).expect("an accepted state writes");
+        let again = read_state(&bytes, &spec).expect("a written state reads back");
+        assert_eq!(write_state(&again, &spec).ok(), Some(bytes));
+    }
 }

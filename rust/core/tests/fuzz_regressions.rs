@@ -51,3 +51,44 @@ fn sim_toml() {
 fn sim_hypercall() {
     replay("sim_hypercall", fuzzing::sim_hypercall);
 }
+
+#[test]
+fn sim_state() {
+    replay("sim_state", fuzzing::sim_state);
+}
+
+/// The seeds of `sim_state` are states the default host reads (so the fuzzer starts from
+/// inside the format, and a change of the format that would refuse today's files shows).
+#[test]
+fn sim_state_seeds_are_states_of_the_default_host() {
+    use xenvcpu_core::sim::{read_state, HostSpec};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/sim_state");
+    let spec = HostSpec::default_host();
+    for name in ["default", "changed", "gone"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let host = read_state(&bytes, &spec).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(
+            host.domain_names().len(),
+            if name == "gone" { 3 } else { 4 }
+        );
+    }
+}
+
+/// Every truncation and many one-byte edits of a state (digits, brackets, quotes, commas,
+/// dashes: what turns a state into a hostile one) go through the `sim_state` body: no panic,
+/// and whatever is still accepted round-trips.
+#[test]
+fn sim_state_mutations() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/sim_state/changed");
+    let bytes = std::fs::read(seed).unwrap();
+    for n in (0..bytes.len()).step_by(5) {
+        fuzzing::sim_state(&bytes[..n]);
+    }
+    for (i, b) in b"9-,\"]{0".iter().enumerate() {
+        for at in (i..bytes.len()).step_by(11) {
+            let mut m = bytes.clone();
+            m[at] = *b;
+            fuzzing::sim_state(&m);
+        }
+    }
+}
