@@ -168,7 +168,7 @@ impl SimHost {
                 if self.leak_runstate {
                     // a read that raced a runstate update, on Xen before 4.13
                     self.vcpuinfo_answers += 1;
-                    if self.vcpuinfo_answers % 3 == 0 {
+                    if self.vcpuinfo_answers.is_multiple_of(3) {
                         r.cpu_time |= abi::XEN_RUNSTATE_UPDATE;
                     }
                 }
