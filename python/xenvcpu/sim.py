@@ -3,8 +3,11 @@
 The simulated host answers the same hypercalls as Xen (see docs/simulator.md); this is its
 other side, for testing tools built on xenvcpu: make the n-th hypercall fail with an errno,
 make a domain vanish midway or start dying, hold a pin override (EBUSY), refuse multicall
-batches, choose how the guests follow an online-vCPU change, and stop or move the clock.
-Everything here acts on the shared state of the host, so every connection to it sees it.
+batches, choose how the guests follow an online-vCPU change, and stop or move the clock;
+and do what resets a domain's placement behind a tool's back: save and restore it (a new
+domid, its creation affinity), move it to another cpupool, take a CPU out of a pool.
+Everything here acts on the shared state of the host, so every connection to it sees it —
+every process too, on a host that lasts in a state file (``sim:///default?state=PATH``).
 
 >>> import xenvcpu
 >>> host = xenvcpu.connect("sim:///default")
@@ -18,13 +21,13 @@ import errno as _errno
 import math
 from typing import TYPE_CHECKING, Protocol, Union
 
-from xenvcpu.errors import DomainNotFound
+from xenvcpu.errors import CpuListError, DomainNotFound, XenvcpuError
 from xenvcpu.types import VcpuState
 
 if TYPE_CHECKING:
     from xenvcpu._native import SimControl as NativeSimControl
 
-__all__ = ["DomainArg", "SimControl"]
+__all__ = ["DomainArg", "PoolArg", "SimControl"]
 
 
 class _HasId(Protocol):
@@ -34,6 +37,11 @@ class _HasId(Protocol):
 
 #: A domain as the controls take it: an id, a name, or a :class:`~xenvcpu.Domain`.
 DomainArg = Union[int, str, _HasId]
+
+#: A cpupool as the controls take it: its id or its name.
+PoolArg = Union[int, str]
+
+_U32 = 0xFFFFFFFF
 
 _STATES = {
     VcpuState.RUNNING: "running",
@@ -106,6 +114,98 @@ class SimControl:
         if isinstance(ident, int) and not isinstance(ident, bool):
             return ident
         raise TypeError(f"a domain is an id, a name or a Domain, not {type(domain).__name__}")
+
+    def _name(self, domain: DomainArg) -> str:
+        """A domain's name: as given, or the name of the domain with that id."""
+        if isinstance(domain, str):
+            if not domain:
+                raise ValueError("a domain name is not empty")
+            return domain
+        domid = self._domid(domain)
+        names = self._native.domain_names()
+        for i, name in names:
+            if i == domid:
+                return name
+        known = ", ".join(f"{n} ({i})" for i, n in names) or "none"
+        raise DomainNotFound(
+            f"the simulated host has no domain with id {domid}; known domains: {known}",
+            domain=domid,
+        )
+
+    def _pool(self, pool: PoolArg) -> int:
+        """A cpupool's id, from its id or name (an unknown one names the known ones)."""
+        if isinstance(pool, bool) or not isinstance(pool, (int, str)):
+            raise TypeError(f"a cpupool is an id or a name, not {type(pool).__name__}")
+        if isinstance(pool, int) and 0 <= pool <= _U32:
+            return pool  # the simulator checks that it exists
+        pools = self._native.pool_names()
+        for ident, name in pools:
+            if name == pool:
+                return ident
+        known = ", ".join(f"{i} ({n})" for i, n in pools)
+        what = f"named {pool!r}" if isinstance(pool, str) else str(pool)
+        raise XenvcpuError(
+            f"the simulated host has no cpupool {what}; the cpupools are {known}",
+            errno=_errno.ENOENT,
+        )
+
+    @property
+    def state_path(self) -> str | None:
+        """The state file the host lasts in (the URI's ``state=``), or None for a host that
+        lives in this process only."""
+        return self._native.state_path()
+
+    # ---- placement: what resets a domain's affinity --------------------------------------
+
+    def restore_domain(self, domain: DomainArg) -> int:
+        """``xl save`` + ``xl restore`` of a domain, or a live migration away and back: it
+        comes back under a new domid (the lowest free one above every id used so far, as
+        Xen allocates them) as it was created — name, UUID, vCPU count, online vCPUs,
+        cpupool and the hard and soft affinity of its creation spec. Every pin, pool move
+        and online change made since is gone. A domain that vanished
+        (:meth:`remove_domain_at`) can be restored by its name. Returns the new domid.
+
+        Raises:
+            DomainNotFound: no domain of that name (or id) runs or was ever created.
+            XenvcpuError: Domain-0, or the domain's cpupool has no CPUs left (ENODEV).
+        """
+        return self._native.restore_domain(self._name(domain))
+
+    def cpupool_migrate(self, domain: DomainArg, pool: PoolArg) -> None:
+        """``xl cpupool-migrate``: move a domain to another cpupool. As Xen does, the hard
+        and soft affinity of every vCPU are reset to all CPUs (moving a domain to the pool it
+        is in changes nothing).
+
+        Raises:
+            DomainNotFound: no such domain.
+            XenvcpuError: no such cpupool, or one without CPUs (ENOENT; the message names
+                the cpupools).
+            AffinityBusy: a vCPU holds a temporary pin override (EBUSY).
+        """
+        domid = self._domid(domain)
+        if not 0 <= domid <= _U32:
+            raise DomainNotFound(f"no domain with id {domid}", domain=domid)
+        self._native.cpupool_migrate(domid, self._pool(pool))
+
+    def pool_remove_cpu(self, pool: PoolArg, cpu: int) -> None:
+        """``xl cpupool-cpu-remove``: take a CPU out of a cpupool (it becomes free). As Xen
+        does, a vCPU of the pool whose hard affinity has this CPU and no other CPU left in
+        the pool has it reset to all CPUs (soft affinity is kept); vCPUs on the CPU move.
+
+        Raises:
+            CpuListError: a CPU the host does not have.
+            XenvcpuError: no such cpupool (ENOENT); CPU 0 of pool 0 or an offline CPU
+                (EINVAL); a CPU not in the pool (EADDRNOTAVAIL); the last CPU of a pool
+                with domains (EBUSY).
+            AffinityBusy: an affinity to reset is under a temporary pin override.
+        """
+        if isinstance(cpu, bool) or not isinstance(cpu, int):
+            raise TypeError(f"a CPU is an int, not {type(cpu).__name__}")
+        if not 0 <= cpu <= _U32:
+            e = CpuListError(f"CPU {cpu} is out of range", errno=_errno.EINVAL)
+            e.kind, e.cpu = ("negative_cpu" if cpu < 0 else "cpu_out_of_range"), cpu
+            raise e
+        self._native.pool_remove_cpu(self._pool(pool), cpu)
 
     # ---- faults ----------------------------------------------------------------------
 

@@ -15,6 +15,9 @@ here, with the same answer whichever module would serve it.
 ``xenstore:///`` or ``xenstore:///PATH``           xenstore alone (domain list, online vCPUs)
 ===============================================  =============================================
 
+Every ``sim:`` URI takes ``state=PATH`` (an absolute path): the simulated host then lasts in
+that state file, so every process opening it sees one host (docs/simulator.md).
+
 ``xen:``, ``sim:`` and ``xenstore:`` take ``run_dir=`` (Xen's XEN_RUN_DIR, where libxl's QMP
 sockets ``qmp-libxl-<domid>`` are: ``/var/run/xen``) and ``lib_dir=`` (XEN_LIB_DIR, where
 libxl's per-domain lock files are: ``/var/lib/xen``), for HVM guests' vCPUs; on ``sim:``
@@ -78,6 +81,7 @@ class Uri:
         params: the query parameters the backend reads itself (``sim`` only).
         run_dir: ``run_dir=`` (``xen``, ``sim``, ``xenstore``), or None.
         lib_dir: ``lib_dir=`` (``xen``, ``sim``, ``xenstore``), or None.
+        sim_state: ``sim``: ``state=``, the state file of a lasting host, or None.
     """
 
     text: str
@@ -88,6 +92,7 @@ class Uri:
     params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     run_dir: str | None = None
     lib_dir: str | None = None
+    sim_state: str | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -193,6 +198,9 @@ def parse(text: str) -> Uri:
             )
         query = _query(text, parts.query)
         run_dir, lib_dir = _dirs(text, query)
+        state = query.pop("state", None)
+        if state is not None and (not state.startswith("/") or state.endswith("/")):
+            raise _bad(text, f"state={state!r} is not an absolute path to a file")
         params = MappingProxyType(query)
         path = urllib.parse.unquote(parts.path)
         base = {"/default": "default", "default": "default", "": "scale", "/": "scale"}.get(path)
@@ -207,6 +215,7 @@ def parse(text: str) -> Uri:
                 params=params,
                 run_dir=run_dir,
                 lib_dir=lib_dir,
+                sim_state=state,
             )
         raise _bad(
             text,

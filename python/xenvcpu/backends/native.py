@@ -3,7 +3,8 @@
 ``xen:///system`` opens ``/dev/xen/privcmd`` (hypercalls) and xenstored (names and the
 online-vCPU request, :class:`~xenvcpu.toolstack.XenstoreToolstack`). ``sim:`` URIs open a
 simulated host inside this process; its toolstack side and its test controls
-(:class:`~xenvcpu.sim.SimControl`, ``Host.sim``) share the simulated host's state.
+(:class:`~xenvcpu.sim.SimControl`, ``Host.sim``) share the simulated host's state — kept in
+the state file of ``state=`` when given, so that other processes share it too.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def open_parts(uri: Uri) -> Parts:
         _no_native(uri)
     if uri.scheme == "sim":
         assert uri.sim_base is not None
-        hv = _impl.Hypervisor.simulated(uri.sim_base, dict(uri.params), uri.path)
+        hv = _impl.Hypervisor.simulated(
+            uri.sim_base, dict(uri.params), uri.path, state=uri.sim_state
+        )
         control = hv.sim_control()
         assert control is not None
         return Parts(hv, SimToolstack(control, uri.run_dir, uri.lib_dir), sim=SimControl(control))

@@ -9,7 +9,7 @@
 //! The real implementation is [`crate::privcmd::Privcmd`]; the simulated Xen is
 //! [`crate::sim::SimTransport`]. Both read exactly the same bytes.
 
-use crate::error::{Errno, Result};
+use crate::error::{Errno, Error, Result};
 
 /// A hypervisor connection: hypercall-safe memory + one hypercall entry point.
 pub trait Transport: Send {
@@ -24,6 +24,13 @@ pub trait Transport: Send {
     /// errno (Xen's −E, or the kernel's own ioctl error; xen-interfaces.md §1.4).
     fn hypercall(&mut self, op: u64, args: [u64; 5]) -> std::result::Result<u64, Errno>;
 
+    /// A failure of the transport itself behind an errno a hypercall returned (EIO), with
+    /// what the errno cannot say — a lasting simulated host whose state file could not be
+    /// locked or read — taken so that it is reported once. None for the privcmd transport.
+    fn take_error(&mut self) -> Option<Error> {
+        None
+    }
+
     /// Short name for messages ("privcmd", "sim").
     fn name(&self) -> &'static str;
 }
@@ -37,6 +44,9 @@ impl Transport for Box<dyn Transport> {
     }
     fn hypercall(&mut self, op: u64, args: [u64; 5]) -> std::result::Result<u64, Errno> {
         (**self).hypercall(op, args)
+    }
+    fn take_error(&mut self) -> Option<Error> {
+        (**self).take_error()
     }
     fn name(&self) -> &'static str {
         (**self).name()

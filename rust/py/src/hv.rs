@@ -69,8 +69,16 @@ impl PyHypervisor {
         py: Python<'_>,
         f: impl FnOnce(&mut Xen) -> CoreResult<T> + Send,
     ) -> PyResult<T> {
-        py.detach(|| f(&mut self.lock()))
-            .map_err(|e| core_err(py, &e))
+        py.detach(|| {
+            let mut x = self.lock();
+            let r = f(&mut x);
+            // a lasting simulated host's state file failing is its own typed error
+            match x.take_transport_error() {
+                Some(e) => Err(e),
+                None => r,
+            }
+        })
+        .map_err(|e| core_err(py, &e))
     }
 }
 
@@ -92,14 +100,17 @@ impl PyHypervisor {
 
     /// A simulated host: `base` is "default" (the built-in host), "scale" (a host built
     /// from `params` such as cpus= and domains=) or "toml" (the file at `path`); `params`
-    /// are the host's parameters (version=, offline=, delay_ms=, follow=, ...).
+    /// are the host's parameters (version=, offline=, delay_ms=, follow=, ...). With
+    /// `state` (an absolute path) the host lasts in that state file: every process that
+    /// opens it sees one host.
     #[staticmethod]
-    #[pyo3(signature = (base, params, path=None))]
+    #[pyo3(signature = (base, params, path=None, state=None))]
     fn simulated(
         py: Python<'_>,
         base: &str,
         params: BTreeMap<String, String>,
         path: Option<PathBuf>,
+        state: Option<PathBuf>,
     ) -> PyResult<Self> {
         let base = match (base, path) {
             ("default", None) => SimBase::Default,
@@ -116,7 +127,13 @@ impl PyHypervisor {
                 return Err(core_err(py, &e));
             }
         };
-        Self::open(py, move || Xen::open_sim(&HostSpec::build(&base, &params)?))
+        Self::open(py, move || {
+            let spec = HostSpec::build(&base, &params)?;
+            match &state {
+                Some(path) => Xen::open_sim_state(&spec, path),
+                None => Xen::open_sim(&spec),
+            }
+        })
     }
 
     /// "privcmd" or "sim".

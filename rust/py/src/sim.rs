@@ -2,12 +2,13 @@
 //!
 //! The public, documented face is `xenvcpu.sim.SimControl` (Python), which wraps this class
 //! and checks its arguments; this one holds the shared handle of the simulated host. Like
-//! the hypervisor calls, every method takes the host's lock with the GIL released.
+//! the hypervisor calls, every method takes the host's lock with the GIL released — on a
+//! lasting host (`state=`) that is the state file's lock too, with its reload and write-back.
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use xenvcpu_core::error::{Error, ErrorKind, Result as CoreResult};
-use xenvcpu_core::sim::{self, Follow, SimHandle, SimHost, VcpuState};
+use xenvcpu_core::sim::{Follow, SimHandle, SimHost, VcpuState};
 
 use crate::errors::core_err;
 
@@ -28,7 +29,7 @@ impl PySimControl {
         py: Python<'_>,
         f: impl FnOnce(&mut SimHost) -> CoreResult<T> + Send,
     ) -> PyResult<T> {
-        py.detach(|| f(&mut sim::lock(&self.host)))
+        py.detach(|| self.host.with(f).and_then(|r| r))
             .map_err(|e| core_err(py, &e))
     }
 }
@@ -62,6 +63,35 @@ impl PySimControl {
     /// A cpupool's name.
     fn pool_name(&self, py: Python<'_>, pool: u32) -> PyResult<Option<String>> {
         self.with(py, |h| Ok(h.pool_name(pool)))
+    }
+
+    /// [(pool id, name)] of every cpupool, by id.
+    fn pool_names(&self, py: Python<'_>) -> PyResult<Vec<(u32, String)>> {
+        self.with(py, |h| Ok(h.pools()))
+    }
+
+    /// `xl save` + `xl restore` of the domain named `name`: back under a new domid, as it
+    /// was created. Returns the new domid.
+    fn restore_domain(&self, py: Python<'_>, name: String) -> PyResult<u32> {
+        self.with(py, |h| h.restore_domain(&name))
+    }
+
+    /// `xl cpupool-migrate`: move a domain to another pool (affinities reset to all CPUs).
+    fn cpupool_migrate(&self, py: Python<'_>, domid: u32, pool: u32) -> PyResult<()> {
+        self.with(py, |h| h.cpupool_migrate(domid, pool))
+    }
+
+    /// `xl cpupool-cpu-remove`: take a CPU out of a pool (affinities left without a CPU in
+    /// the pool are reset to all CPUs).
+    fn pool_remove_cpu(&self, py: Python<'_>, pool: u32, cpu: u32) -> PyResult<()> {
+        self.with(py, |h| h.pool_remove_cpu(pool, cpu))
+    }
+
+    /// The state file of a lasting host, or None for a host in memory.
+    fn state_path(&self) -> Option<String> {
+        self.host
+            .state_path()
+            .map(|p| p.to_string_lossy().into_owned())
     }
 
     /// Write the `availability` of every vCPU (the toolstack's xenstore write).

@@ -223,7 +223,7 @@ impl CpuMap {
         for b in bools {
             cur |= u64::from(b) << (width % WORD_BITS);
             width += 1;
-            if width % WORD_BITS == 0 {
+            if width.is_multiple_of(WORD_BITS) {
                 words.push(cur);
                 cur = 0;
             }
@@ -231,7 +231,7 @@ impl CpuMap {
                 return Err(CpuMapError::BadWidth { width });
             }
         }
-        if width % WORD_BITS != 0 {
+        if !width.is_multiple_of(WORD_BITS) {
             words.push(cur);
         }
         if width == 0 {

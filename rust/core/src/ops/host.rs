@@ -95,7 +95,7 @@ impl Xen {
         let w = self.width as usize;
         let mb = w.div_ceil(8);
         let a = &mut self.t.arena().1[off..off + mb];
-        if w % 8 != 0 {
+        if !w.is_multiple_of(8) {
             a[mb - 1] &= (1u8 << (w % 8)) - 1;
         }
         CpuMap::from_bytes(a, Some(w)).expect("masked to width")

@@ -278,10 +278,34 @@ impl Xen {
         Self::with_transport(Box::new(t), Some(h))
     }
 
+    /// Open a simulated host that lasts in the state file at `state` (an absolute path):
+    /// every process opening it sees one host ([`SimHandle::open`]). A failure of the state
+    /// file during an operation is an EIO from it; [`Xen::take_transport_error`] gives the
+    /// typed error.
+    pub fn open_sim_state(spec: &HostSpec, state: &std::path::Path) -> Result<Self> {
+        let h = SimHandle::open(spec, Some(state))?;
+        Self::with_transport(Box::new(SimTransport::with_handle(h.clone())), Some(h))
+    }
+
     /// Open over any transport: reads the Xen release, picks the interface (probing the 4.10
     /// split, xen-interfaces.md §8 item 1), and reads physinfo for the map width.
     pub fn with_transport(t: Box<dyn Transport>, sim: Option<SimHandle>) -> Result<Self> {
-        let mut x = Xen {
+        let mut x = Self::unopened(t, sim);
+        match x.probe() {
+            Ok(()) => Ok(x),
+            Err(e) => Err(x.t.take_error().unwrap_or(e)),
+        }
+    }
+
+    /// The transport's own failure behind the last errors, if any ([`Transport::take_error`]):
+    /// callers that want the typed error of a lasting simulated host's state file take it
+    /// after each operation.
+    pub fn take_transport_error(&mut self) -> Option<Error> {
+        self.t.take_error()
+    }
+
+    fn unopened(t: Box<dyn Transport>, sim: Option<SimHandle>) -> Self {
+        Xen {
             t,
             ver: InterfaceVersion {
                 major: 0,
@@ -293,7 +317,11 @@ impl Xen {
             width: 0,
             sim,
             multicall_ok: true,
-        };
+        }
+    }
+
+    fn probe(&mut self) -> Result<()> {
+        let x = self;
         x.t.reserve(crate::transport::PAGE)?;
         let v =
             x.t.hypercall(
@@ -335,7 +363,7 @@ impl Xen {
         x.ver = ver;
         let p = x.physinfo()?;
         x.width = p.max_cpu_id + 1;
-        Ok(x)
+        Ok(())
     }
 
     /// The interface in use (Xen release, domctl/sysctl versions, getdomaininfo stride).

@@ -1,13 +1,13 @@
 //! The simulated host: its model (CPUs, pools, domains, vCPUs), the toolstack side (names,
 //! vCPU availability, a guest that follows it) and the controls that inject faults.
 
-use super::bitmap::{and, first, map_from, nbytes, nth_set};
+use super::bitmap::{and, first, has, is_empty, map_from, nbytes, nth_set};
 use super::spec::{DomSpec, Follow, GuestKind, HostSpec, PoolSpec};
 use crate::abi::{self, InterfaceVersion};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A CPU bitmap in Xen's byte form, `ceil(nr_cpu_ids / 8)` bytes (shared when equal).
 pub(super) type Map = Arc<[u8]>;
@@ -84,7 +84,17 @@ pub struct SimHost {
     pub(super) online: Map,
     pub(super) pools: Vec<Pool>,
     pub(super) domains: BTreeMap<u16, Dom>,
-    pub(super) start: Instant,
+    /// The creation spec of every domain (what `xl save` keeps and `xl restore` brings back),
+    /// by domid, with its UUID filled in.
+    pub(super) specs: BTreeMap<u16, DomSpec>,
+    /// The creation specs of domains that are gone (removed or destroyed), by name: what
+    /// [`SimHost::restore_domain`] brings back after an `xl save`.
+    pub(super) gone: BTreeMap<String, DomSpec>,
+    /// The highest domid used so far: new domids are allocated above it, as Xen does.
+    pub(super) last_domid: u16,
+    /// Wall-clock time (ns since the Unix epoch) at which the host's clock read 0: the clock
+    /// is wall-clock based, so a host kept in a state file keeps time across processes.
+    pub(super) epoch_ns: u64,
     pub(super) offset_ns: i64,
     pub(super) frozen_at: Option<u64>,
     pub(super) follow: Follow,
@@ -96,12 +106,12 @@ pub struct SimHost {
     pub(super) multicall_errno: Option<i32>,
 }
 
-/// Shared handle to a simulated host (toolstack side).
-pub type SimHandle = Arc<Mutex<SimHost>>;
-
-/// Nanoseconds since `start` (saturating: a u64 of them lasts 584 years).
-fn elapsed_ns(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+/// Wall-clock time in nanoseconds since the Unix epoch (0 before it; saturating: a u64 of
+/// them lasts until 2554).
+pub(super) fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// CPU time a vCPU accrued since it last changed state: wall time × its run rate.
@@ -205,7 +215,10 @@ impl SimHost {
             online,
             pools,
             domains: BTreeMap::new(),
-            start: Instant::now(),
+            specs: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            last_domid: 0,
+            epoch_ns: unix_ns(),
             offset_ns: 0,
             frozen_at: None,
             follow: spec.follow,
@@ -222,8 +235,14 @@ impl SimHost {
         Ok(host)
     }
 
+    /// Nanoseconds since the host's clock started (wall time; it may step back with the
+    /// wall clock, which every user of it tolerates by saturating).
+    fn elapsed_ns(&self) -> u64 {
+        unix_ns().saturating_sub(self.epoch_ns)
+    }
+
     pub(super) fn now(&self) -> u64 {
-        let t = self.frozen_at.unwrap_or_else(|| elapsed_ns(self.start));
+        let t = self.frozen_at.unwrap_or_else(|| self.elapsed_ns());
         // Saturating: the clock may be moved forward without bound (advance), never wrap.
         let t = i64::try_from(t).unwrap_or(i64::MAX);
         u64::try_from(t.saturating_add(self.offset_ns).max(0)).unwrap_or(0)
@@ -233,10 +252,10 @@ impl SimHost {
     /// Frozen hosts give reproducible CPU times.
     pub fn freeze_clock(&mut self, frozen: bool) {
         match (frozen, self.frozen_at) {
-            (true, None) => self.frozen_at = Some(elapsed_ns(self.start)),
+            (true, None) => self.frozen_at = Some(self.elapsed_ns()),
             (false, Some(at)) => {
                 // continue from the frozen instant
-                let real = i64::try_from(elapsed_ns(self.start)).unwrap_or(i64::MAX);
+                let real = i64::try_from(self.elapsed_ns()).unwrap_or(i64::MAX);
                 let at = i64::try_from(at).unwrap_or(i64::MAX);
                 self.offset_ns = self.offset_ns.saturating_add(at.saturating_sub(real));
                 self.frozen_at = None;
@@ -332,6 +351,11 @@ impl SimHost {
             .iter()
             .map(|v| v.as_ref().is_some_and(|v| v.online))
             .collect();
+        let mut spec = d.clone();
+        spec.uuid = Some(uuid);
+        self.specs.insert(d.id, spec);
+        self.gone.remove(&d.name);
+        self.last_domid = self.last_domid.max(d.id);
         self.domains.insert(
             d.id,
             Dom {
@@ -389,6 +413,278 @@ impl SimHost {
     /// Name of a cpupool (toolstack side).
     pub fn pool_name(&self, id: u32) -> Option<String> {
         self.pool(id).map(|p| p.name.clone())
+    }
+
+    /// (id, name) of every cpupool, by id.
+    pub fn pools(&self) -> Vec<(u32, String)> {
+        self.pools.iter().map(|p| (p.id, p.name.clone())).collect()
+    }
+
+    /// The error for a cpupool that does not exist: names the ones that do (ENOENT, as
+    /// Xen's cpupool operations answer).
+    fn no_pool(&self, id: u32) -> Error {
+        let known: Vec<String> = self
+            .pools
+            .iter()
+            .map(|p| format!("{} ({})", p.id, p.name))
+            .collect();
+        Error::new(
+            ErrorKind::Other,
+            format!("no cpupool {id}; the cpupools are {}", known.join(", ")),
+        )
+        .with_errno(libc::ENOENT)
+    }
+
+    /// The lowest free domid above the highest used so far, wrapping to 1 (0 is the control
+    /// domain's) after the last one: Xen's allocation (`XEN_DOMCTL_createdomain` without a
+    /// domid). None when every id is taken.
+    fn next_domid(&self) -> Option<u16> {
+        let limit = u16::try_from(abi::DOMID_FIRST_RESERVED).unwrap_or(u16::MAX);
+        let last = self.last_domid.min(limit - 1);
+        (last + 1..limit)
+            .chain(1..last)
+            .find(|id| !self.domains.contains_key(id))
+    }
+
+    /// `xl save` + `xl restore` of the domain named `name` (or a migration away and back):
+    /// it comes back under a new domid (see `next_domid`) as it was created — name, UUID,
+    /// vCPU count, online vCPUs, cpupool and the affinity of its creation spec; every pin,
+    /// pool move, online change and fault set since is gone. A domain that is gone
+    /// ([`SimHost::remove_domain`]) can be restored by its name too. Returns the new domid.
+    pub fn restore_domain(&mut self, name: &str) -> Result<u32> {
+        let running = self.domains.values().find(|d| d.name == name).map(|d| d.id);
+        let spec = match running {
+            Some(id) => self.specs.get(&id),
+            None => self.gone.get(name),
+        };
+        let Some(spec) = spec.cloned() else {
+            let known: Vec<String> = self
+                .domains
+                .values()
+                .map(|d| format!("{} ({})", d.name, d.id))
+                .collect();
+            return Err(Error::new(
+                ErrorKind::DomainNotFound,
+                format!(
+                    "the simulated host has no domain named {name:?}, running or saved; known \
+                     domains: {}",
+                    known.join(", ")
+                ),
+            ));
+        };
+        if running == Some(0) {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("{name} is the control domain (0): it cannot be saved and restored"),
+            )
+            .with_domain(0));
+        }
+        match self.pool(spec.pool) {
+            None => return Err(self.no_pool(spec.pool)),
+            Some(p) if is_empty(&p.cpus) => {
+                // Xen: cpupool_add_domain() refuses a pool without CPUs
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!(
+                        "domain {name} was created in cpupool {} ({}), which has no CPUs now: \
+                         it cannot be restored there",
+                        p.id, p.name
+                    ),
+                )
+                .with_errno(libc::ENODEV));
+            }
+            Some(_) => {}
+        }
+        if let Some(id) = running {
+            // saved: the domain is destroyed, its id freed
+            self.domains.remove(&id);
+            self.specs.remove(&id);
+        }
+        let id = self.next_domid().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Other,
+                format!("no free domid for {name}: every id is taken"),
+            )
+            .with_errno(libc::ENOMEM)
+        })?;
+        let mut spec = spec;
+        spec.id = id;
+        self.add_domain(&spec)?;
+        self.last_domid = id;
+        Ok(u32::from(id))
+    }
+
+    /// `xl cpupool-migrate`: move a domain to another cpupool. As Xen's `sched_move_domain`,
+    /// every vCPU's hard and soft affinity is reset to all CPUs and the vCPUs are spread
+    /// over the pool's CPUs; moving a domain to the pool it is in changes nothing. Refused
+    /// (EBUSY) while a vCPU holds a temporary pin override, and (ENOENT) for a pool that
+    /// does not exist or has no CPUs.
+    pub fn cpupool_migrate(&mut self, domid: u32, pool: u32) -> Result<()> {
+        let d = self.dom_mut(domid)?;
+        if d.pool == pool {
+            return Ok(());
+        }
+        let p = self.pool(pool).ok_or_else(|| self.no_pool(pool))?;
+        if is_empty(&p.cpus) {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("cpupool {pool} ({}) has no CPUs", p.name),
+            )
+            .with_errno(libc::ENOENT));
+        }
+        let d = self.dom_mut(domid)?;
+        if let Some(v) = d.vcpus.iter().flatten().position(|v| v.pin_override) {
+            return Err(Error::new(
+                ErrorKind::AffinityBusy,
+                format!(
+                    "domain {domid} ({}) has a vCPU under a temporary pin override: Xen refuses \
+                     to move it to another cpupool (EBUSY)",
+                    d.name
+                ),
+            )
+            .with_domain(domid)
+            .with_vcpu(v as u32)
+            .with_errno(libc::EBUSY));
+        }
+        self.move_domain(domid as u16, pool);
+        Ok(())
+    }
+
+    /// Move a domain to a pool with CPUs (checked by the callers): Xen's `sched_move_domain`.
+    fn move_domain(&mut self, id: u16, pool: u32) {
+        let full = self.full_map();
+        let cpus = self
+            .pool(pool)
+            .map_or_else(|| full.clone(), |p| p.cpus.clone());
+        let Some(d) = self.domains.get_mut(&id) else {
+            return;
+        };
+        d.pool = pool;
+        // the vCPUs go round the pool's CPUs, first to last
+        for (n, v) in d.vcpus.iter_mut().enumerate() {
+            if let Some(v) = v {
+                v.hard = full.clone();
+                v.soft = full.clone();
+                v.cpu = nth_set(&cpus, n as u32).unwrap_or(v.cpu);
+            }
+        }
+    }
+
+    /// `xl cpupool-cpu-remove`: take a CPU out of a cpupool (it becomes free). As Xen's
+    /// `cpu_disable_scheduler`, a vCPU of the pool whose hard affinity had no CPU left in
+    /// the pool but this one has it broken: reset to all CPUs (soft affinity is kept), and
+    /// vCPUs that ran on the CPU move. Refused as Xen refuses it: CPU 0 of pool 0 or an
+    /// offline CPU (EINVAL), a CPU not in the pool (EADDRNOTAVAIL), the last CPU of a pool
+    /// that has live domains (EBUSY), an affinity to break under a temporary pin override
+    /// (EADDRINUSE). Domains being destroyed move to pool 0 with the last CPU.
+    pub fn pool_remove_cpu(&mut self, pool: u32, cpu: u32) -> Result<()> {
+        let p = self.pool(pool).ok_or_else(|| self.no_pool(pool))?;
+        let refuse = |errno: i32, msg: String| {
+            Err(Error::new(
+                ErrorKind::Other,
+                format!("cpupool {pool} ({}): {msg}", p.name),
+            )
+            .with_errno(errno))
+        };
+        if cpu >= self.nr_cpu_ids {
+            return Err(Error::new(
+                ErrorKind::CpuListError,
+                format!(
+                    "CPU {cpu} is out of range; valid CPUs are 0-{}",
+                    self.nr_cpu_ids - 1
+                ),
+            )
+            .with_errno(libc::EINVAL));
+        }
+        if pool == 0 && cpu == 0 {
+            return refuse(
+                libc::EINVAL,
+                "CPU 0 stays in cpupool 0, as Xen keeps it".into(),
+            );
+        }
+        if !has(&self.online, cpu) {
+            return refuse(libc::EINVAL, format!("CPU {cpu} is offline"));
+        }
+        if !has(&p.cpus, cpu) {
+            return refuse(
+                libc::EADDRNOTAVAIL,
+                format!("CPU {cpu} is not in this pool"),
+            );
+        }
+        let mut rest = p.cpus.to_vec();
+        rest[(cpu / 8) as usize] &= !(1u8 << (cpu % 8));
+        let members: Vec<u16> = self
+            .domains
+            .values()
+            .filter(|d| d.pool == pool)
+            .map(|d| d.id)
+            .collect();
+        let last = is_empty(&rest);
+        if last {
+            if let Some(d) = self.domains.values().find(|d| d.pool == pool && !d.dying) {
+                return refuse(
+                    libc::EBUSY,
+                    format!(
+                        "CPU {cpu} is its last CPU and domain {} ({}) is in it; move its \
+                         domains first (xl cpupool-migrate)",
+                        d.id, d.name
+                    ),
+                );
+            }
+        }
+        // Xen breaks a vCPU's affinity when its hard affinity has this CPU and no other
+        // CPU left in the pool
+        let breaks = |v: &Vcpu, rest: &[u8]| has(&v.hard, cpu) && is_empty(&and(&v.hard, rest));
+        for id in &members {
+            let d = &self.domains[id];
+            for (n, v) in d.vcpus.iter().enumerate() {
+                if v.as_ref()
+                    .is_some_and(|v| v.pin_override && breaks(v, &rest))
+                {
+                    return Err(Error::new(
+                        ErrorKind::AffinityBusy,
+                        format!(
+                            "cpupool {pool}: removing CPU {cpu} would break the affinity of vCPU \
+                             {n} of domain {} ({}), which is under a temporary pin override \
+                             (EADDRINUSE)",
+                            d.id, d.name
+                        ),
+                    )
+                    .with_domain(u32::from(d.id))
+                    .with_vcpu(n as u32)
+                    .with_errno(libc::EADDRINUSE));
+                }
+            }
+        }
+        if last {
+            // only dying domains are left: Xen moves them to pool 0
+            for id in &members {
+                self.move_domain(*id, 0);
+            }
+        }
+        let full = self.full_map();
+        let rest: Map = rest.into();
+        if let Some(p) = self.pools.iter_mut().find(|p| p.id == pool) {
+            p.cpus = rest.clone();
+        }
+        for id in &members {
+            let Some(d) = self.domains.get_mut(id).filter(|d| d.pool == pool) else {
+                continue;
+            };
+            for v in d.vcpus.iter_mut().flatten() {
+                if breaks(v, &rest) {
+                    v.hard = full.clone();
+                }
+                let eff_hard = and(&v.hard, &rest);
+                if !has(&eff_hard, v.cpu) {
+                    let eff_soft = and(&v.soft, &eff_hard);
+                    v.cpu = first(&eff_soft)
+                        .or_else(|| first(&eff_hard))
+                        .unwrap_or(v.cpu);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Write `cpu/<n>/availability` for every vCPU (xen-interfaces.md §5.5): `online[n]` = wanted state.
@@ -500,8 +796,18 @@ impl SimHost {
     /// Remove a domain now.
     pub fn remove_domain(&mut self, domid: u32) -> Result<()> {
         self.dom_mut(domid)?;
-        self.domains.remove(&(domid as u16));
+        self.forget_domain(domid as u16);
         Ok(())
+    }
+
+    /// A domain is gone (destroyed, saved): its creation spec is kept by name for
+    /// [`SimHost::restore_domain`].
+    pub(super) fn forget_domain(&mut self, id: u16) {
+        if self.domains.remove(&id).is_some() {
+            if let Some(spec) = self.specs.remove(&id) {
+                self.gone.insert(spec.name.clone(), spec);
+            }
+        }
     }
 
     /// Make the multicall hypercall itself fail with `errno` (None: accept batches).

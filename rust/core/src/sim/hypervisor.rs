@@ -14,7 +14,7 @@ impl SimHost {
         while i < self.removals.len() {
             if self.removals[i].0 == n {
                 let id = self.removals.remove(i).1;
-                self.domains.remove(&id);
+                self.forget_domain(id);
             } else {
                 i += 1;
             }
@@ -93,7 +93,7 @@ impl SimHost {
         }
         let src = mem.slice(bm.bitmap, n)?;
         out[..n].copy_from_slice(src);
-        if guest_bytes <= xen_bytes && bm.nr_bits % 8 != 0 {
+        if guest_bytes <= xen_bytes && !bm.nr_bits.is_multiple_of(8) {
             out[n - 1] &= (1u8 << (bm.nr_bits % 8)) - 1;
         }
         let r = self.nr_cpu_ids % 8;

@@ -28,15 +28,25 @@
 //! ```
 
 mod bitmap;
+mod handle;
 mod host;
 mod hostfile;
 mod hypervisor;
 pub mod spec;
+mod state;
+mod store;
 mod transport;
 
-pub use host::{SimHandle, SimHost, VcpuState};
+pub use handle::{lock, SimGuard, SimHandle};
+pub use host::{SimHost, VcpuState};
 pub use spec::{DomSpec, Follow, GuestKind, HostSpec, PoolSpec, SimBase};
-pub use transport::{lock, SimTransport, SIM_ARENA_BASE};
+pub use state::{FORMAT as STATE_FORMAT, MAX_STATE_BYTES};
+pub use store::STATE_LOCK_WAIT;
+pub use transport::{SimTransport, SIM_ARENA_BASE};
 
+#[cfg(test)]
+mod lasting_tests;
+#[cfg(test)]
+mod placement_tests;
 #[cfg(test)]
 mod tests;

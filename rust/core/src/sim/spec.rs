@@ -389,7 +389,8 @@ impl HostSpec {
                 ""
             };
             return Err(bad(format!(
-                "unknown sim host parameter {k:?}{scale}; this host takes {}",
+                "unknown sim host parameter {k:?}{scale}; this host takes {} (and every \
+                 sim: URI state=, run_dir=, lib_dir=)",
                 COMMON_PARAMS.join(", ")
             )));
         }
@@ -521,7 +522,7 @@ impl HostSpec {
             .fold(len(&self.offline), u64::saturating_add)
     }
 
-    fn validate_domain(&self, d: &DomSpec) -> Result<()> {
+    pub(super) fn validate_domain(&self, d: &DomSpec) -> Result<()> {
         let who = format!("domain {} ({})", d.id, d.name);
         if u32::from(d.id) >= DOMID_FIRST_RESERVED {
             return Err(bad(format!(
@@ -561,7 +562,7 @@ impl HostSpec {
 
 /// `vcpus` vCPUs within [`MAX_TOTAL_VCPUS`], and their maps (two each, `nr_cpu_ids / 8`
 /// bytes) within [`MAX_MAP_BYTES`].
-fn check_map_bytes(vcpus: u64, nr_cpu_ids: u64) -> Result<()> {
+pub(super) fn check_map_bytes(vcpus: u64, nr_cpu_ids: u64) -> Result<()> {
     if vcpus > MAX_TOTAL_VCPUS {
         return Err(bad(format!(
             "{vcpus} vCPUs in all: a simulated host may have at most {MAX_TOTAL_VCPUS}"
@@ -595,7 +596,7 @@ fn check_ids(ids: &[u32], limit: u32, what: &str) -> Result<()> {
     }
 }
 
-fn check_name(name: &str, what: &str) -> Result<()> {
+pub(super) fn check_name(name: &str, what: &str) -> Result<()> {
     let n = name.chars().count();
     if n == 0 || n > MAX_NAME || name.chars().any(char::is_control) {
         return Err(bad(format!(
