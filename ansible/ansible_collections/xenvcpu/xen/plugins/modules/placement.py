@@ -38,8 +38,10 @@ options:
   spec:
     description:
       - The placement spec as a mapping with C(defaults) and C(domain) keys.
-      - In C(online), a number is a count (vCPUs 0..n-1) and a string is a set of vCPUs
-        such as V("0,2-3"); so V(2) and V("2") differ.
+      - In C(online), a number is a count (vCPUs 0..n-1) and a list such as V("0,2-3") is a
+        set of vCPUs. A string of digits alone (V("2")) is taken as a count too, unlike in a
+        placement file, since templating on ansible-core before 2.19 turns numbers into
+        strings; vCPU 2 alone is V("2-2").
       - Mutually exclusive with O(src).
     type: dict
   src:
@@ -233,11 +235,29 @@ def domain_diff(d: Any) -> dict[str, str]:
     }
 
 
+def templated_counts(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with each C(online) that is a string of digits made a count: on
+    ansible-core before 2.19 a templated number (C("{{ n }}")) arrives as a string."""
+
+    def fix(entry: Any) -> Any:
+        if isinstance(entry, dict) and isinstance(entry.get("online"), str):
+            if entry["online"].strip().isdigit():
+                return {**entry, "online": int(entry["online"])}
+        return entry
+
+    out = dict(spec)
+    if "defaults" in out:
+        out["defaults"] = fix(out["defaults"])
+    if isinstance(out.get("domain"), list):
+        out["domain"] = [fix(e) for e in out["domain"]]
+    return out
+
+
 def run(module: AnsibleModule) -> dict[str, Any]:
     p = module.params
     host = connect(module)
     try:
-        spec = load_spec(p["src"] if p["src"] is not None else p["spec"])
+        spec = load_spec(p["src"] if p["src"] is not None else templated_counts(p["spec"]))
         plan = make_plan(host, spec, strict=p["strict"])
         for w in plan.warnings:
             module.warn(w)

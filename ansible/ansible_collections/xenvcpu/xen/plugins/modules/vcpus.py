@@ -36,9 +36,11 @@ options:
     required: true
   online:
     description:
-      - A number is a count - vCPUs 0 to n-1 online, the others offline.
-      - A string is the set of vCPUs to have online, such as V("0,2-3"); the others go
-        offline. So V(2) and V("2") differ - the second means vCPU 2 alone.
+      - A number is a count - vCPUs 0 to n-1 online, the others offline. A string of digits
+        alone (V("2")) is a count too, since templating on ansible-core before 2.19 turns
+        numbers into strings.
+      - A list such as V("0,2-3"), or a list of numbers such as V([0, 2, 3]), is the set of
+        vCPUs to have online; the others go offline. vCPU 2 alone is V("2-2") or V([2]).
     type: raw
     required: true
   wait:
@@ -72,7 +74,7 @@ EXAMPLES = r"""
     domain: web
     online: 2
 
-- name: vCPUs 0, 2 and 3 online for domain 7, without waiting for the guest
+- name: vCPUs 0, 2 and 3 online for domain 7, without waiting for the guest (or [0, 2, 3])
   xenvcpu.xen.vcpus:
     domain: "7"
     online: "0,2-3"
@@ -136,6 +138,12 @@ def wanted_set(online: Any, name: str, max_vcpus: int) -> tuple[int | None, froz
     """
     if isinstance(online, bool):
         raise VcpuCountError(f"online = {online!r}: a count or a list of vCPUs such as '0,2-3'")
+    if isinstance(online, str) and online.strip().isdigit():
+        online = int(online)  # a templated number (ansible-core < 2.19 makes it a string)
+    if isinstance(online, list):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in online):
+            raise VcpuCountError(f"online = {online!r}: a list of vCPU numbers")
+        online = ",".join(str(v) for v in online)
     if isinstance(online, (int, float)):
         if online != int(online) or not 1 <= online <= max_vcpus:
             raise VcpuCountError(

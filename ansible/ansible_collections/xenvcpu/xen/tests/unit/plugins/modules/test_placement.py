@@ -145,3 +145,14 @@ def test_without_xenvcpu_the_task_says_how_to_install(
     result = run_module(placement.main, {"spec": SPEC})
     assert result["failed"] is True
     assert "xenvcpu" in result["msg"] and "pip install" in result["msg"]
+
+
+def test_a_templated_count_is_a_count(run_module: RunModule, host: xenvcpu.Host) -> None:
+    spec = {"defaults": {"online": "1"}, "domain": [{"match": "web", "online": "2"}]}
+    result = run_module(placement.main, {"spec": spec})
+    assert result["changed"] is True
+    assert online(host, "web") == [0, 1]
+    assert run_module(placement.main, {"spec": {"domain": [{"match": "web", "online": "3-3"}]}})[
+        "changed"
+    ]
+    assert online(host, "web") == [3]

@@ -39,6 +39,19 @@ def test_a_set_by_domain_id(run_module: RunModule, host: xenvcpu.Host) -> None:
     assert online(host, "batch") == [0, 2, 3]
 
 
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [("3", [0, 1, 2]), ("2-2", [2]), ([0, 3], [0, 3]), ("1,3", [1, 3]), (2.0, [0, 1])],
+)
+def test_online_forms(
+    run_module: RunModule, host: xenvcpu.Host, value: object, want: list[int]
+) -> None:
+    """A templated number is a string on ansible-core < 2.19: digits alone are a count."""
+    result = run_module(vcpus.main, {"domain": "web", "online": value})
+    assert result["changed"] is True
+    assert online(host, "web") == want
+
+
 def test_check_mode_and_diff(run_module: RunModule, host: xenvcpu.Host) -> None:
     result = run_module(vcpus.main, {"domain": "web", "online": 1}, check=True, diff=True)
     assert result["changed"] is True
@@ -49,7 +62,15 @@ def test_check_mode_and_diff(run_module: RunModule, host: xenvcpu.Host) -> None:
 
 @pytest.mark.parametrize(
     ("value", "words"),
-    [(5, "1 to 4"), (0, "1 to 4"), ("0-7", "7"), (True, "a count or a list"), ("x", "x")],
+    [
+        (5, "1 to 4"),
+        (0, "1 to 4"),
+        ("0-7", "7"),
+        (True, "a count or a list"),
+        ("x", "x"),
+        ([0, "a"], "vCPU numbers"),
+        (1.5, "1 to 4"),
+    ],
 )
 def test_bad_online_fails_before_any_change(
     run_module: RunModule, host: xenvcpu.Host, value: object, words: str
