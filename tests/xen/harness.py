@@ -121,6 +121,8 @@ PACKAGES = [
     # tests/conftest.py and pyproject's pytest addopts need these
     "python3-hypothesis",
     "python3-pytest-benchmark",
+    # tests/xen/test_ansible_lab.py: the Ansible collection under Debian's ansible-core
+    "ansible-core",
     "iproute2",
     "kmod",
     "procps",
