@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 export HYPOTHESIS_PROFILE ?= dev
 
 .PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test xen-bench clean \
-	ansible-units ansible-sanity \
+	ansible-units ansible-sanity bench-ansible \
 	fuzz fuzz-ci fuzz-build
 
 all: test
@@ -90,6 +90,11 @@ fmt: venv
 # Timed benchmarks; rewrites the tables in docs/benchmarks.md.
 bench: build
 	$(VPY) benches/report.py
+
+# One ansible-playbook run against 1 to 50 lasting simulated hosts (a few minutes); rewrites
+# the fleet table of docs/ansible.md.
+bench-ansible: build
+	$(VPY) benches/report.py --fleet
 
 # Real Xen 4.17 under QEMU (see docs/lab.md). Runs tests/xen and one untimed round of
 # each benchmarks/xen case.
