@@ -358,3 +358,46 @@ def test_vcpus_on_an_hvm_domain_through_its_qemu(work: Path) -> None:
         assert again.results("Online vCPUs")["xen1"]["changed"] is False
     finally:
         vm.kill()
+
+
+def test_the_collection_builds_and_installs_with_ansible_galaxy(work: Path) -> None:
+    """As docs/ansible.md installs it: build the tarball, install it, read a module's doc
+    from the installed copy."""
+    galaxy = ANSIBLE_PLAYBOOK.with_name("ansible-galaxy")
+    env = ansible_env(work)
+    source = COLLECTIONS / "ansible_collections" / "xenvcpu" / "xen"
+    subprocess.run(
+        [str(galaxy), "collection", "build", str(source), "--output-path", str(work)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (tarball,) = work.glob("xenvcpu-xen-*.tar.gz")
+    installed = work / "collections"
+    subprocess.run(
+        [str(galaxy), "collection", "install", "--force", str(tarball), "-p", str(installed)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    module_dir = installed / "ansible_collections" / "xenvcpu" / "xen" / "plugins" / "modules"
+    assert sorted(p.name for p in module_dir.glob("*.py")) == [
+        "placement.py",
+        "vcpu_info.py",
+        "vcpus.py",
+    ]
+    env["ANSIBLE_COLLECTIONS_PATH"] = str(installed)
+    doc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK.with_name("ansible-doc")), "--json", "xenvcpu.xen.placement"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    info = json.loads(doc.stdout)["xenvcpu.xen.placement"]["doc"]
+    assert info["attributes"]["check_mode"]["support"] == "full"
+    assert info["attributes"]["diff_mode"]["support"] == "full"
+    assert set(info["options"]) == {"uri", "spec", "src", "state", "timeout", "strict"}
