@@ -177,6 +177,16 @@ def host_state(path: Path) -> Any:
     return strip(json.loads(path.read_text()))
 
 
+def placement_of(uri: str) -> list[tuple[str, int, str, str, bool]]:
+    """Every vCPU's hard and soft affinity and whether it is online (where a vCPU runs is
+    left out: a rollback puts pins back, and Xen moves a vCPU when it must, not back)."""
+    return [
+        (d.name, v.number, v.hard_affinity.to_cpulist(), v.soft_affinity.to_cpulist(), v.online)
+        for d in xenvcpu.connect(uri).domains()
+        for v in d.vcpus()
+    ]
+
+
 def pins(uri: str, name: str) -> list[tuple[str, str]]:
     dom = xenvcpu.connect(uri).domain(name)
     return [(v.hard_affinity.to_cpulist(), v.soft_affinity.to_cpulist()) for v in dom.vcpus()]
@@ -252,6 +262,34 @@ def test_a_bad_cpulist_fails_the_task_naming_the_token(work: Path) -> None:
     assert result["key"] == "hard" and result["entry"] == 1
     assert "fatal: [xen1]" in run.stdout and "nod:1" in run.stdout
     assert [h for h, _ in pins(uri, "web")] == ["0-7"] * 4
+
+
+def test_a_failed_apply_is_rolled_back_and_reported(work: Path) -> None:
+    """A fault armed from this process (the lasting host keeps it) fails one pin of the
+    task's batch: the task fails naming it, and the host is as it was."""
+    state = work / "xen1.state"
+    uri = lasting_uri(write_host(work), state)
+    inv = inventory(work, {"xen1": uri})
+    spec = {"domain": [{"match": "web", "hard": "node:1"}]}
+    sim = xenvcpu.connect(uri).sim
+    assert sim is not None
+    # how many operations a task process takes to connect and plan: a check-mode run
+    ops = sim.ops()
+    assert playbook(work, inv, "placement.yml", {"placement_spec": spec}, "--check").rc == 0
+    planning = sim.ops() - ops
+    before = placement_of(uri)
+    sim.fail_nth(planning + 4, "EINVAL")  # then the apply: its read, the pins of vCPUs 0, 1...
+    run = playbook(work, inv, "placement.yml", {"placement_spec": spec})
+    assert run.rc == 2
+    result = run.results("Placement")["xen1"]
+    assert result["error"] == "PlanFailed"
+    assert [(f["domain"], f["vcpu"], f["step"]) for f in result["failed_items"]] == [
+        ("web (id 1)", 1, "pin")
+    ]
+    assert result["rolled_back"] == ["web (id 1) pins"] and result["rollback_failed"] == []
+    assert "rolled back: web (id 1) pins" in result["msg"]
+    assert [h for h, _ in pins(uri, "web")] == ["0-7"] * 4
+    assert placement_of(uri) == before
 
 
 def test_a_target_without_xenvcpu_is_told_how_to_install_it(work: Path) -> None:
