@@ -121,8 +121,11 @@ PACKAGES = [
     # tests/conftest.py and pyproject's pytest addopts need these
     "python3-hypothesis",
     "python3-pytest-benchmark",
-    # tests/xen/test_ansible_lab.py: the Ansible collection under Debian's ansible-core
+    # tests/xen/test_ansible_lab.py: the Ansible collection under Debian's ansible-core;
+    # debootstrap resolves no virtual packages, and python3-cryptography (which ansible-core
+    # needs) depends on python3-cffi-backend-api-*, which only python3-cffi-backend provides
     "ansible-core",
+    "python3-cffi-backend",
     "iproute2",
     "kmod",
     "procps",
