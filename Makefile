@@ -6,6 +6,7 @@ VPY := $(VENV)/bin/python
 export HYPOTHESIS_PROFILE ?= dev
 
 .PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test xen-bench clean \
+	ansible-units ansible-sanity bench-ansible \
 	fuzz fuzz-ci fuzz-build
 
 all: test
@@ -33,6 +34,8 @@ $(VENV)/.stamp: pyproject.toml
 	$(VPY) -m pip install -q -U pip
 	$(VPY) -m pip install -q "maturin>=1.5,<2" "pytest>=7" "hypothesis>=6" "pytest-benchmark>=4" \
 	    "numpy>=1.22" "ruff>=0.5" "mypy>=1.10" typing_extensions "prometheus_client>=0.16"
+	# the Ansible collection's tests (pyproject's ansible extra: one ansible-core minor)
+	$(VPY) -m pip install -q "ansible-core>=2.19,<2.20" "pytest-xdist>=3" "pytest-mock>=3"
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -41,7 +44,7 @@ venv: $(VENV)/.stamp
 build: venv
 	$(VENV)/bin/maturin develop --release -q
 
-test: deps build test-python test-rust
+test: deps build test-python test-rust ansible-units
 
 # PYTEST_JUNIT=path also writes a JUnit report (CI sums its counts).
 test-python:
@@ -50,25 +53,50 @@ test-python:
 test-rust:
 	cargo test -p xenvcpu-core
 
+# The Ansible collection (docs/ansible.md). Its integration (real ansible-playbook runs on
+# lasting simulated hosts) is tests/test_ansible.py, part of test-python; these run
+# ansible-test from the collection's directory, as ansible-test requires, with the venv's
+# ansible-core. Sanity makes a virtual environment per check: seed_get_pip.py puts an
+# offline stand-in where ansible-test would download its pip bootstrap script.
+COLLECTION := ansible/ansible_collections/xenvcpu/xen
+ANSIBLE_TEST = cd $(COLLECTION) && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ansible-test
+VPY_VERSION = $$($(CURDIR)/$(VPY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+ansible-units: build
+	$(ANSIBLE_TEST) units --local --python $(VPY_VERSION)
+	$(if $(PYTEST_JUNIT),cp $(COLLECTION)/tests/output/junit/python*-modules-units.xml \
+	    $(dir $(PYTEST_JUNIT))ansible-units.xml)
+
+ansible-sanity: build
+	$(VPY) ansible/seed_get_pip.py
+	$(ANSIBLE_TEST) sanity --local --python $(VPY_VERSION)
+
 # Needs the built module: stubtest compares _native.pyi with what the module really has.
 lint: build
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 	$(VENV)/bin/python -m mypy.stubtest xenvcpu._native
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/ruff check python tests benches ansible
+	$(VENV)/bin/ruff format --check python tests benches ansible
 	$(VENV)/bin/mypy --strict
 	MYPYPATH=python $(VENV)/bin/mypy --strict --config-file /dev/null tests/xen
+	$(VENV)/bin/mypy --config-file ansible/mypy.ini -p ansible_collections.xenvcpu.xen
+	$(VENV)/bin/mypy --config-file ansible/mypy.ini ansible/seed_get_pip.py
 
 fmt: venv
 	cargo fmt --all
-	$(VENV)/bin/ruff format python tests benches
-	$(VENV)/bin/ruff check --fix python tests benches
+	$(VENV)/bin/ruff format python tests benches ansible
+	$(VENV)/bin/ruff check --fix python tests benches ansible
 
 # Timed benchmarks; rewrites the tables in docs/benchmarks.md.
 bench: build
 	$(VPY) benches/report.py
+
+# One ansible-playbook run against 1 to 50 lasting simulated hosts (a few minutes); rewrites
+# the fleet table of docs/ansible.md.
+bench-ansible: build
+	$(VPY) benches/report.py --fleet
 
 # Real Xen 4.17 under QEMU (see docs/lab.md). Runs tests/xen and one untimed round of
 # each benchmarks/xen case.

@@ -2,6 +2,7 @@
 
     python benches/report.py [pytest args...]
     python benches/report.py --metrics [pytest args...]   # only bench_metrics.py's table
+    python benches/report.py --fleet [pytest args...]   (the Ansible fleet: docs/ansible.md)
 
 Each benchmark records ``extra_info`` = {op, impl, width, ...}; cases that share every key
 but ``impl`` form one comparison, and the report gives each baseline's median time divided
@@ -11,6 +12,7 @@ by xenvcpu's ("rust") median time: above 1 means xenvcpu is faster.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -210,6 +212,58 @@ def main_lab(path: Path) -> None:
 
 LAB_XEN = "4.17"
 
+FLEET_OUT = ROOT / "docs" / "ansible.md"
+FLEET_BEGIN, FLEET_END = "<!-- fleet:begin -->", "<!-- fleet:end -->"
+
+
+def fleet_table(data: dict[str, object]) -> str:
+    """Wall time of one ansible-playbook run against the number of hosts."""
+    rows: dict[int, dict[str, float]] = defaultdict(dict)
+    forks = 0
+    for b in data["benchmarks"]:  # type: ignore[attr-defined]
+        info = b["extra_info"]
+        if info.get("suite") == "ansible-fleet":
+            rows[int(info["hosts"])][info["phase"]] = b["stats"]["median"]
+            forks = int(info["forks"])
+    lines = [
+        "| hosts | apply (changed on each) | per host | rerun (ok, nothing changed) | per host |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for hosts, phases in sorted(rows.items()):
+        cells = []
+        for phase in ("apply", "rerun"):
+            t = phases.get(phase)
+            cells += [f"{t:.2f} s", f"{t / hosts * 1e3:,.0f} ms"] if t else ["—", "—"]
+        lines.append(f"| {hosts} | " + " | ".join(cells) + " |")
+    return f"forks = {forks}\n\n" + "\n".join(lines)
+
+
+def main_fleet(args: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        js = Path(d) / "bench.json"
+        cmd = [sys.executable, "-m", "pytest", "benches/bench_ansible_fleet.py", "-q"]
+        cmd += ["-p", "no:cacheprovider", "--benchmark-enable", "--benchmark-only"]
+        subprocess.run([*cmd, f"--benchmark-json={js}", *args], cwd=ROOT, check=True)
+        data = json.loads(js.read_text())
+    cpu = data["machine_info"]["cpu"]["brand_raw"]
+    cores = os.cpu_count()
+    section = (
+        f"{FLEET_BEGIN}\n"
+        f"Measured with `make bench-ansible` (= `python benches/report.py --fleet`) on {cpu} "
+        f"({cores} cores), Python {platform.python_version()}, ansible-core "
+        f"{_ansible_version()}; medians of 3 runs, wall time of the whole `ansible-playbook` "
+        f"process.\n\n{fleet_table(data)}\n{FLEET_END}"
+    )
+    text = FLEET_OUT.read_text()
+    FLEET_OUT.write_text(splice(text, FLEET_BEGIN, FLEET_END, section))
+    print(section)
+
+
+def _ansible_version() -> str:
+    from importlib.metadata import version
+
+    return version("ansible-core")
+
 
 def main() -> None:
     if sys.argv[1:2] == ["--lab"]:
@@ -221,6 +275,9 @@ def main() -> None:
         text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
         OUT.write_text(splice(text, METRICS_BEGIN, METRICS_END, section))
         print(section)
+        return
+    if sys.argv[1:2] == ["--fleet"]:
+        main_fleet(sys.argv[2:])
         return
     data = run(sys.argv[1:])
     cpu = data["machine_info"]["cpu"]["brand_raw"]  # type: ignore[index]

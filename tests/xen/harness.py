@@ -123,6 +123,11 @@ PACKAGES = [
     "python3-pytest-benchmark",
     # the exporter's tests (tests/xen/test_monitoring.py): xenvcpu[exporter]
     "python3-prometheus-client",
+    # tests/xen/test_ansible_lab.py: the Ansible collection under Debian's ansible-core;
+    # debootstrap resolves no virtual packages, and python3-cryptography (which ansible-core
+    # needs) depends on python3-cffi-backend-api-*, which only python3-cffi-backend provides
+    "ansible-core",
+    "python3-cffi-backend",
     "iproute2",
     "kmod",
     "procps",

@@ -10,15 +10,21 @@ import argparse
 
 from xenvcpu import CpuMap
 from xenvcpu.cli.common import EXIT_OK, EXIT_USAGE, CliError, Json, connect, document, emit_json
+from xenvcpu.host import Host
 
-__all__ = ["cmd_cpumap", "cmd_host"]
+__all__ = ["cmd_cpumap", "cmd_host", "host_json"]
 
 
 # ---------------------------------------------------------------------------------- host
 
 
 def host_document(args: argparse.Namespace) -> Json:
-    host = connect(args)
+    return host_json(connect(args))
+
+
+def host_json(host: Host) -> Json:
+    """The ``xenvcpu host --json`` document of ``host`` (also what the Ansible
+    collection's ``vcpu_info`` module returns)."""
     info = host.info
     topo = host.topology
     online: CpuMap = host.cpus
