@@ -20,9 +20,12 @@ A plan is a pure function of the spec and what the host has; apply is the only w
 
 from __future__ import annotations
 
-from xenvcpu.placement.apply import ApplyResult, apply_plan
-from xenvcpu.placement.plan import Change, DomainPlan, PlacementHost, Plan, make_plan
+from xenvcpu.placement.apply import apply_plan
+from xenvcpu.placement.plan import ApplyResult, Change, DomainPlan, PlacementHost, Plan, make_plan
 from xenvcpu.placement.spec import LAYOUTS, Entry, Spec, SpecSource, load_spec
+
+# Plan.apply calls apply_plan; .plan does not import .apply (which imports .plan).
+Plan._applier = apply_plan
 
 __all__ = [
     "LAYOUTS",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno as _errno
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from xenvcpu._backend import Capability
@@ -29,32 +28,11 @@ from xenvcpu._limits import timeout_arg
 from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon.vcpus import wait_online
 from xenvcpu.errors import DomainNotFound, PlacementError, PlanFailed, XenvcpuError
-from xenvcpu.placement.plan import DomainPlan, Plan
+from xenvcpu.placement.plan import ApplyResult, DomainPlan, Plan
 
-__all__ = ["ApplyResult", "apply_plan"]
+__all__ = ["ApplyResult", "apply_plan"]  # ApplyResult lives in .plan, re-exported
 
 PinReq = tuple[int, int, "CpuMap | None", "CpuMap | None"]
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What an apply did."""
-
-    #: vCPU pins made (hard and/or soft, one per vCPU)
-    pinned: int
-    #: domains whose online set changed
-    online_changed: tuple[str, ...]
-    #: domains that vanished since the plan (left alone, not failures)
-    vanished: tuple[str, ...]
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pinned": self.pinned,
-            "online_changed": list(self.online_changed),
-            "vanished": list(self.vanished),
-            "seconds": round(self.seconds, 6),
-        }
 
 
 def _gone(host: Any, d: DomainPlan) -> bool:

@@ -15,7 +15,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from xenvcpu._impl import CpuMap
 from xenvcpu._ranges import format_ranges
@@ -23,10 +23,7 @@ from xenvcpu.errors import CpuListError, PlacementError, XenvcpuError
 from xenvcpu.placement.spec import Entry, Spec
 from xenvcpu.types import Topology
 
-if TYPE_CHECKING:
-    from xenvcpu.placement.apply import ApplyResult
-
-__all__ = ["Change", "DomainPlan", "PlacementHost", "Plan", "make_plan"]
+__all__ = ["ApplyResult", "Change", "DomainPlan", "PlacementHost", "Plan", "make_plan"]
 
 
 class _DomainLike(Protocol):
@@ -203,6 +200,27 @@ def _diff_lines(changes: list[Change]) -> Iterator[str]:
         yield f"+{what} {c.key}: {c.wanted}"
 
 
+@dataclass(frozen=True)
+class ApplyResult:
+    """What an apply did."""
+
+    #: vCPU pins made (hard and/or soft, one per vCPU)
+    pinned: int
+    #: domains whose online set changed
+    online_changed: tuple[str, ...]
+    #: domains that vanished since the plan (left alone, not failures)
+    vanished: tuple[str, ...]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pinned": self.pinned,
+            "online_changed": list(self.online_changed),
+            "vanished": list(self.vanished),
+            "seconds": round(self.seconds, 6),
+        }
+
+
 @dataclass
 class Plan:
     """What a spec wants of a host and what the host has; reads only.
@@ -271,11 +289,16 @@ class Plan:
             ],
         }
 
+    #: The all-or-nothing apply (:func:`xenvcpu.placement.apply.apply_plan`), set by the
+    #: package when it loads, so that this module need not import the one that imports it.
+    _applier: ClassVar[Callable[[Plan, float], ApplyResult] | None] = None
+
     def apply(self, timeout: float = 30.0) -> ApplyResult:
         """Make the host so, all or nothing (see :func:`xenvcpu.placement.apply_plan`)."""
-        from xenvcpu.placement.apply import apply_plan
-
-        return apply_plan(self, timeout=timeout)
+        applier = Plan._applier
+        if applier is None:  # pragma: no cover - the package sets it on import
+            raise RuntimeError("xenvcpu.placement.apply is not loaded")
+        return applier(self, timeout)
 
 
 # ---- planning --------------------------------------------------------------------------
