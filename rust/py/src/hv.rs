@@ -19,7 +19,7 @@ use xenvcpu_core::sim::{HostSpec, SimBase, SimHandle};
 
 use crate::cpumap::PyCpuMap;
 use crate::errors::{core_err, exc_object};
-use crate::records::{vcpu_list, PyDomainInfo, PyVcpuInfo};
+use crate::records::{vcpu_list, MapObjects, PyDomainInfo, PyVcpuInfo};
 use crate::sim::PySimControl;
 
 fn opt_map(m: Option<CpuMap>) -> Option<PyCpuMap> {
@@ -219,7 +219,7 @@ impl PyHypervisor {
     /// One vCPU.
     fn vcpu(&self, py: Python<'_>, domid: u32, vcpu: u32) -> PyResult<PyVcpuInfo> {
         let v = self.with(py, |x| x.vcpu(domid, vcpu))?;
-        Ok(PyVcpuInfo { domain: domid, v })
+        PyVcpuInfo::from_core(py, domid, &v, &mut MapObjects::default())
     }
 
     /// Every vCPU of every domain in one batched pass, kept columnar (see `Snapshot`).

@@ -176,6 +176,16 @@ pub enum VcpuRunState {
 }
 
 impl VcpuRunState {
+    /// The state of a vCPU with these getvcpuinfo flags.
+    pub fn from_flags(online: bool, running: bool, blocked: bool) -> Self {
+        match (online, running, blocked) {
+            (false, _, _) => VcpuRunState::Offline,
+            (true, true, _) => VcpuRunState::Running,
+            (true, false, true) => VcpuRunState::Blocked,
+            (true, false, false) => VcpuRunState::Runnable,
+        }
+    }
+
     /// Upper-case name, as the Python enum member.
     pub fn name(self) -> &'static str {
         match self {
@@ -211,12 +221,7 @@ pub struct VcpuInfo {
 impl VcpuInfo {
     /// OFFLINE / RUNNING / BLOCKED / RUNNABLE.
     pub fn state(&self) -> VcpuRunState {
-        match (self.online, self.running, self.blocked) {
-            (false, _, _) => VcpuRunState::Offline,
-            (true, true, _) => VcpuRunState::Running,
-            (true, false, true) => VcpuRunState::Blocked,
-            (true, false, false) => VcpuRunState::Runnable,
-        }
+        VcpuRunState::from_flags(self.online, self.running, self.blocked)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Pinning: validation before anything changes, then batched setvcpuaffinity.
 use super::layout::BatchLayout;
+use super::vcpus::MapCache;
 use super::*;
 
 /// One pin of a [`Xen::pin_many`] batch: a vCPU of a domain and the maps to set (None:
@@ -294,6 +295,14 @@ impl Xen {
         let mb = layout.map_len;
         let mut out = Vec::with_capacity(items.len());
         let mut pool_cpus: std::collections::BTreeMap<u32, String> = Default::default();
+        // Effective maps usually equal what was asked (or each other): share their storage.
+        let mut maps = MapCache::default();
+        for it in items.iter().take(1) {
+            for m in [it.soft, it.hard].into_iter().flatten() {
+                maps.remember(m);
+            }
+        }
+        let w = self.width as usize;
         for part in items.chunks(layout.items_per_chunk()) {
             let c = layout.chunk(part.len());
             self.t.reserve(c.bytes())?;
@@ -335,15 +344,16 @@ impl Xen {
             self.run_entries(c.entry_count())?;
             // First read every entry's own result and maps, then build errors: the error path
             // may issue lookups that reuse the arena.
+            let a = self.t.arena().1;
             let raw: Vec<std::result::Result<Pinning, i32>> = part
                 .iter()
                 .enumerate()
                 .map(|(i, it)| {
-                    let r = entry_result(u64::get(&self.t.arena().1[c.result(i, 0)..]));
+                    let r = entry_result(u64::get(&a[c.result(i, 0)..]));
                     let (mh, ms) = (c.map(i, 0), c.map(i, 1));
                     r.map(|_| Pinning {
-                        hard: it.hard.is_some().then(|| self.map_from_arena(mh)),
-                        soft: it.soft.is_some().then(|| self.map_from_arena(ms)),
+                        hard: it.hard.is_some().then(|| maps.read(&mut a[mh..], w)),
+                        soft: it.soft.is_some().then(|| maps.read(&mut a[ms..], w)),
                     })
                 })
                 .collect();
