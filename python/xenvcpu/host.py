@@ -527,14 +527,21 @@ class Domain:
         are still pinned and the error raised names every vCPU that failed.
         """
         h, s = self._maps(hard, soft)
-        results = self.host._backend.pin_all(self.id, h, s, force)
-        pins: list[Pinning] = []
-        failed: list[tuple[int, XenvcpuError]] = []
-        for vcpu, r in results:
-            if isinstance(r, XenvcpuError):
-                failed.append((vcpu, r))
-            else:
-                pins.append(Pinning(self.id, vcpu, h, s, r[0], r[1]))
+        pins: list[Pinning]
+        failed: list[tuple[int, XenvcpuError]]
+        fast = getattr(self.host._backend, "_pin_all_records", None)
+        if fast is not None:
+            # the native backend builds the Pinning records itself (no loop here)
+            pins, failed, narrowed_at = fast(self.id, h, s, force, Pinning)
+        else:
+            results = self.host._backend.pin_all(self.id, h, s, force)
+            pins = [
+                Pinning(self.id, vcpu, h, s, r[0], r[1])
+                for vcpu, r in results
+                if not isinstance(r, XenvcpuError)
+            ]
+            failed = [(v, r) for v, r in results if isinstance(r, XenvcpuError)]
+            narrowed_at = [i for i, p in enumerate(pins) if p.narrowed]
         if failed:
             first = failed[0][1]
             listed = ", ".join(str(v) for v, _ in failed)
@@ -545,9 +552,8 @@ class Domain:
                 domain=self.id,
                 vcpu=failed[0][0],
             )
-        narrowed = [p for p in pins if p.narrowed]
-        if narrowed:
-            _warn_narrowed(self, narrowed[0], count=len(narrowed))
+        if narrowed_at:
+            _warn_narrowed(self, pins[narrowed_at[0]], count=len(narrowed_at))
         return pins
 
     # ---- online vCPUs (toolstack path) ---------------------------------------------------

@@ -49,6 +49,18 @@ impl MapObjects {
     /// How many distinct maps are remembered.
     const KEEP: usize = 8;
 
+    /// Start with an object a caller already holds: maps sharing its storage get it back.
+    pub fn seed(&mut self, py: Python<'_>, obj: &Bound<'_, PyCpuMap>) {
+        let m = obj.get().inner.clone();
+        if !self.recent.iter().any(|(k, _)| k.shares_words(&m)) {
+            if self.recent.len() == Self::KEEP {
+                self.recent.pop();
+            }
+            self.recent.insert(0, (m, obj.clone().unbind()));
+        }
+        let _ = py;
+    }
+
     /// The Python object for `m`: an existing one if `m` shares its storage, else a new one.
     pub fn get(&mut self, py: Python<'_>, m: &CpuMap) -> PyResult<Py<PyCpuMap>> {
         if let Some(i) = self.recent.iter().position(|(k, _)| k.shares_words(m)) {

@@ -322,29 +322,6 @@ impl CpuMap {
         Arc::ptr_eq(&self.words, &other.words)
     }
 
-    /// Whether `data`, in the little-endian byte form, holds exactly this map's CPUs (bytes
-    /// past the map must be zero). Compares in place: reading a map that equals one already
-    /// held costs no allocation.
-    pub fn equals_bytes(&self, data: &[u8]) -> bool {
-        let mut chunks = data.chunks(8);
-        for (&w, c) in self.words.iter().zip(chunks.by_ref()) {
-            let got = match <[u8; 8]>::try_from(c) {
-                Ok(whole) => u64::from_le_bytes(whole),
-                Err(_) => {
-                    let mut buf = [0u8; 8];
-                    buf.iter_mut().zip(c).for_each(|(d, s)| *d = *s);
-                    u64::from_le_bytes(buf)
-                }
-            };
-            if got != w {
-                return false;
-            }
-        }
-        // words past the data are zero only if the map has nothing there
-        let covered = data.len().div_ceil(8);
-        self.words.iter().skip(covered).all(|&w| w == 0) && chunks.flatten().all(|&b| b == 0)
-    }
-
     /// Number of CPUs the map can hold.
     pub fn width(&self) -> usize {
         self.width
@@ -858,17 +835,6 @@ mod tests {
         fn roundtrip_bytes(m in map_strategy()) {
             let b = m.to_bytes(None).unwrap();
             prop_assert_eq!(CpuMap::from_bytes(&b, Some(m.width())).unwrap(), m);
-        }
-
-        #[test]
-        fn equals_bytes_is_byte_equality(m in map_strategy(), pad in 0usize..10, flip in any::<usize>()) {
-            let b = m.to_bytes(Some(m.byte_len() + pad)).unwrap();
-            prop_assert!(m.equals_bytes(&b));
-            prop_assert!(m.equals_bytes(&b[..m.highest().map_or(0, |h| h / 8 + 1)]));
-            let mut c = b.clone();
-            let bit = flip % (c.len() * 8);
-            c[bit / 8] ^= 1 << (bit % 8);
-            prop_assert!(!m.equals_bytes(&c));
         }
 
         #[test]

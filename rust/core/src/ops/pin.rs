@@ -303,6 +303,9 @@ impl Xen {
             }
         }
         let w = self.width as usize;
+        // The byte form of the last map written, per kind: pinning every vCPU writes one map
+        // many times, packed once and then copied.
+        let mut packed: [Option<(CpuMap, Vec<u8>)>; 2] = [None, None];
         for part in items.chunks(layout.items_per_chunk()) {
             let c = layout.chunk(part.len());
             self.t.reserve(c.bytes())?;
@@ -313,12 +316,19 @@ impl Xen {
                 let b = c.block(i, 0);
                 let (mh, ms) = (c.map(i, 0), c.map(i, 1));
                 // separate input maps per entry: Xen writes the effective maps back into them
-                a[c.maps_of(i)].fill(0);
-                if let Some(m) = it.hard {
-                    m.write_bytes(&mut a[mh..mh + mb]).map_err(bad_map)?;
-                }
-                if let Some(m) = it.soft {
-                    m.write_bytes(&mut a[ms..ms + mb]).map_err(bad_map)?;
+                // (a kind not set is not passed, so its bytes need no clearing)
+                for (k, (m, off)) in [(it.hard, mh), (it.soft, ms)].into_iter().enumerate() {
+                    let Some(m) = m else { continue };
+                    let fresh = match &packed[k] {
+                        Some((last, _)) => !last.shares_words(m),
+                        None => true,
+                    };
+                    if fresh {
+                        packed[k] = Some((m.clone(), m.to_bytes(Some(mb)).map_err(bad_map)?));
+                    }
+                    if let Some((_, bytes)) = &packed[k] {
+                        a[off..off + mb].copy_from_slice(bytes);
+                    }
                 }
                 let bm = |off: usize, on: bool| XenctlBitmap {
                     bitmap: if on { base + off as u64 } else { 0 },
@@ -352,8 +362,8 @@ impl Xen {
                     let r = entry_result(u64::get(&a[c.result(i, 0)..]));
                     let (mh, ms) = (c.map(i, 0), c.map(i, 1));
                     r.map(|_| Pinning {
-                        hard: it.hard.is_some().then(|| maps.read(&mut a[mh..], w)),
-                        soft: it.soft.is_some().then(|| maps.read(&mut a[ms..], w)),
+                        hard: it.hard.is_some().then(|| maps.read(&mut a[mh..], w, 0)),
+                        soft: it.soft.is_some().then(|| maps.read(&mut a[ms..], w, 1)),
                     })
                 })
                 .collect();

@@ -1038,3 +1038,30 @@ fn effective_maps_share_the_request_when_equal_and_differ_when_narrowed() {
         .all(|v| v.hard == asked && !v.hard.shares_words(&asked)));
     assert!(v.iter().all(|w| w.hard.shares_words(&v[0].hard)));
 }
+
+#[test]
+fn pending_changes_of_several_domains_each_apply_when_due() {
+    let mut x = open(D, &[("delay_ms", "100")]);
+    let h = x.sim().unwrap().clone();
+    let batch = x.domain(3).unwrap().nr_online_vcpus;
+    assert_ne!(batch, 4);
+    lock(&h).set_availability(2, &[true; 8]).unwrap(); // due at 100 ms
+    lock(&h).advance(Duration::from_millis(60));
+    lock(&h).set_availability(3, &[true; 4]).unwrap(); // due at 160 ms
+    lock(&h).advance(Duration::from_millis(50)); // 110 ms: only the first is due
+    assert_eq!(x.domain(2).unwrap().nr_online_vcpus, 8);
+    assert_eq!(x.domain(3).unwrap().nr_online_vcpus, batch, "not yet");
+    lock(&h).advance(Duration::from_millis(40)); // 150 ms
+    assert_eq!(x.domain(3).unwrap().nr_online_vcpus, batch, "still not");
+    lock(&h).advance(Duration::from_millis(20)); // 170 ms
+    assert_eq!(x.domain(3).unwrap().nr_online_vcpus, 4);
+    // a later request replaces a pending one; an earlier due time is still seen
+    lock(&h).set_availability(2, &[true; 2]).unwrap(); // due at 270 ms
+    lock(&h).set_follow(Follow::After(Duration::from_millis(10)));
+    lock(&h).set_availability(3, &[true; 8]).unwrap(); // due at 180 ms
+    lock(&h).advance(Duration::from_millis(15));
+    assert_eq!(x.domain(3).unwrap().nr_online_vcpus, 8);
+    assert_eq!(x.domain(2).unwrap().nr_online_vcpus, 8, "not yet");
+    lock(&h).advance(Duration::from_millis(100));
+    assert_eq!(x.domain(2).unwrap().nr_online_vcpus, 2);
+}

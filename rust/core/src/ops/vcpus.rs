@@ -129,8 +129,8 @@ impl Xen {
                     Err(e) => Err(self.vcpu_error(Errno(e), domid, vcpu, "reading")),
                     Ok(_) => {
                         let gi = GetVcpuInfo::decode(&a[c.block(i, 0) + abi::DOMCTL_U..]);
-                        let hard = maps.read(&mut a[c.map(i, 0)..], w);
-                        let soft = maps.read(&mut a[c.map(i, 1)..], w);
+                        let hard = maps.read(&mut a[c.map(i, 0)..], w, 0);
+                        let soft = maps.read(&mut a[c.map(i, 1)..], w, 1);
                         Ok(VcpuInfo {
                             number: gi.vcpu,
                             online: gi.online != 0,
@@ -229,47 +229,63 @@ impl DomainFold {
     }
 }
 
-/// The distinct maps of one bulk read, most recent first: a map read from the arena that
-/// equals one of them is shared (a reference count) instead of allocated and copied again.
-/// Thousands of vCPUs usually carry a handful of distinct maps.
+/// The distinct maps of one bulk read: a map read from the arena that equals one of them is
+/// shared (a reference count) instead of allocated and copied again. Thousands of vCPUs
+/// usually carry a handful of distinct maps. Each is kept with its byte form, so a lookup
+/// is a `memcmp` with the arena; each caller's slot (hard, soft) first tries the map it
+/// found last.
 #[derive(Default)]
 pub(super) struct MapCache {
-    recent: Vec<CpuMap>,
+    maps: Vec<(CpuMap, Vec<u8>)>,
+    last: [usize; 2],
+    evict: usize,
 }
 
 impl MapCache {
     /// How many distinct maps are remembered (a miss compares against each of them).
-    const KEEP: usize = 4;
+    const KEEP: usize = 8;
 
-    /// Share `m` with the maps read after it (a map a caller already holds).
-    pub(super) fn remember(&mut self, m: &CpuMap) {
-        if !self.recent.iter().any(|r| r.shares_words(m)) {
-            if self.recent.len() == Self::KEEP {
-                self.recent.pop();
-            }
-            self.recent.insert(0, m.clone());
+    fn keep(&mut self, m: CpuMap, bytes: Vec<u8>) -> usize {
+        if self.maps.len() < Self::KEEP {
+            self.maps.push((m, bytes));
+            self.maps.len() - 1
+        } else {
+            let i = self.evict;
+            self.evict = (i + 1) % Self::KEEP;
+            self.maps[i] = (m, bytes);
+            i
         }
     }
 
-    /// The `width`-wide map at the start of `bytes` (bits past the width cleared in place).
-    pub(super) fn read(&mut self, bytes: &mut [u8], width: usize) -> CpuMap {
+    /// Share `m` with the maps read after it (a map a caller already holds).
+    pub(super) fn remember(&mut self, m: &CpuMap) {
+        if !self.maps.iter().any(|(r, _)| r.shares_words(m)) {
+            let bytes = m.to_bytes(None).unwrap_or_default();
+            self.keep(m.clone(), bytes);
+        }
+    }
+
+    /// The `width`-wide map at the start of `bytes` (bits past the width cleared in place);
+    /// `slot` (0 or 1) names the caller's kind of map.
+    pub(super) fn read(&mut self, bytes: &mut [u8], width: usize, slot: usize) -> CpuMap {
         let mb = width.div_ceil(8);
         let bytes = &mut bytes[..mb];
         if width % 8 != 0 {
             bytes[mb - 1] &= (1u8 << (width % 8)) - 1;
         }
-        if let Some(i) = self.recent.iter().position(|m| m.equals_bytes(bytes)) {
-            let m = self.recent[i].clone();
-            if i != 0 {
-                self.recent[..=i].rotate_right(1);
+        let slot = slot % 2;
+        let hint = self.last[slot];
+        if let Some((m, b)) = self.maps.get(hint) {
+            if b[..] == bytes[..] {
+                return m.clone();
             }
-            return m;
+        }
+        if let Some(i) = self.maps.iter().position(|(_, b)| b[..] == bytes[..]) {
+            self.last[slot] = i;
+            return self.maps[i].0.clone();
         }
         let m = CpuMap::from_bytes(bytes, Some(width)).expect("masked to width");
-        if self.recent.len() == Self::KEEP {
-            self.recent.pop();
-        }
-        self.recent.insert(0, m.clone());
+        self.last[slot] = self.keep(m.clone(), bytes.to_vec());
         m
     }
 }

@@ -29,10 +29,6 @@ pub(super) fn and(a: &[u8], b: &[u8]) -> Vec<u8> {
     a.iter().zip(b).map(|(x, y)| x & y).collect()
 }
 
-pub(super) fn is_empty(m: &[u8]) -> bool {
-    m.iter().all(|&b| b == 0)
-}
-
 pub(super) fn first(m: &[u8]) -> Option<u32> {
     m.iter()
         .position(|&b| b != 0)
