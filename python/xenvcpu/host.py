@@ -371,7 +371,16 @@ class Snapshot(Sequence["DomainVcpus"]):
         return DomainVcpus(dom, self.native.vcpus(i), None)
 
     def __iter__(self) -> Iterator[DomainVcpus]:
-        return (self[i] for i in range(len(self)))
+        # what self[i] gives for each i, without its per-index checks: iterating is how a
+        # whole snapshot is read, and a host has thousands of domains
+        native, host, names, new = self.native, self.host, self.names, tuple.__new__
+        for i, info in enumerate(native.domains()):
+            row: tuple[Domain, list[VcpuInfo], XenvcpuError | None]
+            try:
+                row = (host._domain(info, names), native.vcpus(i), None)
+            except XenvcpuError as e:  # vcpus(i) raises what error(i) returns
+                row = (host._domain(info, names), [], e)
+            yield new(DomainVcpus, row)
 
     def domain_at(self, i: int) -> Domain:
         """The i-th domain alone, without building its vCPUs' objects."""
@@ -411,14 +420,22 @@ class Domain:
         self.host = host
         self.id = info.id
         self.name = name
-        self.uuid = info.uuid
+        self._uuid: str | None = None  # formatted on first use (a snapshot makes thousands)
         self.max_vcpus = info.max_vcpus
         self.cpupool = info.cpupool
         self._info = info
+        self._record = info  # the record it was made from (its identity)
         self._guest: tuple[GuestType, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} id={self.id} vcpus={self.max_vcpus}>"
+
+    @property
+    def uuid(self) -> str:
+        """The domain's UUID (8-4-4-4-12), as it was when this object was made."""
+        if self._uuid is None:
+            self._uuid = self._record.uuid
+        return self._uuid
 
     def _classify(self) -> tuple[GuestType, str]:
         if self._guest is None:  # a domain keeps its type for life: read it once

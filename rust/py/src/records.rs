@@ -82,7 +82,8 @@ impl MapObjects {
 /// One vCPU as Xen reported it: getvcpuinfo plus the configured hard and soft affinity.
 ///
 /// The maps are held as Python objects, made when the record is made and shared with
-/// every other record of the same result whose map is the same (see [`MapObjects`]).
+/// every other record of the same result whose map is the same (see [`MapObjects`]);
+/// reading one is a plain struct-member read.
 #[pyclass(module = "xenvcpu._native", name = "VcpuInfo", frozen)]
 pub struct PyVcpuInfo {
     domain: u32,
@@ -92,7 +93,11 @@ pub struct PyVcpuInfo {
     running: bool,
     cpu_time_ns: u64,
     cpu: Option<u32>,
+    /// Hard affinity as configured (the CPUs it may run on).
+    #[pyo3(get, name = "hard_affinity")]
     hard: Py<PyCpuMap>,
+    /// Soft affinity as configured (the CPUs it prefers).
+    #[pyo3(get, name = "soft_affinity")]
     soft: Py<PyCpuMap>,
 }
 
@@ -189,16 +194,6 @@ impl PyVcpuInfo {
     #[getter]
     fn cpu(&self) -> Option<u32> {
         self.cpu
-    }
-    /// Hard affinity as configured (the CPUs it may run on).
-    #[getter]
-    fn hard_affinity(&self, py: Python<'_>) -> Py<PyCpuMap> {
-        self.hard.clone_ref(py)
-    }
-    /// Soft affinity as configured (the CPUs it prefers).
-    #[getter]
-    fn soft_affinity(&self, py: Python<'_>) -> Py<PyCpuMap> {
-        self.soft.clone_ref(py)
     }
     fn __repr__(&self) -> String {
         format!(
