@@ -18,9 +18,18 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
 OUT = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- cpumap:begin -->", "<!-- cpumap:end -->"
 SCALE_BEGIN, SCALE_END = "<!-- scale:begin -->", "<!-- scale:end -->"
+SCALING_BEGIN, SCALING_END = "<!-- scaling:begin -->", "<!-- scaling:end -->"
+#: what each bulk operation is compared with, besides the pure-Rust loop
+BASELINES = {"snapshot, 8-CPU maps": "libvirt-python", "snapshot, 4096-CPU maps": "memcpy"}
+AXIS_LABELS = {
+    "domains": ("domains (8 vCPUs each, 4096-CPU maps)", "domains"),
+    "vcpus": ("vCPUs per domain (100 domains, 4096-CPU maps)", "vCPUs per domain"),
+    "width": ("map width in CPUs (100 domains x 8 vCPUs)", "CPUs (map width)"),
+}
 LAB_BEGIN, LAB_END = "<!-- lab:begin -->", "<!-- lab:end -->"
 
 
@@ -33,6 +42,7 @@ def run(args: list[str]) -> dict[str, object]:
             "pytest",
             "benches/bench_cpumap.py",
             "benches/bench_scale.py",
+            "benches/bench_scaling.py",
             "-q",
             "-p",
             "no:cacheprovider",
@@ -55,7 +65,7 @@ def table(data: dict[str, object]) -> str:
     rows: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
     for b in data["benchmarks"]:  # type: ignore[attr-defined]
         info = b["extra_info"]
-        if info.get("suite") == "scale":
+        if info.get("suite") in ("scale", "scaling"):
             continue
         rows[(info["op"], info["width"])][info["impl"]] = b["stats"]["median"]
     lines = [
@@ -75,7 +85,8 @@ def table(data: dict[str, object]) -> str:
 
 
 def scale_table(data: dict[str, object]) -> str:
-    """Per-vCPU cost of the bulk operations, with ratios to the pure-Rust loop and libvirt."""
+    """Per-vCPU cost of the bulk operations, with ratios to the pure-Rust loop and to the
+    baseline of each operation (libvirt-python at 8-CPU maps, memcpy at 4096)."""
     rows: dict[str, dict[str, tuple[float, int]]] = defaultdict(dict)
     for b in data["benchmarks"]:  # type: ignore[attr-defined]
         info = b["extra_info"]
@@ -83,21 +94,71 @@ def scale_table(data: dict[str, object]) -> str:
             rows[info["op"]][info["impl"]] = (b["stats"]["median"], int(info["per"]))
     lines = [
         "| operation | implementation | median per call | vCPUs per call | per vCPU |"
-        " vs pure-Rust loop | vs libvirt-python |",
+        " vs pure-Rust loop | vs baseline |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    rust = rows.get("snapshot", {}).get("rust-loop")
-    lv = rows.get("snapshot", {}).get("libvirt-python")
     for op, impls in rows.items():
+        rust = impls.get("rust-loop")
+        base_name = BASELINES.get(op, "")
+        base = impls.get(base_name)
         for impl, (t, per) in impls.items():
             pv = t / per
-            vs_rust = f"{pv / (rust[0] / rust[1]):.2f}x" if rust and op == "snapshot" else "—"
-            vs_lv = f"{pv / (lv[0] / lv[1]):.2f}x" if lv else "—"
+            vs_rust = f"{pv / (rust[0] / rust[1]):.2f}x" if rust else "—"
+            vs_base = f"{pv / (base[0] / base[1]):.2f}x {base_name}" if base else "—"
             lines.append(
                 f"| {op} | {impl} | {fmt_time(t)} | {per} | {pv * 1e9:,.0f} ns | "
-                f"{vs_rust} | {vs_lv} |"
+                f"{vs_rust} | {vs_base} |"
             )
+    wide, narrow = rows.get("snapshot, 4096-CPU maps", {}), rows.get("snapshot, 8-CPU maps", {})
+    if "rust-loop" in wide and "rust-loop" in narrow and "memcpy" in wide:
+        grows = wide["rust-loop"][0] / wide["rust-loop"][1]
+        grows -= narrow["rust-loop"][0] / narrow["rust-loop"][1]
+        mem = wide["memcpy"][0] / wide["memcpy"][1]
+        lines.append(
+            f"\nThe part of the pure-Rust loop that grows with the maps (4096-CPU minus 8-CPU "
+            f"maps): {grows * 1e9:,.0f} ns per vCPU, {grows / mem:.2f}x the memcpy of the "
+            f"same bytes ({mem * 1e9:,.0f} ns)."
+        )
     return "\n".join(lines)
+
+
+def scaling(data: dict[str, object]) -> str:
+    """Per-vCPU cost along each axis: an SVG chart per axis (written next to this file's
+    output) and a table."""
+    if str(ROOT) not in sys.path:  # run as a script: benches/ is on the path, not the root
+        sys.path.insert(0, str(ROOT))
+    from benches.svgplot import chart
+
+    pts: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for b in data["benchmarks"]:  # type: ignore[attr-defined]
+        info = b["extra_info"]
+        if info.get("suite") == "scaling":
+            per_vcpu = b["stats"]["median"] / int(info["per"])
+            pts[info["axis"]][info["impl"]][int(info["x"])] = per_vcpu * 1e9
+    out = []
+    for axis, series in pts.items():
+        title, xname = AXIS_LABELS.get(axis, (axis, axis))
+        named = [
+            (name + (" (baseline)" if not name.startswith(("snapshot", "pin")) else ""), v)
+            for name, v in series.items()
+        ]
+        svg = chart(
+            f"Cost per vCPU by {title}",
+            xname,
+            "ns per vCPU (median)",
+            [(name, sorted(v.items())) for name, v in named],
+        )
+        img = OUT.parent / f"benchmarks-scaling-{axis}.svg"
+        img.write_text(svg)
+        out.append(f"![cost per vCPU by {axis}]({img.name})\n")
+        xs = sorted({x for v in series.values() for x in v})
+        out.append("| " + xname + " | " + " | ".join(n for n, _ in named) + " |")
+        out.append("|---:|" + "---:|" * len(named))
+        for x in xs:
+            cells = [f"{v[x]:,.0f} ns" if x in v else "—" for _, v in named]
+            out.append(f"| {x:,} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def splice(text: str, begin: str, end: str, section: str) -> str:
@@ -167,9 +228,17 @@ def main() -> None:
     text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
     text = splice(text, BEGIN, END, section)
     text = splice(text, SCALE_BEGIN, SCALE_END, scale)
+    curves = (
+        f"{SCALING_BEGIN}\n"
+        "Measured in the same run (medians; per vCPU = time per call / vCPUs per call; log-log "
+        "axes, so a flat line is cost linear in vCPUs).\n\n"
+        f"{scaling(data)}{SCALING_END}"
+    )
+    text = splice(text, SCALING_BEGIN, SCALING_END, curves)
     OUT.write_text(text)
     print(section)
     print(scale)
+    print(curves)
 
 
 if __name__ == "__main__":

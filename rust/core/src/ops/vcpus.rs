@@ -48,12 +48,13 @@ impl Xen {
         // Results arrive in list order, so domain k's are the next reqs[k].1 of them: fold
         // them into that domain as they come, without a per-vCPU result list in between.
         let mut out: Vec<DomainVcpus> = Vec::with_capacity(reqs.len());
-        let mut fold = DomainFold::default();
+        let mut fold = DomainFold::new(reqs.first().map_or(0, |r| r.1 as usize));
         let mut k = 0usize;
         let mut left = reqs.first().map_or(0, |r| r.1);
         let close = |out: &mut Vec<DomainVcpus>, fold: &mut DomainFold, k: usize| {
             let domid = reqs[k].0;
-            out.push((domid, std::mem::take(fold).finish(domid)));
+            let next = reqs.get(k + 1).map_or(0, |r| r.1 as usize);
+            out.push((domid, std::mem::replace(fold, DomainFold::new(next)).finish(domid)));
         };
         // domains with no vCPU slot at all come out empty, as before
         while left == 0 && k < reqs.len() {
@@ -204,6 +205,15 @@ struct DomainFold {
 }
 
 impl DomainFold {
+    /// A fold for a domain of `n` vCPU slots (at most [`crate::sim::spec::MAX_VCPUS`] are
+    /// reserved: the rest grow as they come).
+    fn new(n: usize) -> Self {
+        DomainFold {
+            vcpus: Vec::with_capacity(n.min(crate::sim::spec::MAX_VCPUS as usize)),
+            ..Default::default()
+        }
+    }
+
     fn add(&mut self, r: Result<VcpuInfo>) {
         self.seen += 1;
         match r {
