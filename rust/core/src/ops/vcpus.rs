@@ -54,7 +54,10 @@ impl Xen {
         let close = |out: &mut Vec<DomainVcpus>, fold: &mut DomainFold, k: usize| {
             let domid = reqs[k].0;
             let next = reqs.get(k + 1).map_or(0, |r| r.1 as usize);
-            out.push((domid, std::mem::replace(fold, DomainFold::new(next)).finish(domid)));
+            out.push((
+                domid,
+                std::mem::replace(fold, DomainFold::new(next)).finish(domid),
+            ));
         };
         // domains with no vCPU slot at all come out empty, as before
         while left == 0 && k < reqs.len() {
