@@ -1,10 +1,13 @@
 """Bulk operations at scale on the simulated host, against their baselines in the same run.
 
-Host: 4096 pCPUs in 4 NUMA nodes, 1000 domains x 8 vCPUs (8000 vCPUs; every map is 4096 CPUs,
-512 bytes). Baselines:
+Host: 4096 pCPUs in 4 NUMA nodes, 1000 domains x 8 vCPUs (8004 vCPUs with Domain-0; every
+map is 4096 CPUs, 512 bytes), and the same host with 8 CPUs (8-CPU maps, as libvirt's test
+driver has). Baselines:
 
 * the pure-Rust loop over the same transport (``Hypervisor._bench_snapshot``): what the
   Python layer adds is the difference;
+* copying the maps: one ``memcpy`` of every vCPU's two maps (``2 * 512`` bytes per vCPU)
+  into a buffer made beforehand (a memoryview slice assignment);
 * libvirt-python's ``dom.vcpus()`` on libvirt's in-process test driver (32 vCPUs, 8-CPU
   maps), in Debian's ``/usr/bin/python3`` with ``python3-libvirt``: a worker process runs
   100 calls per request, so the pipe round trip is amortised.
@@ -24,9 +27,13 @@ from typing import Any
 import pytest
 
 import xenvcpu
-from xenvcpu import CpuMap, Host, SimControl
+from xenvcpu import CpuMap, Host, SimControl, VcpuInfo
 
 SCALE_URI = "sim:///?cpus=4096&nodes=4&domains=1000&vcpus=8"
+#: The same host with 8 CPUs: maps as wide as those of libvirt's test driver.
+NARROW_URI = "sim:///?cpus=8&domains=1000&vcpus=8"
+WIDE = "snapshot, 4096-CPU maps"
+NARROW = "snapshot, 8-CPU maps"
 LIBVIRT_PYTHON = "/usr/bin/python3"
 LIBVIRT_CALLS = 100
 
@@ -44,6 +51,13 @@ def host() -> Host:
     return h
 
 
+@pytest.fixture(scope="module")
+def narrow() -> Host:
+    h = xenvcpu.connect(NARROW_URI)
+    sim(h).freeze_clock(True)
+    return h
+
+
 def record(benchmark: Any, group: str, impl: str, per: int) -> None:
     benchmark.group = f"scale {group}"
     benchmark.extra_info.update(suite="scale", op=group, impl=impl, per=per)
@@ -51,19 +65,46 @@ def record(benchmark: Any, group: str, impl: str, per: int) -> None:
 
 def test_snapshot_rust_loop(benchmark: Any, host: Host) -> None:
     n = host._hv._bench_snapshot(1)[0]
-    record(benchmark, "snapshot", "rust-loop", n)
+    record(benchmark, WIDE, "rust-loop", n)
     assert benchmark(host._hv._bench_snapshot, 1)[0] == 8004
 
 
 def test_snapshot_python(benchmark: Any, host: Host) -> None:
-    record(benchmark, "snapshot", "python", 8004)
+    record(benchmark, WIDE, "python", 8004)
     snap = benchmark(host.snapshot)
     assert snap.vcpu_count == 8004 and len(snap.maps("hard")) == 8004 * 512
 
 
+def test_snapshot_memcpy(benchmark: Any, host: Host) -> None:
+    """The baseline of the wide maps: copying both maps of every vCPU, once."""
+    maps = host.snapshot().maps("hard") * 2
+    dst = memoryview(bytearray(len(maps)))
+    record(benchmark, WIDE, "memcpy", 8004)
+
+    def copy() -> int:
+        dst[:] = maps
+        return len(dst)
+
+    assert benchmark(copy) == 8004 * 2 * 512 and dst.tobytes() == maps
+
+
+def test_snapshot_python_records(benchmark: Any, host: Host) -> None:
+    """A VcpuInfo (with its two CpuMaps) for every vCPU, and nothing done with them."""
+    record(benchmark, WIDE, "python-records", 8004)
+
+    def records() -> list[VcpuInfo]:
+        out: list[VcpuInfo] = []
+        for s in host.snapshot():
+            out.extend(s.vcpus)
+        return out
+
+    got = benchmark(records)
+    assert len(got) == 8004 and got[-1].hard_affinity.width == 4096
+
+
 def test_snapshot_python_all_objects(benchmark: Any, host: Host) -> None:
-    """The worst case: a VcpuInfo per vCPU and both maps as CpuMap objects."""
-    record(benchmark, "snapshot", "python-objects", 8004)
+    """The worst case: a VcpuInfo per vCPU, and both of its maps used (as a caller would)."""
+    record(benchmark, WIDE, "python-objects", 8004)
 
     def everything() -> int:
         n = 0
@@ -73,6 +114,33 @@ def test_snapshot_python_all_objects(benchmark: Any, host: Host) -> None:
         return n
 
     assert benchmark(everything) == 8004
+
+
+def test_loop_over_ready_records(benchmark: Any, host: Host) -> None:
+    """The floor of python-objects: the same loop over records made beforehand (what the
+    caller's own Python costs, whatever made the records)."""
+    ready = [s.vcpus for s in host.snapshot()]
+    record(benchmark, WIDE, "caller loop alone", 8004)
+
+    def loop() -> int:
+        n = 0
+        for vcpus in ready:
+            for v in vcpus:
+                n += len(v.hard_affinity) > 0 and v.soft_affinity.width == 4096
+        return n
+
+    assert benchmark(loop) == 8004
+
+
+def test_narrow_snapshot_rust_loop(benchmark: Any, narrow: Host) -> None:
+    record(benchmark, NARROW, "rust-loop", 8004)
+    assert benchmark(narrow._hv._bench_snapshot, 1)[0] == 8004
+
+
+def test_narrow_snapshot_python(benchmark: Any, narrow: Host) -> None:
+    record(benchmark, NARROW, "python", 8004)
+    snap = benchmark(narrow.snapshot)
+    assert snap.vcpu_count == 8004 and snap.maplen == 1
 
 
 def test_list_with_cpulists(benchmark: Any, host: Host) -> None:
@@ -172,7 +240,7 @@ def libvirt_worker() -> Iterator[LibvirtWorker]:
 def test_libvirt_python_vcpus(benchmark: Any, libvirt_worker: LibvirtWorker) -> None:
     w = libvirt_worker
     assert (w.vcpus, w.maplen) == (32, 8)
-    record(benchmark, "snapshot", "libvirt-python", w.vcpus * LIBVIRT_CALLS)
+    record(benchmark, NARROW, "libvirt-python", w.vcpus * LIBVIRT_CALLS)
     benchmark.extra_info["note"] = json.dumps(
         {"calls_per_round": LIBVIRT_CALLS, "vcpus": w.vcpus, "map_cpus": w.maplen}
     )

@@ -186,6 +186,75 @@ def test_pin_all(host: Host) -> None:
     assert {a for a in affinity(web)} == {(node0, "0-3")}
 
 
+class _WithoutFastPath:
+    """A native backend seen without its `_pin_all_records`: the generic pin_all path."""
+
+    def __init__(self, hv: object) -> None:
+        self._hv = hv
+
+    def __getattr__(self, name: str) -> object:
+        if name == "_pin_all_records":
+            raise AttributeError(name)
+        return getattr(self._hv, name)
+
+
+@pytest.mark.parametrize("path", ["native records", "generic"])
+def test_pin_all_records_and_narrowing(
+    host: Host, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if path == "generic":
+        monkeypatch.setattr(host, "_backend", _WithoutFastPath(host._backend))
+    web = host.domain("web")  # cpupool 0: CPUs 0-47
+    asked = CpuMap.parse("0-7", 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing narrowed: no warning
+        pins = web.pin_all(hard=asked, soft="2-3")
+    assert [type(p) for p in pins] == [Pinning] * 4
+    assert [(p.domain, p.vcpu) for p in pins] == [(1, v) for v in range(4)]
+    for p in pins:
+        assert p.requested_hard is asked and p.hard == asked and not p.narrowed
+        assert str(p.requested_soft) == "2-3" and str(p.soft) == "2-3"
+    if path == "native records":
+        # a map applied unchanged comes back as the object asked for
+        assert all(p.hard is asked for p in pins)
+    with pytest.warns(AffinityNarrowed, match=r"hard 40-55 -> 40-47 \(and 3 more vCPU\(s\)\)"):
+        pins = web.pin_all(hard="40-55")
+    assert [str(p.hard) for p in pins] == ["40-47"] * 4
+    assert all(p.narrowed and p.soft is None and p.requested_soft is None for p in pins)
+    # a vCPU Xen refuses fails alone, on either path
+    sim(host).set_pin_override(1, 2, True)
+    with pytest.raises(AffinityBusy, match=r"vCPU 2 .*3 other vCPU\(s\) were pinned"):
+        web.pin_all(hard="0-3")
+    assert [a[0] for a in affinity(web)] == ["0-3", "0-3", "40-55", "0-3"]
+
+
+def test_records_share_one_object_per_distinct_map(host: Host) -> None:
+    vcpus = [v for s in host.snapshot() for v in s.vcpus]
+    objects: dict[CpuMap, set[int]] = {}
+    for v in vcpus:  # the records keep their maps alive, so ids are not reused
+        for m in (v.hard_affinity, v.soft_affinity):
+            objects.setdefault(m, set()).add(id(m))
+        assert v.hard_affinity is v.hard_affinity
+    # a handful of distinct maps (all CPUs, web's pins, db's 16-31, ...): one object each
+    assert 3 <= len(objects) <= 8
+    assert all(len(ids) == 1 for ids in objects.values()), objects
+    db = host.domain("db").vcpus()
+    assert len({id(v.hard_affinity) for v in db}) == 1 and str(db[0].hard_affinity) == "16-31"
+    one = CpuMap.parse("1", 64)
+    made = VcpuInfo(
+        3,
+        0,
+        online=True,
+        blocked=False,
+        running=True,
+        cpu_time_ns=1,
+        cpu=1,
+        hard_affinity=one,
+        soft_affinity=one,
+    )
+    assert made.hard_affinity is one and made.soft_affinity is one
+
+
 def test_pin_all_reports_each_failing_vcpu(host: Host) -> None:
     sim(host).set_pin_override(1, 2, True)
     with pytest.raises(AffinityBusy, match=r"vCPU 2 .*3 other vCPU\(s\) were pinned") as info:

@@ -181,6 +181,18 @@ def test_xenvcpu_host_listing(benchmark: Any, host: Host, big: str) -> None:
     assert benchmark(listing) == n
 
 
+@pytest.mark.parametrize("part", ["names (xenstore)", "hypercalls (native snapshot)"])
+def test_xenvcpu_host_listing_parts(benchmark: Any, host: Host, big: str, part: str) -> None:
+    """Where the listing's time goes: the domain names from xenstore, and the batched
+    hypercalls of the snapshot without any Python record."""
+    n = sum(s.domain.max_vcpus for s in host.snapshot())
+    record(benchmark, "host listing", f"xenvcpu: {part} alone", n)
+    if part.startswith("names"):
+        assert "big" in benchmark(host.toolstack.domain_names).values()
+    else:
+        assert len(benchmark(host._hv.snapshot)) == n
+
+
 def test_xl_host_listing(benchmark: Any, host: Host, big: str) -> None:
     n = sum(s.domain.max_vcpus for s in host.snapshot())
     record(benchmark, "host listing", "xl vcpu-list", n)

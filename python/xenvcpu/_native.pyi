@@ -2,6 +2,7 @@
 
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 from typing_extensions import Self, final
 
@@ -22,6 +23,7 @@ __all__ = [
 MAX_WIDTH: int
 
 _Topology = Sequence[int | None] | Mapping[int, int] | object
+_R = TypeVar("_R")
 
 @final
 class CpuMap:
@@ -238,6 +240,14 @@ class Hypervisor:
         requests: list[tuple[int, int, CpuMap | None, CpuMap | None]],
         force: bool = False,
     ) -> list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError]: ...
+    def _pin_all_records(
+        self,
+        domid: int,
+        hard: CpuMap | None,
+        soft: CpuMap | None,
+        force: bool,
+        record: type[_R],
+    ) -> tuple[list[_R], list[tuple[int, XenvcpuError]], list[int]]: ...
     def _bench_snapshot(self, rounds: int) -> tuple[int, float]: ...
 
 @final

@@ -386,7 +386,16 @@ class Snapshot(Sequence["DomainVcpus"]):
         return DomainVcpus(dom, self.native.vcpus(i), None)
 
     def __iter__(self) -> Iterator[DomainVcpus]:
-        return (self[i] for i in range(len(self)))
+        # what self[i] gives for each i, without its per-index checks: iterating is how a
+        # whole snapshot is read, and a host has thousands of domains
+        native, host, names, new = self.native, self.host, self.names, tuple.__new__
+        for i, info in enumerate(native.domains()):
+            row: tuple[Domain, list[VcpuInfo], XenvcpuError | None]
+            try:
+                row = (host._domain(info, names), native.vcpus(i), None)
+            except XenvcpuError as e:  # vcpus(i) raises what error(i) returns
+                row = (host._domain(info, names), [], e)
+            yield new(DomainVcpus, row)
 
     def domain_at(self, i: int) -> Domain:
         """The i-th domain alone, without building its vCPUs' objects."""
@@ -426,14 +435,22 @@ class Domain:
         self.host = host
         self.id = info.id
         self.name = name
-        self.uuid = info.uuid
+        self._uuid: str | None = None  # formatted on first use (a snapshot makes thousands)
         self.max_vcpus = info.max_vcpus
         self.cpupool = info.cpupool
         self._info = info
+        self._record = info  # the record it was made from (its identity)
         self._guest: tuple[GuestType, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} id={self.id} vcpus={self.max_vcpus}>"
+
+    @property
+    def uuid(self) -> str:
+        """The domain's UUID (8-4-4-4-12), as it was when this object was made."""
+        if self._uuid is None:
+            self._uuid = self._record.uuid
+        return self._uuid
 
     def _classify(self) -> tuple[GuestType, str]:
         if self._guest is None:  # a domain keeps its type for life: read it once
@@ -542,14 +559,21 @@ class Domain:
         are still pinned and the error raised names every vCPU that failed.
         """
         h, s = self._maps(hard, soft)
-        results = self.host._backend.pin_all(self.id, h, s, force)
-        pins: list[Pinning] = []
-        failed: list[tuple[int, XenvcpuError]] = []
-        for vcpu, r in results:
-            if isinstance(r, XenvcpuError):
-                failed.append((vcpu, r))
-            else:
-                pins.append(Pinning(self.id, vcpu, h, s, r[0], r[1]))
+        pins: list[Pinning]
+        failed: list[tuple[int, XenvcpuError]]
+        fast = getattr(self.host._backend, "_pin_all_records", None)
+        if fast is not None:
+            # the native backend builds the Pinning records itself (no loop here)
+            pins, failed, narrowed_at = fast(self.id, h, s, force, Pinning)
+        else:
+            results = self.host._backend.pin_all(self.id, h, s, force)
+            pins = [
+                Pinning(self.id, vcpu, h, s, r[0], r[1])
+                for vcpu, r in results
+                if not isinstance(r, XenvcpuError)
+            ]
+            failed = [(v, r) for v, r in results if isinstance(r, XenvcpuError)]
+            narrowed_at = [i for i, p in enumerate(pins) if p.narrowed]
         if failed:
             first = failed[0][1]
             listed = ", ".join(str(v) for v, _ in failed)
@@ -560,9 +584,8 @@ class Domain:
                 domain=self.id,
                 vcpu=failed[0][0],
             )
-        narrowed = [p for p in pins if p.narrowed]
-        if narrowed:
-            _warn_narrowed(self, narrowed[0], count=len(narrowed))
+        if narrowed_at:
+            _warn_narrowed(self, pins[narrowed_at[0]], count=len(narrowed_at))
         return pins
 
     # ---- online vCPUs (toolstack path) ---------------------------------------------------

@@ -54,6 +54,18 @@ def test_write_creates_parents_and_directory_lists_children(xs: XenstoreClient, 
     assert xs.directory(f"{home(domid)}/cpu/0/availability") == []
 
 
+def test_pipelined_reads_match_one_by_one(xs: XenstoreClient, domid: int) -> None:
+    """try_read_many: every request in one write, inside a transaction too; oxenstored
+    answers them in order."""
+    paths = [f"{home(domid)}/pipe/{n}" for n in range(150)]
+    for n, p in enumerate(paths):
+        if n % 7:
+            xs.write(p, f"v{n}")
+    assert xs.try_read_many(paths) == [xs.try_read(p) for p in paths]
+    got = xs.transaction(lambda tx: tx.try_read_many(paths))
+    assert got == [None if n % 7 == 0 else f"v{n}".encode() for n in range(150)]
+
+
 def test_missing_node_is_enoent(xs: XenstoreClient, domid: int) -> None:
     with pytest.raises(XenstoreError) as info:
         xs.read(f"{home(domid)}/nothing")

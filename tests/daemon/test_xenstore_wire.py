@@ -683,3 +683,39 @@ def test_default_event_queue_cap() -> None:
         assert xs._events.maxlen == MAX_XS_EVENTS
         assert xs.dropped_events == 0
     b.close()
+
+
+def test_try_read_many_sends_every_request_before_any_reply(tmp_path: Path) -> None:
+    """One write for a batch: the peer gets all requests before it answers any; replies
+    come back matched by id, ENOENT reads as None, a watch event in between is queued."""
+    n = xenstore.PIPELINE + 3  # two batches
+    seen: list[bytes] = []
+
+    def script(peer: Peer) -> None:
+        for size in (xenstore.PIPELINE, 3):
+            batch = [peer.recv() for _ in range(size)]  # all of them, nothing answered yet
+            seen.extend(payload for _, _, _, payload in batch)
+            peer.send(Op.WATCH_EVENT, 0, 0, b"/x\0tok\0")
+            for mtype, rid, tx, payload in batch:
+                assert mtype == Op.READ and tx == 7
+                if payload.startswith(b"/missing"):
+                    peer.send(Op.ERROR, rid, tx, b"ENOENT\0")
+                else:
+                    peer.send(Op.READ, rid, tx, payload.rstrip(b"\0").upper())
+        _, rid, _, _ = peer.recv()
+        peer.send(Op.ERROR, rid, 0, b"EACCES\0")
+        wait_for_hangup(peer)
+
+    server = ScriptedServer(str(tmp_path / "sock"), script)
+    xs = XenstoreClient(server.path, timeout=5)
+    paths = [f"/missing/{i}" if i % 10 == 3 else f"/a/{i}" for i in range(n)]
+    got = xs.try_read_many(paths, tx=7)
+    assert got == [None if p.startswith("/missing") else p.upper().encode() for p in paths]
+    assert seen == [p.encode() + b"\0" for p in paths]
+    assert xs.pending_events() == [WatchEvent("/x", "tok")] * 2
+    with pytest.raises(XenstoreError) as info:
+        xs.try_read_many(["/secret"])
+    assert info.value.errno == errno.EACCES and not xs.closed
+    assert xs.try_read_many([]) == []
+    xs.close()
+    server.close()

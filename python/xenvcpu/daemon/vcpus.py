@@ -267,12 +267,10 @@ def list_domains(xs: XenstoreClient) -> dict[int, str]:
             if exc.errno == _errno.ENOENT:
                 return {}
             raise
-        result: dict[int, str] = {}
-        for entry in ids:
-            domid = _xs_number(entry, DOMID_FIRST_RESERVED)
-            if domid is not None:
-                result[domid] = _name_of(tx.try_read(f"/local/domain/{entry}/name"))
-        return result
+        domids = [(d, e) for e in ids if (d := _xs_number(e, DOMID_FIRST_RESERVED)) is not None]
+        # every name in one pipelined batch: one round trip to xenstored, not one per domain
+        got = tx.try_read_many([f"/local/domain/{entry}/name" for _, entry in domids])
+        return {domid: _name_of(raw) for (domid, _), raw in zip(domids, got)}
 
     return xs.transaction(body)
 

@@ -47,7 +47,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import (
     Callable,
@@ -100,6 +100,8 @@ _U32_MAX = 0xFFFFFFFF
 # the late reply of an older one is taken for a stream out of step (the connection is
 # closed). Only timeouts on a message boundary add to it.
 _ABANDONED_KEPT = 1024
+#: How many requests :meth:`XenstoreClient.try_read_many` sends in one write.
+PIPELINE = 64
 
 _PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/_@")
 
@@ -587,11 +589,26 @@ class XenstoreClient:
         )
 
     def _request(self, op: Op, payload: bytes, tx: int = 0, *, what: str = "") -> bytes:
-        """Send one request and return the payload of its reply.
+        """Send one request and return the payload of its reply (an error reply raises)."""
+        got = self._requests([(op, payload, what or op.name)], tx)[0]
+        if isinstance(got, XenstoreError):
+            raise got
+        return got
 
-        The single choke point of the client: everything goes through here.
+    def _requests(
+        self, batch: Sequence[tuple[Op, bytes, str]], tx: int = 0
+    ) -> list[bytes | XenstoreError]:
+        """Send requests ``(op, payload, what)`` in one write and return, in order, each
+        reply's payload or the error its error reply names (not raised). xenstored answers
+        a connection's requests in order and every reply carries its request's id, so a
+        batch costs one round trip instead of one per request.
+
+        The single choke point of the client: everything goes through here. Anything but
+        an error reply (a timeout, a broken stream) fails the whole batch.
         """
-        what = what or op.name
+        if not batch:
+            return []
+        what = batch[0][2] if len(batch) == 1 else f"{batch[0][2]} and {len(batch) - 1} more"
         if isinstance(tx, bool) or not isinstance(tx, int):
             raise TypeError(f"xenstore transaction id must be an int, not {type(tx).__name__}")
         if not 0 <= tx <= _U32_MAX:
@@ -600,20 +617,26 @@ class XenstoreClient:
                 f"0..{_U32_MAX} (nothing was sent)",
                 "EINVAL",
             )
-        if len(payload) > PAYLOAD_MAX:
-            # xen-interfaces.md §5.2: xenstored would drop the connection; refuse before sending.
-            raise _xs_error(
-                f"xenstore {what}: payload of {len(payload)} bytes exceeds the protocol "
-                f"limit of {PAYLOAD_MAX} bytes (nothing was sent)",
-                "E2BIG",
-            )
+        for _, payload, one in batch:
+            if len(payload) > PAYLOAD_MAX:
+                # xen-interfaces.md §5.2: xenstored would drop the connection; refuse
+                # before sending.
+                raise _xs_error(
+                    f"xenstore {one}: payload of {len(payload)} bytes exceeds the protocol "
+                    f"limit of {PAYLOAD_MAX} bytes (nothing was sent)",
+                    "E2BIG",
+                )
         with self._lock:
             transport = self._live()
-            rid = self._next_id()
+            rids = [self._next_id() for _ in batch]
             wait = self.timeout
             deadline = time.monotonic() + wait
+            data = b"".join(
+                _HEADER.pack(op, rid, tx, len(payload)) + payload
+                for (op, payload, _), rid in zip(batch, rids)
+            )
             try:
-                transport.send(_HEADER.pack(op, rid, tx, len(payload)) + payload, deadline)
+                transport.send(data, deadline)
             except _Timeout:
                 # Part of the message may be on the wire: the stream can no longer be
                 # framed, so this connection is finished.
@@ -623,25 +646,29 @@ class XenstoreClient:
                 ) from None
             except OSError as exc:
                 raise self._io_failure(what, exc) from exc
-            answered = False
+            pending = {rid: k for k, rid in enumerate(rids)}  # not answered yet
+            got: dict[int, bytes | XenstoreError] = {}
             try:
-                while True:
+                while pending:
                     mtype, got_rid, _tx, body = self._read_message(deadline)
                     if mtype == Op.WATCH_EVENT:
                         self._queue_event(body)
                         continue
-                    if got_rid != rid:
+                    k = pending.pop(got_rid, None)
+                    if k is None:
                         self._late_reply(got_rid, mtype)
                         continue
-                    answered = True
+                    op, _, one = batch[k]
                     if mtype == Op.ERROR:
-                        raise self._error_reply(what, body)
-                    if mtype != op:
+                        got[k] = self._error_reply(one, body)
+                    elif mtype != op:
                         raise self._broken(
-                            f"xenstore {what}: unexpected reply type {mtype} "
+                            f"xenstore {one}: unexpected reply type {mtype} "
                             f"to request type {int(op)}"
                         )
-                    return body
+                    else:
+                        got[k] = body
+                return [got[k] for k in range(len(batch))]
             except _Timeout:
                 if self._buf:
                     # Part of a message came and the rest did not: whatever follows can
@@ -652,7 +679,8 @@ class XenstoreClient:
                         f"while answering {what} (waited {wait:g} s)",
                         "ETIMEDOUT",
                     ) from None
-                self._abandon(rid)
+                for rid in pending:
+                    self._abandon(rid)
                 raise _xs_error(
                     f"xenstored at {self.endpoint} did not answer {what} within {wait:g} s",
                     "ETIMEDOUT",
@@ -662,11 +690,12 @@ class XenstoreClient:
             except BaseException:
                 # Interrupted (KeyboardInterrupt, ...) while waiting: keep the stream
                 # framable, as a timeout would.
-                if not answered and not self.closed:
+                if pending and not self.closed:
                     if self._buf:
                         self.close()
                     else:
-                        self._abandon(rid)
+                        for rid in pending:
+                            self._abandon(rid)
                 raise
 
     def _error_reply(self, what: str, body: bytes) -> XenstoreError:
@@ -722,6 +751,23 @@ class XenstoreClient:
 
     def exists(self, path: str, *, tx: int = 0) -> bool:
         return self.try_read(path, tx=tx) is not None
+
+    def try_read_many(self, paths: Sequence[str], *, tx: int = 0) -> list[bytes | None]:
+        """:meth:`try_read` of every path, the requests sent :data:`PIPELINE` at a time (one
+        round trip each, not one per path). The first error other than ENOENT raises."""
+        out: list[bytes | None] = []
+        for at in range(0, len(paths), PIPELINE):
+            batch = [
+                (Op.READ, validate_path(p) + b"\0", f"READ {p}") for p in paths[at : at + PIPELINE]
+            ]
+            for got in self._requests(batch, tx):
+                if isinstance(got, XenstoreError):
+                    if got.errno != _errno.ENOENT:
+                        raise got
+                    out.append(None)
+                else:
+                    out.append(got)
+        return out
 
     def write(self, path: str, value: bytes | str, *, tx: int = 0) -> None:
         """Set a node, creating missing parents (xen-interfaces.md §5.3)."""
@@ -968,6 +1014,9 @@ class Transaction:
 
     def exists(self, path: str) -> bool:
         return self.client.exists(path, tx=self.id)
+
+    def try_read_many(self, paths: Sequence[str]) -> list[bytes | None]:
+        return self.client.try_read_many(paths, tx=self.id)
 
     def write(self, path: str, value: bytes | str) -> None:
         self.client.write(path, value, tx=self.id)

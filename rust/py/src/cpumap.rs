@@ -5,6 +5,7 @@ use std::hash::{Hash, Hasher};
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple, PyType,
 };
@@ -16,11 +17,24 @@ use crate::errors;
 #[pyclass(module = "xenvcpu._native", name = "CpuMap", frozen)]
 pub struct PyCpuMap {
     pub inner: CpuMap,
+    /// The cpulist, made on first use: a map object is shared by every vCPU of a snapshot
+    /// that has that map, and a listing formats each vCPU's maps.
+    text: PyOnceLock<Py<PyString>>,
 }
 
 impl PyCpuMap {
     pub fn wrap(inner: CpuMap) -> Self {
-        PyCpuMap { inner }
+        PyCpuMap {
+            inner,
+            text: PyOnceLock::new(),
+        }
+    }
+
+    /// The canonical cpulist as a Python string (formatted once per object).
+    fn text(&self, py: Python<'_>) -> Py<PyString> {
+        self.text
+            .get_or_init(py, || PyString::new(py, &self.inner.to_cpulist()).unbind())
+            .clone_ref(py)
     }
 }
 
@@ -378,8 +392,8 @@ impl PyCpuMap {
     }
 
     /// Canonical cpulist: ascending, runs of two or more as `a-b`; `""` when empty.
-    fn to_cpulist(&self) -> String {
-        self.inner.to_cpulist()
+    fn to_cpulist(&self, py: Python<'_>) -> Py<PyString> {
+        self.text(py)
     }
 
     /// The set CPUs as a list, ascending.
@@ -409,8 +423,8 @@ impl PyCpuMap {
         self.inner.is_full()
     }
 
-    fn __str__(&self) -> String {
-        self.inner.to_cpulist()
+    fn __str__(&self, py: Python<'_>) -> Py<PyString> {
+        self.text(py)
     }
 
     fn __repr__(&self) -> String {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
 use xenvcpu_core::cpumap::CpuMap;
 use xenvcpu_core::error::{Error, ErrorKind, Result as CoreResult};
 use xenvcpu_core::ops::{self, PinRequest, Pinning, Xen};
@@ -19,19 +19,33 @@ use xenvcpu_core::sim::{HostSpec, SimBase, SimHandle};
 
 use crate::cpumap::PyCpuMap;
 use crate::errors::{core_err, exc_object};
-use crate::records::{vcpu_list, PyDomainInfo, PyVcpuInfo};
+use crate::records::{vcpu_list, MapObjects, PyDomainInfo, PyVcpuInfo};
 use crate::sim::PySimControl;
 
-fn opt_map(m: Option<CpuMap>) -> Option<PyCpuMap> {
-    m.map(PyCpuMap::wrap)
+/// (hard, soft) as Xen applied them. A map Xen applied unchanged comes back as the very
+/// object that was asked for, and equal maps as one object (see [`MapObjects`]).
+fn pinning_tuple<'py>(
+    py: Python<'py>,
+    p: Pinning,
+    maps: &mut MapObjects,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let mut obj = |m: Option<CpuMap>| m.map(|m| maps.get(py, &m)).transpose();
+    (obj(p.hard)?, obj(p.soft)?).into_pyobject(py)
 }
 
-fn pinning_tuple<'py>(py: Python<'py>, p: Pinning) -> PyResult<Bound<'py, PyTuple>> {
-    (opt_map(p.hard), opt_map(p.soft)).into_pyobject(py)
+fn map_arg(m: &Option<Bound<'_, PyCpuMap>>) -> Option<CpuMap> {
+    m.as_ref().map(|m| m.get().inner.clone())
 }
 
-fn map_arg(m: Option<PyRef<'_, PyCpuMap>>) -> Option<CpuMap> {
-    m.map(|m| m.inner.clone())
+/// The map objects of a pin's results, starting with the requested ones: the core shares
+/// an unchanged effective map's storage with the request, so the request's object is
+/// found for it.
+fn pin_objects(py: Python<'_>, requested: [&Option<Bound<'_, PyCpuMap>>; 2]) -> MapObjects {
+    let mut maps = MapObjects::default();
+    for m in requested.into_iter().flatten() {
+        maps.seed(py, m);
+    }
+    maps
 }
 
 /// A connection to a hypervisor: the real one (privcmd) or a simulated host.
@@ -86,8 +100,8 @@ impl PyHypervisor {
 type PinArg<'a> = (
     u32,
     u32,
-    Option<PyRef<'a, PyCpuMap>>,
-    Option<PyRef<'a, PyCpuMap>>,
+    Option<Bound<'a, PyCpuMap>>,
+    Option<Bound<'a, PyCpuMap>>,
 );
 
 #[pymethods]
@@ -236,7 +250,7 @@ impl PyHypervisor {
     /// One vCPU.
     fn vcpu(&self, py: Python<'_>, domid: u32, vcpu: u32) -> PyResult<PyVcpuInfo> {
         let v = self.with(py, |x| x.vcpu(domid, vcpu))?;
-        Ok(PyVcpuInfo { domain: domid, v })
+        PyVcpuInfo::from_core(py, domid, &v, &mut MapObjects::default())
     }
 
     /// Every vCPU of every domain in one batched pass, kept columnar (see `Snapshot`).
@@ -252,13 +266,13 @@ impl PyHypervisor {
         py: Python<'py>,
         domid: u32,
         vcpu: u32,
-        hard: Option<PyRef<'_, PyCpuMap>>,
-        soft: Option<PyRef<'_, PyCpuMap>>,
+        hard: Option<Bound<'_, PyCpuMap>>,
+        soft: Option<Bound<'_, PyCpuMap>>,
         force: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let (h, s) = (map_arg(hard), map_arg(soft));
+        let (h, s) = (map_arg(&hard), map_arg(&soft));
         let p = self.with(py, |x| x.pin(domid, vcpu, h.as_ref(), s.as_ref(), force))?;
-        pinning_tuple(py, p)
+        pinning_tuple(py, p, &mut pin_objects(py, [&hard, &soft]))
     }
 
     /// Pin every vCPU of a domain (validated first, then batched):
@@ -268,21 +282,73 @@ impl PyHypervisor {
         &self,
         py: Python<'py>,
         domid: u32,
-        hard: Option<PyRef<'_, PyCpuMap>>,
-        soft: Option<PyRef<'_, PyCpuMap>>,
+        hard: Option<Bound<'_, PyCpuMap>>,
+        soft: Option<Bound<'_, PyCpuMap>>,
         force: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (h, s) = (map_arg(hard), map_arg(soft));
+        let (h, s) = (map_arg(&hard), map_arg(&soft));
         let all = self.with(py, |x| x.pin_all(domid, h.as_ref(), s.as_ref(), force))?;
+        let mut maps = pin_objects(py, [&hard, &soft]);
         let mut out = Vec::with_capacity(all.len());
         for (v, r) in all {
             let item: Py<PyAny> = match r {
-                Ok(p) => pinning_tuple(py, p)?.into_any().unbind(),
+                Ok(p) => pinning_tuple(py, p, &mut maps)?.into_any().unbind(),
                 Err(e) => exc_object(py, &e),
             };
             out.push((v, item).into_pyobject(py)?);
         }
         PyList::new(py, out)
+    }
+
+    /// `pin_all` with the results as records, for `Domain.pin_all`: returns (records,
+    /// failures, narrowed). Each vCPU Xen pinned becomes `record(domid, vcpu, hard, soft,
+    /// effective hard, effective soft)`, built as `tuple.__new__(record, fields)` (record is
+    /// a NamedTuple class); failures are (vcpu, exception); narrowed lists the indices of the
+    /// records whose effective maps differ from the requested ones. Everything a Python loop
+    /// over the results did, without one.
+    #[pyo3(signature = (domid, hard, soft, force, record))]
+    fn _pin_all_records<'py>(
+        &self,
+        py: Python<'py>,
+        domid: u32,
+        hard: Option<Bound<'py, PyCpuMap>>,
+        soft: Option<Bound<'py, PyCpuMap>>,
+        force: bool,
+        record: Bound<'py, PyType>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let (h, s) = (map_arg(&hard), map_arg(&soft));
+        let all = self.with(py, |x| x.pin_all(domid, h.as_ref(), s.as_ref(), force))?;
+        let mut maps = pin_objects(py, [&hard, &soft]);
+        let tuple_new = py.get_type::<PyTuple>().getattr("__new__")?;
+        let none = || py.None().into_bound(py);
+        let asked = |m: &Option<Bound<'py, PyCpuMap>>| m.clone().map_or_else(none, Bound::into_any);
+        let (asked_h, asked_s) = (asked(&hard), asked(&soft));
+        let mut records = Vec::with_capacity(all.len());
+        let mut failed = Vec::new();
+        let mut narrowed = Vec::new();
+        for (v, r) in all {
+            match r {
+                Ok(p) => {
+                    let changed = |got: &Option<CpuMap>, want: &Option<CpuMap>| {
+                        want.is_some() && got.as_ref() != want.as_ref()
+                    };
+                    if changed(&p.hard, &h) || changed(&p.soft, &s) {
+                        narrowed.push(records.len());
+                    }
+                    let mut obj = |m: Option<CpuMap>| -> PyResult<Bound<'py, PyAny>> {
+                        Ok(match m {
+                            Some(m) => maps.get(py, &m)?.into_bound(py).into_any(),
+                            None => none(),
+                        })
+                    };
+                    let (eh, es) = (obj(p.hard)?, obj(p.soft)?);
+                    let fields = (domid, v, &asked_h, &asked_s, eh, es).into_pyobject(py)?;
+                    records.push(tuple_new.call1((&record, fields))?);
+                }
+                Err(e) => failed.push((v, exc_object(py, &e))),
+            }
+        }
+        (records, failed, narrowed).into_pyobject(py)
     }
 
     /// Pin many vCPUs of many domains, batched across domains (validated first, all or
@@ -296,9 +362,13 @@ impl PyHypervisor {
         requests: Vec<PinArg<'_>>,
         force: bool,
     ) -> PyResult<Bound<'py, PyList>> {
+        let mut objects = match requests.first() {
+            Some((_, _, h, s)) => pin_objects(py, [h, s]),
+            None => MapObjects::default(),
+        };
         let maps: Vec<(u32, u32, Option<CpuMap>, Option<CpuMap>)> = requests
-            .into_iter()
-            .map(|(d, v, h, s)| (d, v, map_arg(h), map_arg(s)))
+            .iter()
+            .map(|(d, v, h, s)| (*d, *v, map_arg(h), map_arg(s)))
             .collect();
         let all = self.with(py, |x| {
             let reqs: Vec<PinRequest<'_>> = maps
@@ -315,7 +385,7 @@ impl PyHypervisor {
         let mut out = Vec::with_capacity(all.len());
         for r in all {
             out.push(match r {
-                Ok(p) => pinning_tuple(py, p)?.into_any().unbind(),
+                Ok(p) => pinning_tuple(py, p, &mut objects)?.into_any().unbind(),
                 Err(e) => exc_object(py, &e),
             });
         }

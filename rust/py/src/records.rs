@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyList;
+use xenvcpu_core::cpumap::CpuMap;
 use xenvcpu_core::ops::{self, DomainInfo, VcpuInfo};
 
 use crate::cpumap::PyCpuMap;
@@ -36,11 +37,94 @@ pub fn state_code(state: ops::VcpuRunState) -> u8 {
     }
 }
 
+/// Python `CpuMap` objects for the maps of a bulk result, one per distinct map: the core
+/// shares the storage of equal maps, and vCPUs whose maps share storage get the same
+/// (immutable) object, so a snapshot of thousands of vCPUs makes a handful of map objects.
+#[derive(Default)]
+pub struct MapObjects {
+    recent: Vec<(CpuMap, Py<PyCpuMap>)>,
+}
+
+impl MapObjects {
+    /// How many distinct maps are remembered.
+    const KEEP: usize = 8;
+
+    /// Start with an object a caller already holds: maps sharing its storage get it back.
+    pub fn seed(&mut self, py: Python<'_>, obj: &Bound<'_, PyCpuMap>) {
+        let m = obj.get().inner.clone();
+        if !self.recent.iter().any(|(k, _)| k.shares_words(&m)) {
+            if self.recent.len() == Self::KEEP {
+                self.recent.pop();
+            }
+            self.recent.insert(0, (m, obj.clone().unbind()));
+        }
+        let _ = py;
+    }
+
+    /// The Python object for `m`: an existing one if `m` shares its storage, else a new one.
+    pub fn get(&mut self, py: Python<'_>, m: &CpuMap) -> PyResult<Py<PyCpuMap>> {
+        if let Some(i) = self.recent.iter().position(|(k, _)| k.shares_words(m)) {
+            let obj = self.recent[i].1.clone_ref(py);
+            if i != 0 {
+                self.recent[..=i].rotate_right(1);
+            }
+            return Ok(obj);
+        }
+        let obj = Py::new(py, PyCpuMap::wrap(m.clone()))?;
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop();
+        }
+        self.recent.insert(0, (m.clone(), obj.clone_ref(py)));
+        Ok(obj)
+    }
+}
+
 /// One vCPU as Xen reported it: getvcpuinfo plus the configured hard and soft affinity.
+///
+/// The maps are held as Python objects, made when the record is made and shared with
+/// every other record of the same result whose map is the same (see [`MapObjects`]);
+/// reading one is a plain struct-member read.
 #[pyclass(module = "xenvcpu._native", name = "VcpuInfo", frozen)]
 pub struct PyVcpuInfo {
-    pub domain: u32,
-    pub v: VcpuInfo,
+    domain: u32,
+    number: u32,
+    online: bool,
+    blocked: bool,
+    running: bool,
+    cpu_time_ns: u64,
+    cpu: Option<u32>,
+    /// Hard affinity as configured (the CPUs it may run on).
+    #[pyo3(get, name = "hard_affinity")]
+    hard: Py<PyCpuMap>,
+    /// Soft affinity as configured (the CPUs it prefers).
+    #[pyo3(get, name = "soft_affinity")]
+    soft: Py<PyCpuMap>,
+}
+
+impl PyVcpuInfo {
+    /// The record of a core result, its maps taken from (or added to) `maps`.
+    pub fn from_core(
+        py: Python<'_>,
+        domain: u32,
+        v: &VcpuInfo,
+        maps: &mut MapObjects,
+    ) -> PyResult<Self> {
+        Ok(PyVcpuInfo {
+            domain,
+            number: v.number,
+            online: v.online,
+            blocked: v.blocked,
+            running: v.running,
+            cpu_time_ns: v.cpu_time_ns,
+            cpu: v.cpu,
+            hard: maps.get(py, &v.hard)?,
+            soft: maps.get(py, &v.soft)?,
+        })
+    }
+
+    fn run_state(&self) -> ops::VcpuRunState {
+        ops::VcpuRunState::from_flags(self.online, self.running, self.blocked)
+    }
 }
 
 #[pymethods]
@@ -57,21 +141,20 @@ impl PyVcpuInfo {
         running: bool,
         cpu_time_ns: u64,
         cpu: Option<u32>,
-        hard_affinity: PyRef<'_, PyCpuMap>,
-        soft_affinity: PyRef<'_, PyCpuMap>,
+        hard_affinity: Bound<'_, PyCpuMap>,
+        soft_affinity: Bound<'_, PyCpuMap>,
     ) -> Self {
+        // CpuMap objects are immutable, so the ones given are kept as they are.
         PyVcpuInfo {
             domain,
-            v: VcpuInfo {
-                number,
-                online,
-                blocked,
-                running,
-                cpu_time_ns,
-                cpu: if online { cpu } else { None },
-                hard: hard_affinity.inner.clone(),
-                soft: soft_affinity.inner.clone(),
-            },
+            number,
+            online,
+            blocked,
+            running,
+            cpu_time_ns,
+            cpu: if online { cpu } else { None },
+            hard: hard_affinity.unbind(),
+            soft: soft_affinity.unbind(),
         }
     }
 
@@ -83,55 +166,45 @@ impl PyVcpuInfo {
     /// vCPU number.
     #[getter]
     fn number(&self) -> u32 {
-        self.v.number
+        self.number
     }
     /// OFFLINE, RUNNING, BLOCKED or RUNNABLE (online, waiting for a pCPU).
     #[getter]
     fn state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        vcpu_state(py, self.v.state())
+        vcpu_state(py, self.run_state())
     }
     #[getter]
     fn online(&self) -> bool {
-        self.v.online
+        self.online
     }
     #[getter]
     fn blocked(&self) -> bool {
-        self.v.blocked
+        self.blocked
     }
     #[getter]
     fn running(&self) -> bool {
-        self.v.running
+        self.running
     }
     /// Nanoseconds this vCPU has run.
     #[getter]
     fn cpu_time_ns(&self) -> u64 {
-        self.v.cpu_time_ns
+        self.cpu_time_ns
     }
     /// The physical CPU it runs or last ran on; None when offline.
     #[getter]
     fn cpu(&self) -> Option<u32> {
-        self.v.cpu
-    }
-    /// Hard affinity as configured (the CPUs it may run on).
-    #[getter]
-    fn hard_affinity(&self) -> PyCpuMap {
-        PyCpuMap::wrap(self.v.hard.clone())
-    }
-    /// Soft affinity as configured (the CPUs it prefers).
-    #[getter]
-    fn soft_affinity(&self) -> PyCpuMap {
-        PyCpuMap::wrap(self.v.soft.clone())
+        self.cpu
     }
     fn __repr__(&self) -> String {
         format!(
             "VcpuInfo(domain={}, number={}, state={}, cpu={}, cpu_time_ns={}, hard_affinity='{}', soft_affinity='{}')",
             self.domain,
-            self.v.number,
-            self.v.state().name(),
-            self.v.cpu.map_or("None".to_string(), |c| c.to_string()),
-            self.v.cpu_time_ns,
-            self.v.hard,
-            self.v.soft
+            self.number,
+            self.run_state().name(),
+            self.cpu.map_or("None".to_string(), |c| c.to_string()),
+            self.cpu_time_ns,
+            self.hard.get().inner,
+            self.soft.get().inner
         )
     }
 }
@@ -308,9 +381,10 @@ pub fn vcpu_list<'py>(
     domain: u32,
     v: Vec<VcpuInfo>,
 ) -> PyResult<Bound<'py, PyList>> {
+    let mut maps = MapObjects::default();
     let items: Vec<Bound<'py, PyVcpuInfo>> = v
-        .into_iter()
-        .map(|v| Bound::new(py, PyVcpuInfo { domain, v }))
+        .iter()
+        .map(|v| Bound::new(py, PyVcpuInfo::from_core(py, domain, v, &mut maps)?))
         .collect::<PyResult<_>>()?;
     PyList::new(py, items)
 }

@@ -4,6 +4,8 @@
 //! so a snapshot keeps the Rust results and makes objects only on demand: per domain
 //! (`vcpus(i)`), per vCPU (`vcpu(k)`), or whole columns at once (`column(name)` as an
 //! `array.array`, `maps(kind)` as one contiguous `bytes` of little-endian maps).
+use std::sync::Mutex;
+
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -12,7 +14,7 @@ use xenvcpu_core::ops::{DomainInfo, VcpuInfo};
 
 use crate::cpumap::PyCpuMap;
 use crate::errors::{core_err, exc_object};
-use crate::records::{state_code, PyDomainInfo, PyVcpuInfo};
+use crate::records::{state_code, MapObjects, PyDomainInfo, PyVcpuInfo};
 
 type Entry = (DomainInfo, Result<Vec<VcpuInfo>, Error>);
 
@@ -23,6 +25,8 @@ pub struct PySnapshot {
     entries: Vec<Entry>,
     /// Flat vCPU index -> (domain index, vCPU index).
     index: Vec<(u32, u32)>,
+    /// The map objects made so far, shared by every record this snapshot makes.
+    maps: Mutex<MapObjects>,
 }
 
 impl PySnapshot {
@@ -37,7 +41,24 @@ impl PySnapshot {
             width,
             entries,
             index,
+            maps: Mutex::new(MapObjects::default()),
         }
+    }
+
+    /// Records for `vcpus` of domain `domid`, sharing map objects with the records made
+    /// before. (Only ever taken with the GIL held; should a finalizer re-enter while it is
+    /// held, that call makes its own objects instead of waiting.)
+    fn records<'a>(
+        &self,
+        py: Python<'_>,
+        vcpus: impl Iterator<Item = (u32, &'a VcpuInfo)>,
+    ) -> PyResult<Vec<PyVcpuInfo>> {
+        let mut own = MapObjects::default();
+        let mut guard = self.maps.try_lock().ok();
+        let maps = guard.as_deref_mut().unwrap_or(&mut own);
+        vcpus
+            .map(|(d, v)| PyVcpuInfo::from_core(py, d, v, maps))
+            .collect()
     }
 
     fn entry(&self, i: usize) -> PyResult<&Entry> {
@@ -135,17 +156,10 @@ impl PySnapshot {
         let (d, r) = self.entry(i)?;
         match r {
             Ok(v) => {
-                let items: Vec<Bound<'py, PyVcpuInfo>> = v
-                    .iter()
-                    .map(|v| {
-                        Bound::new(
-                            py,
-                            PyVcpuInfo {
-                                domain: d.id,
-                                v: v.clone(),
-                            },
-                        )
-                    })
+                let records = self.records(py, v.iter().map(|v| (d.id, v)))?;
+                let items: Vec<Bound<'py, PyVcpuInfo>> = records
+                    .into_iter()
+                    .map(|r| Bound::new(py, r))
                     .collect::<PyResult<_>>()?;
                 PyList::new(py, items)
             }
@@ -159,24 +173,27 @@ impl PySnapshot {
     }
 
     /// The k-th vCPU of the whole snapshot (negative k counts from the end).
-    fn vcpu(&self, k: isize) -> PyResult<PyVcpuInfo> {
+    fn vcpu(&self, py: Python<'_>, k: isize) -> PyResult<PyVcpuInfo> {
         let (d, v) = self.flat(k)?;
-        Ok(PyVcpuInfo {
-            domain: d.id,
-            v: v.clone(),
-        })
+        let mut r = self.records(py, std::iter::once((d.id, v)))?;
+        Ok(r.pop().expect("one record"))
     }
 
     /// The hard (kind="hard") or soft affinity of the k-th vCPU.
-    fn affinity(&self, k: isize, kind: &str) -> PyResult<PyCpuMap> {
+    fn affinity(&self, py: Python<'_>, k: isize, kind: &str) -> PyResult<Py<PyCpuMap>> {
         let (_, v) = self.flat(k)?;
-        match kind {
-            "hard" => Ok(PyCpuMap::wrap(v.hard.clone())),
-            "soft" => Ok(PyCpuMap::wrap(v.soft.clone())),
-            other => Err(PyValueError::new_err(format!(
-                "affinity kind {other:?}: expected 'hard' or 'soft'"
-            ))),
-        }
+        let m = match kind {
+            "hard" => &v.hard,
+            "soft" => &v.soft,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "affinity kind {other:?}: expected 'hard' or 'soft'"
+                )))
+            }
+        };
+        let mut own = MapObjects::default();
+        let mut guard = self.maps.try_lock().ok();
+        guard.as_deref_mut().unwrap_or(&mut own).get(py, m)
     }
 
     /// One field of every vCPU as an `array.array`: "domain" and "number" ('I'), "state"

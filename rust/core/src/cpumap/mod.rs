@@ -6,11 +6,17 @@
 //! significant bit. Internally the bits live in little-endian `u64` words, so packing to and
 //! from bytes is a copy, not a loop over bits.
 //!
+//! The words are shared between clones (`Arc<[u64]>`): a map is immutable once built (the
+//! few mutating methods copy first if the words are shared), so cloning a map is a reference
+//! count, not an allocation. Bulk reads rely on that: thousands of vCPUs usually carry a
+//! handful of distinct affinity maps, and each distinct map is stored once.
+//!
 //! The text form is the cpulist grammar of `xl` and `virsh` (see [`CpuMap::parse`]); the
 //! canonical output ([`CpuMap::to_cpulist`]) is ascending, with runs of two or more CPUs
 //! written `a-b`.
 
 use std::fmt;
+use std::sync::Arc;
 
 mod parse;
 
@@ -143,10 +149,26 @@ impl fmt::Display for CpuMapError {
 impl std::error::Error for CpuMapError {}
 
 /// A set of CPUs `0..width`. Invariant: no bit at or above `width` is set.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Eq)]
 pub struct CpuMap {
     width: usize,
-    words: Vec<u64>,
+    words: Arc<[u64]>,
+}
+
+/// Equal when the widths and the words are; maps sharing their words are equal at once.
+impl PartialEq for CpuMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.width == other.width
+            && (Arc::ptr_eq(&self.words, &other.words) || self.words == other.words)
+    }
+}
+
+/// Hashes what equality compares (width and words), so equal maps hash alike.
+impl std::hash::Hash for CpuMap {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.width.hash(state);
+        self.words.hash(state);
+    }
 }
 
 fn words_for(width: usize) -> usize {
@@ -161,6 +183,33 @@ fn last_word_mask(width: usize) -> u64 {
     }
 }
 
+/// Clear the bits at or above `width` in the last word.
+fn trim_words(words: &mut [u64], width: usize) {
+    if let Some(last) = words.last_mut() {
+        *last &= last_word_mask(width);
+    }
+}
+
+/// Set (`on`) or clear every bit in `lo..=hi` (both below `64 * words.len()`, checked by the
+/// caller).
+fn set_range_in(words: &mut [u64], lo: usize, hi: usize, on: bool) {
+    let (lw, hw) = (lo / WORD_BITS, hi / WORD_BITS);
+    for (i, w) in words.iter_mut().enumerate().take(hw + 1).skip(lw) {
+        let start = if i == lw { lo % WORD_BITS } else { 0 };
+        let end = if i == hw {
+            hi % WORD_BITS
+        } else {
+            WORD_BITS - 1
+        };
+        let mask = (u64::MAX >> (WORD_BITS - 1 - end)) & (u64::MAX << start);
+        if on {
+            *w |= mask;
+        } else {
+            *w &= !mask;
+        }
+    }
+}
+
 impl CpuMap {
     /// An empty map of `width` CPUs.
     pub fn new(width: usize) -> Result<Self, CpuMapError> {
@@ -169,16 +218,38 @@ impl CpuMap {
         }
         Ok(CpuMap {
             width,
-            words: vec![0; words_for(width)],
+            words: std::iter::repeat_n(0, words_for(width)).collect(),
         })
+    }
+
+    /// A map of exactly these words (the caller keeps the invariant: `words_for(width)`
+    /// words, nothing set at or above `width`).
+    pub(crate) fn from_parts(width: usize, words: Vec<u64>) -> Self {
+        debug_assert_eq!(words.len(), words_for(width));
+        debug_assert_eq!(
+            words.last().copied().unwrap_or(0) & !last_word_mask(width),
+            0
+        );
+        CpuMap {
+            width,
+            words: words.into(),
+        }
+    }
+
+    /// Zeroed words for a map of `width`, after checking the width.
+    fn zero_words(width: usize) -> Result<Vec<u64>, CpuMapError> {
+        if width == 0 || width > MAX_WIDTH {
+            return Err(CpuMapError::BadWidth { width });
+        }
+        Ok(vec![0; words_for(width)])
     }
 
     /// A map with every CPU `0..width` set.
     pub fn full(width: usize) -> Result<Self, CpuMapError> {
-        let mut m = Self::new(width)?;
-        m.words.fill(u64::MAX);
-        m.trim();
-        Ok(m)
+        let mut words = Self::zero_words(width)?;
+        words.fill(u64::MAX);
+        trim_words(&mut words, width);
+        Ok(Self::from_parts(width, words))
     }
 
     /// A map of `width` CPUs with the given CPUs set.
@@ -186,33 +257,15 @@ impl CpuMap {
         cpus: I,
         width: usize,
     ) -> Result<Self, CpuMapError> {
-        let mut m = Self::new(width)?;
+        let mut words = Self::zero_words(width)?;
         for cpu in cpus {
-            m.insert(cpu)?;
+            if cpu >= width as u64 {
+                return Err(CpuMapError::CpuOutOfRange { cpu, width });
+            }
+            let c = cpu as usize;
+            words[c / WORD_BITS] |= 1u64 << (c % WORD_BITS);
         }
-        Ok(m)
-    }
-
-    /// Store word `i` of a byte input, rejecting bits at or above the width.
-    fn put_word(&mut self, i: usize, w: u64) -> Result<(), CpuMapError> {
-        let n = self.words.len();
-        let allowed = if i + 1 < n {
-            u64::MAX
-        } else if i + 1 == n {
-            last_word_mask(self.width)
-        } else {
-            0
-        };
-        let extra = w & !allowed;
-        if extra != 0 {
-            let cpu = (i * WORD_BITS) as u64 + u64::from(extra.trailing_zeros());
-            return Err(CpuMapError::CpuOutOfRange {
-                cpu,
-                width: self.width,
-            });
-        }
-        self.words[i] = w;
-        Ok(())
+        Ok(Self::from_parts(width, words))
     }
 
     /// A map from one flag per CPU (libvirt-python's tuple-of-bools shape).
@@ -237,25 +290,36 @@ impl CpuMap {
         if width == 0 {
             return Err(CpuMapError::BadWidth { width });
         }
-        Ok(CpuMap { width, words })
+        Ok(Self::from_parts(width, words))
     }
 
     /// Build from raw words (bits at or above `width` are an error).
     pub fn from_words(words: &[u64], width: usize) -> Result<Self, CpuMapError> {
-        let mut m = Self::new(width)?;
+        let mut out = Self::zero_words(width)?;
+        let n = out.len();
         for (i, &w) in words.iter().enumerate() {
-            if w != 0 {
-                m.put_word(i, w)?;
+            if w == 0 {
+                continue;
             }
+            let allowed = match (i + 1).cmp(&n) {
+                std::cmp::Ordering::Less => u64::MAX,
+                std::cmp::Ordering::Equal => last_word_mask(width),
+                std::cmp::Ordering::Greater => 0,
+            };
+            let extra = w & !allowed;
+            if extra != 0 {
+                let cpu = (i * WORD_BITS) as u64 + u64::from(extra.trailing_zeros());
+                return Err(CpuMapError::CpuOutOfRange { cpu, width });
+            }
+            out[i] = w;
         }
-        Ok(m)
+        Ok(Self::from_parts(width, out))
     }
 
-    fn trim(&mut self) {
-        let mask = last_word_mask(self.width);
-        if let Some(last) = self.words.last_mut() {
-            *last &= mask;
-        }
+    /// Whether both maps share the same storage (clones of one map do): a cheap identity
+    /// test for sharing one object per distinct map.
+    pub fn shares_words(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.words, &other.words)
     }
 
     /// Number of CPUs the map can hold.
@@ -305,37 +369,23 @@ impl CpuMap {
         }
     }
 
+    /// The words to change in place: copied first if another map shares them.
+    fn words_mut(&mut self) -> &mut [u64] {
+        Arc::make_mut(&mut self.words)
+    }
+
     /// Set `cpu`.
     pub fn insert(&mut self, cpu: u64) -> Result<(), CpuMapError> {
         let c = self.check(cpu)?;
-        self.words[c / WORD_BITS] |= 1u64 << (c % WORD_BITS);
+        self.words_mut()[c / WORD_BITS] |= 1u64 << (c % WORD_BITS);
         Ok(())
     }
 
     /// Clear `cpu`.
     pub fn remove(&mut self, cpu: u64) -> Result<(), CpuMapError> {
         let c = self.check(cpu)?;
-        self.words[c / WORD_BITS] &= !(1u64 << (c % WORD_BITS));
+        self.words_mut()[c / WORD_BITS] &= !(1u64 << (c % WORD_BITS));
         Ok(())
-    }
-
-    /// Set (`on`) or clear every CPU in `lo..=hi` (both checked by the caller).
-    fn set_range(&mut self, lo: usize, hi: usize, on: bool) {
-        let (lw, hw) = (lo / WORD_BITS, hi / WORD_BITS);
-        for i in lw..=hw {
-            let start = if i == lw { lo % WORD_BITS } else { 0 };
-            let end = if i == hw {
-                hi % WORD_BITS
-            } else {
-                WORD_BITS - 1
-            };
-            let mask = (u64::MAX >> (WORD_BITS - 1 - end)) & (u64::MAX << start);
-            if on {
-                self.words[i] |= mask;
-            } else {
-                self.words[i] &= !mask;
-            }
-        }
     }
 
     /// The set CPUs, ascending.
@@ -439,18 +489,14 @@ impl CpuMap {
                 right: other.width,
             });
         }
-        let words = self
+        let mut words: Vec<u64> = self
             .words
             .iter()
-            .zip(&other.words)
+            .zip(other.words.iter())
             .map(|(&a, &b)| f(a, b))
             .collect();
-        let mut m = CpuMap {
-            width: self.width,
-            words,
-        };
-        m.trim();
-        Ok(m)
+        trim_words(&mut words, self.width);
+        Ok(Self::from_parts(self.width, words))
     }
 
     /// CPUs in both maps.
@@ -475,12 +521,9 @@ impl CpuMap {
 
     /// Every CPU of the width that is not in `self`.
     pub fn complement(&self) -> Self {
-        let mut m = CpuMap {
-            width: self.width,
-            words: self.words.iter().map(|w| !w).collect(),
-        };
-        m.trim();
-        m
+        let mut words: Vec<u64> = self.words.iter().map(|w| !w).collect();
+        trim_words(&mut words, self.width);
+        Self::from_parts(self.width, words)
     }
 
     /// True when every CPU of `self` is in `other` (widths may differ).
@@ -526,7 +569,7 @@ impl CpuMap {
     pub fn run_count(&self) -> usize {
         let mut carry = 0u64;
         let mut n = 0usize;
-        for &w in &self.words {
+        for &w in self.words.iter() {
             n += (w & !((w << 1) | carry)).count_ones() as usize;
             carry = w >> 63;
         }
@@ -792,6 +835,20 @@ mod tests {
         fn roundtrip_bytes(m in map_strategy()) {
             let b = m.to_bytes(None).unwrap();
             prop_assert_eq!(CpuMap::from_bytes(&b, Some(m.width())).unwrap(), m);
+        }
+
+        #[test]
+        fn clones_share_until_changed(m in map_strategy(), cpu in any::<u64>()) {
+            let mut c = m.clone();
+            prop_assert!(c.shares_words(&m));
+            let cpu = cpu % m.width() as u64;
+            let had = m.contains(cpu);
+            c.insert(cpu).unwrap();
+            prop_assert!(c.contains(cpu));
+            prop_assert_eq!(m.contains(cpu), had, "the original is untouched");
+            c.remove(cpu).unwrap();
+            prop_assert!(!c.contains(cpu));
+            prop_assert_eq!(m.contains(cpu), had);
         }
 
         #[test]

@@ -12,7 +12,10 @@
     clippy::string_slice
 )]
 
-use super::{last_word_mask, words_for, CpuMap, CpuMapError, MAX_WIDTH, WHITESPACE, WORD_BITS};
+use super::{
+    last_word_mask, set_range_in, trim_words, words_for, CpuMap, CpuMapError, MAX_WIDTH,
+    WHITESPACE, WORD_BITS,
+};
 
 /// What the topology terms of a cpulist read: per CPU its NUMA node, socket and core
 /// (`u32::MAX` where Xen does not say), and the cpupools by name. A term whose facts are
@@ -34,16 +37,16 @@ type Chosen = Result<CpuMap, String>;
 
 /// CPUs whose entry in `per_cpu` (node or socket) lies in `lo..=hi`.
 fn by_unit(per_cpu: &[u32], lo: u64, hi: u64, width: usize, unit: &str) -> Chosen {
-    let mut m = CpuMap::new(width).map_err(|e| e.to_string())?;
+    let mut words = CpuMap::zero_words(width).map_err(|e| e.to_string())?;
     let mut any = false;
     for (cpu, &u) in per_cpu.iter().enumerate().take(width) {
         if u64::from(u) >= lo && u64::from(u) <= hi {
             any = true;
-            m.set_range(cpu, cpu, true);
+            set_range_in(&mut words, cpu, cpu, true);
         }
     }
     if any {
-        Ok(m)
+        Ok(CpuMap::from_parts(width, words))
     } else {
         Err(format!(
             "no CPU is in that {unit} ({unit}s with CPUs: {})",
@@ -64,14 +67,14 @@ fn siblings(sockets: &[u32], cores: &[u32], n: u64, width: usize) -> Chosen {
     if s == u32::MAX || c == u32::MAX {
         return Err(format!("Xen gives no core for CPU {n} (is it offline?)"));
     }
-    let mut m = CpuMap::new(width).map_err(|e| e.to_string())?;
+    let mut words = CpuMap::zero_words(width).map_err(|e| e.to_string())?;
     let same = sockets.iter().zip(cores).take(width).enumerate();
     for (other, (&so, &co)) in same {
         if so == s && co == c {
-            m.set_range(other, other, true);
+            set_range_in(&mut words, other, other, true);
         }
     }
-    Ok(m)
+    Ok(CpuMap::from_parts(width, words))
 }
 
 /// The CPUs of the cpupool called `name`.
@@ -144,7 +147,7 @@ impl CpuMap {
                 width,
             });
         }
-        Ok(CpuMap { width, words })
+        Ok(CpuMap::from_parts(width, words))
     }
 
     /// Parse a cpulist (the union of `xl`'s and `virsh`'s grammars) into a map of `width`.
@@ -193,10 +196,11 @@ impl CpuMap {
     /// # Ok::<(), xenvcpu_core::cpumap::CpuMapError>(())
     /// ```
     pub fn parse_terms(text: &str, width: usize, terms: &Terms<'_>) -> Result<Self, CpuMapError> {
-        let mut m = Self::new(width)?;
+        // The map is built in place, then frozen once.
+        let mut m = Self::zero_words(width)?;
         // A wholly blank text is a list with no terms: the empty map.
         if text.trim_matches(&WHITESPACE[..]).is_empty() {
-            return Ok(m);
+            return Ok(Self::from_parts(width, m));
         }
         let mut before = 0usize; // characters of the text before this term
         for raw in text.split(',') {
@@ -225,14 +229,19 @@ impl CpuMap {
                         "'^all' is not allowed (it would exclude every CPU)",
                     ));
                 }
-                m = Self::full(width)?;
+                m.fill(u64::MAX);
+                trim_words(&mut m, width);
             } else if let Some(chosen) = topology_term(body, width, terms) {
                 let chosen = chosen.map_err(|r| err(tok, &r))?;
-                m = if neg {
-                    m.difference(&chosen)?
-                } else {
-                    m.union(&chosen)?
-                };
+                if chosen.width != width {
+                    return Err(CpuMapError::WidthMismatch {
+                        left: width,
+                        right: chosen.width,
+                    });
+                }
+                for (w, &c) in m.iter_mut().zip(chosen.words.iter()) {
+                    *w = if neg { *w & !c } else { *w | c };
+                }
             } else {
                 let (lo, hi) = parse_range(body).map_err(|r| err(tok, r))?;
                 let last = u64::try_from(width).unwrap_or(u64::MAX);
@@ -245,10 +254,10 @@ impl CpuMap {
                     usize::try_from(lo).unwrap_or(0),
                     usize::try_from(hi).unwrap_or(0),
                 );
-                m.set_range(lo, hi, !neg);
+                set_range_in(&mut m, lo, hi, !neg);
             }
         }
-        Ok(m)
+        Ok(Self::from_parts(width, m))
     }
 }
 

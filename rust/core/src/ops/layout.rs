@@ -95,11 +95,6 @@ impl Chunk {
     pub fn map(&self, i: usize, k: usize) -> usize {
         self.maps_at + (i * self.layout.maps + k) * self.layout.map_stride
     }
-
-    /// The byte range of all of item `i`'s bitmaps (to clear them at once).
-    pub fn maps_of(&self, i: usize) -> std::ops::Range<usize> {
-        self.map(i, 0)..self.map(i, 0) + self.layout.maps * self.layout.map_stride
-    }
 }
 
 #[cfg(test)]
@@ -114,7 +109,7 @@ mod tests {
         assert_eq!(c.block(0, 0), 6 * MulticallEntry::SIZE);
         assert_eq!(c.map(0, 0), c.block(2, 1) + BLOCK);
         assert_eq!(c.map(2, 1) + 16, c.bytes());
-        assert_eq!(c.maps_of(1), c.map(1, 0)..c.map(2, 0));
+        assert_eq!(c.map(1, 1) + 16, c.map(2, 0));
         assert_eq!(c.result(1, 1), c.entry(1, 1) + 8);
         assert!(l.items_per_chunk() * (2 * MulticallEntry::SIZE + 2 * BLOCK + 32) <= CHUNK_BYTES);
     }

@@ -150,15 +150,16 @@ impl DomainInfo {
 
     /// UUID in the canonical 8-4-4-4-12 form.
     pub fn uuid_string(&self) -> String {
-        let h: String = self.uuid.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(36);
+        for (i, b) in self.uuid.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                out.push('-');
+            }
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        out
     }
 }
 
@@ -176,6 +177,16 @@ pub enum VcpuRunState {
 }
 
 impl VcpuRunState {
+    /// The state of a vCPU with these getvcpuinfo flags.
+    pub fn from_flags(online: bool, running: bool, blocked: bool) -> Self {
+        match (online, running, blocked) {
+            (false, _, _) => VcpuRunState::Offline,
+            (true, true, _) => VcpuRunState::Running,
+            (true, false, true) => VcpuRunState::Blocked,
+            (true, false, false) => VcpuRunState::Runnable,
+        }
+    }
+
     /// Upper-case name, as the Python enum member.
     pub fn name(self) -> &'static str {
         match self {
@@ -211,12 +222,7 @@ pub struct VcpuInfo {
 impl VcpuInfo {
     /// OFFLINE / RUNNING / BLOCKED / RUNNABLE.
     pub fn state(&self) -> VcpuRunState {
-        match (self.online, self.running, self.blocked) {
-            (false, _, _) => VcpuRunState::Offline,
-            (true, true, _) => VcpuRunState::Running,
-            (true, false, true) => VcpuRunState::Blocked,
-            (true, false, false) => VcpuRunState::Runnable,
-        }
+        VcpuRunState::from_flags(self.online, self.running, self.blocked)
     }
 }
 

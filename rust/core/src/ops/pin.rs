@@ -1,5 +1,6 @@
 //! Pinning: validation before anything changes, then batched setvcpuaffinity.
 use super::layout::BatchLayout;
+use super::vcpus::MapCache;
 use super::*;
 
 /// One pin of a [`Xen::pin_many`] batch: a vCPU of a domain and the maps to set (None:
@@ -294,6 +295,17 @@ impl Xen {
         let mb = layout.map_len;
         let mut out = Vec::with_capacity(items.len());
         let mut pool_cpus: std::collections::BTreeMap<u32, String> = Default::default();
+        // Effective maps usually equal what was asked (or each other): share their storage.
+        let mut maps = MapCache::default();
+        for it in items.iter().take(1) {
+            for m in [it.soft, it.hard].into_iter().flatten() {
+                maps.remember(m);
+            }
+        }
+        let w = self.width as usize;
+        // The byte form of the last map written, per kind: pinning every vCPU writes one map
+        // many times, packed once and then copied.
+        let mut packed: [Option<(CpuMap, Vec<u8>)>; 2] = [None, None];
         for part in items.chunks(layout.items_per_chunk()) {
             let c = layout.chunk(part.len());
             self.t.reserve(c.bytes())?;
@@ -304,12 +316,19 @@ impl Xen {
                 let b = c.block(i, 0);
                 let (mh, ms) = (c.map(i, 0), c.map(i, 1));
                 // separate input maps per entry: Xen writes the effective maps back into them
-                a[c.maps_of(i)].fill(0);
-                if let Some(m) = it.hard {
-                    m.write_bytes(&mut a[mh..mh + mb]).map_err(bad_map)?;
-                }
-                if let Some(m) = it.soft {
-                    m.write_bytes(&mut a[ms..ms + mb]).map_err(bad_map)?;
+                // (a kind not set is not passed, so its bytes need no clearing)
+                for (k, (m, off)) in [(it.hard, mh), (it.soft, ms)].into_iter().enumerate() {
+                    let Some(m) = m else { continue };
+                    let fresh = match &packed[k] {
+                        Some((last, _)) => !last.shares_words(m),
+                        None => true,
+                    };
+                    if fresh {
+                        packed[k] = Some((m.clone(), m.to_bytes(Some(mb)).map_err(bad_map)?));
+                    }
+                    if let Some((_, bytes)) = &packed[k] {
+                        a[off..off + mb].copy_from_slice(bytes);
+                    }
                 }
                 let bm = |off: usize, on: bool| XenctlBitmap {
                     bitmap: if on { base + off as u64 } else { 0 },
@@ -335,15 +354,16 @@ impl Xen {
             self.run_entries(c.entry_count())?;
             // First read every entry's own result and maps, then build errors: the error path
             // may issue lookups that reuse the arena.
+            let a = self.t.arena().1;
             let raw: Vec<std::result::Result<Pinning, i32>> = part
                 .iter()
                 .enumerate()
                 .map(|(i, it)| {
-                    let r = entry_result(u64::get(&self.t.arena().1[c.result(i, 0)..]));
+                    let r = entry_result(u64::get(&a[c.result(i, 0)..]));
                     let (mh, ms) = (c.map(i, 0), c.map(i, 1));
                     r.map(|_| Pinning {
-                        hard: it.hard.is_some().then(|| self.map_from_arena(mh)),
-                        soft: it.soft.is_some().then(|| self.map_from_arena(ms)),
+                        hard: it.hard.is_some().then(|| maps.read(&mut a[mh..], w, 0)),
+                        soft: it.soft.is_some().then(|| maps.read(&mut a[ms..], w, 1)),
                     })
                 })
                 .collect();

@@ -590,6 +590,25 @@ fn scale_host_snapshot() {
         1024,
         "every 4th guest is pinned to a node"
     );
+    // Equal maps are read once and shared: the whole host's 16008 maps are a handful of
+    // distinct ones (all CPUs, and one per node), however many vCPUs carry them.
+    let all: Vec<&CpuMap> = snap
+        .iter()
+        .flat_map(|(_, r)| r.as_ref().unwrap())
+        .flat_map(|v| [&v.hard, &v.soft])
+        .collect();
+    let mut distinct: Vec<&CpuMap> = Vec::new();
+    for m in &all {
+        if !distinct.iter().any(|d| d.shares_words(m)) {
+            distinct.push(m);
+        }
+    }
+    assert!(distinct.len() <= 5, "{} distinct storages", distinct.len());
+    for (i, a) in distinct.iter().enumerate() {
+        for b in &distinct[i + 1..] {
+            assert_ne!(a, b, "equal maps are stored once");
+        }
+    }
     let (per, _) = bench_snapshot(&mut x, 1).unwrap();
     assert_eq!(per, 8004);
     assert!(
@@ -984,4 +1003,65 @@ fn pin_many_a_domain_gone_midway_fails_only_its_own_pins() {
     for e in [&r[1], &r[2]] {
         assert_eq!(e.as_ref().unwrap_err().errno, Some(libc::ESRCH));
     }
+}
+
+#[test]
+fn effective_maps_share_the_request_when_equal_and_differ_when_narrowed() {
+    let mut x = open(D, &[]);
+    // domain 1 ("web") is in pool 0 (CPUs 0-47): 0-31 is applied as asked
+    let asked = map("0-31", 64);
+    let got = x.pin_all(1, Some(&asked), None, false).unwrap();
+    assert_eq!(got.len(), 4);
+    for (_, r) in &got {
+        let h = r.as_ref().unwrap().hard.clone().unwrap();
+        assert_eq!(h, asked);
+        assert!(
+            h.shares_words(&asked),
+            "an unchanged map is the request itself"
+        );
+    }
+    // 40-63 is narrowed to the pool's 40-47: equal to each other, not to the request
+    let asked = map("40-63", 64);
+    let got = x.pin_all(1, Some(&asked), Some(&asked), false).unwrap();
+    let first = got[0].1.as_ref().unwrap().hard.clone().unwrap();
+    assert_eq!(first.to_cpulist(), "40-47");
+    for (_, r) in &got {
+        let p = r.as_ref().unwrap();
+        let (h, s) = (p.hard.as_ref().unwrap(), p.soft.as_ref().unwrap());
+        assert!(h.shares_words(&first) && s.shares_words(&first));
+        assert!(!h.shares_words(&asked));
+    }
+    // a read gives the configured map (as asked, xen-interfaces.md §3.6), read afresh
+    let v = x.vcpus(1).unwrap();
+    assert!(v
+        .iter()
+        .all(|v| v.hard == asked && !v.hard.shares_words(&asked)));
+    assert!(v.iter().all(|w| w.hard.shares_words(&v[0].hard)));
+}
+
+#[test]
+fn pending_changes_of_several_domains_each_apply_when_due() {
+    let mut x = open(D, &[("delay_ms", "100")]);
+    let h = x.sim().unwrap().clone();
+    let batch = x.domain(3).unwrap().nr_online_vcpus;
+    assert_ne!(batch, 4);
+    lock(&h).set_availability(2, &[true; 8]).unwrap(); // due at 100 ms
+    lock(&h).advance(Duration::from_millis(60));
+    lock(&h).set_availability(3, &[true; 4]).unwrap(); // due at 160 ms
+    lock(&h).advance(Duration::from_millis(50)); // 110 ms: only the first is due
+    assert_eq!(x.domain(2).unwrap().nr_online_vcpus, 8);
+    assert_eq!(x.domain(3).unwrap().nr_online_vcpus, batch, "not yet");
+    lock(&h).advance(Duration::from_millis(40)); // 150 ms
+    assert_eq!(x.domain(3).unwrap().nr_online_vcpus, batch, "still not");
+    lock(&h).advance(Duration::from_millis(20)); // 170 ms
+    assert_eq!(x.domain(3).unwrap().nr_online_vcpus, 4);
+    // a later request replaces a pending one; an earlier due time is still seen
+    lock(&h).set_availability(2, &[true; 2]).unwrap(); // due at 270 ms
+    lock(&h).set_follow(Follow::After(Duration::from_millis(10)));
+    lock(&h).set_availability(3, &[true; 8]).unwrap(); // due at 180 ms
+    lock(&h).advance(Duration::from_millis(15));
+    assert_eq!(x.domain(3).unwrap().nr_online_vcpus, 8);
+    assert_eq!(x.domain(2).unwrap().nr_online_vcpus, 8, "not yet");
+    lock(&h).advance(Duration::from_millis(100));
+    assert_eq!(x.domain(2).unwrap().nr_online_vcpus, 2);
 }

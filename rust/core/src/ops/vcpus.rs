@@ -16,8 +16,9 @@ impl Xen {
     pub fn vcpu(&mut self, domid: u32, vcpu: u32) -> Result<VcpuInfo> {
         let d = self.domain(domid)?;
         Self::check_vcpu(&d, vcpu)?;
-        let mut r = self.batch_vcpu_list(&[(domid, vcpu)])?;
-        r.pop().expect("one request")
+        let mut got = None;
+        self.batch_vcpu_list(&[(domid, vcpu)], |r| got = Some(r))?;
+        got.expect("one request")
     }
 
     /// Every domain with every vCPU: one paged list, then batched vCPU reads. A domain whose
@@ -44,40 +45,49 @@ impl Xen {
             .iter()
             .flat_map(|&(d, n)| (0..n).map(move |v| (d, v)))
             .collect();
-        let results = self.batch_vcpu_list(&list)?;
+        // Results arrive in list order, so domain k's are the next reqs[k].1 of them: fold
+        // them into that domain as they come, without a per-vCPU result list in between.
         let mut out: Vec<DomainVcpus> = Vec::with_capacity(reqs.len());
-        let mut it = results.into_iter();
-        for &(domid, n) in reqs {
-            let rs: Vec<Result<VcpuInfo>> = it.by_ref().take(n as usize).collect();
-            out.push((domid, Self::collect_domain(domid, rs)));
+        let mut fold = DomainFold::new(reqs.first().map_or(0, |r| r.1 as usize));
+        let mut k = 0usize;
+        let mut left = reqs.first().map_or(0, |r| r.1);
+        let close = |out: &mut Vec<DomainVcpus>, fold: &mut DomainFold, k: usize| {
+            let domid = reqs[k].0;
+            let next = reqs.get(k + 1).map_or(0, |r| r.1 as usize);
+            out.push((
+                domid,
+                std::mem::replace(fold, DomainFold::new(next)).finish(domid),
+            ));
+        };
+        // domains with no vCPU slot at all come out empty, as before
+        while left == 0 && k < reqs.len() {
+            close(&mut out, &mut fold, k);
+            k += 1;
+            left = reqs.get(k).map_or(0, |r| r.1);
         }
+        self.batch_vcpu_list(&list, |r| {
+            fold.add(r);
+            left = left.saturating_sub(1);
+            while left == 0 && k < reqs.len() {
+                close(&mut out, &mut fold, k);
+                k += 1;
+                left = reqs.get(k).map_or(0, |r| r.1);
+            }
+        })?;
         Ok(out)
     }
 
-    /// Fold per-vCPU results of one domain: all ESRCH → the domain is gone; a single missing
-    /// slot (ESRCH) is skipped; any other error fails the domain with that vCPU's error.
-    fn collect_domain(domid: u32, rs: Vec<Result<VcpuInfo>>) -> Result<Vec<VcpuInfo>> {
-        let srch = |r: &Result<VcpuInfo>| matches!(r, Err(e) if e.errno == Some(libc::ESRCH));
-        if !rs.is_empty() && rs.iter().all(srch) {
-            return Err(Self::not_found(domid));
-        }
-        let mut v = Vec::with_capacity(rs.len());
-        for r in rs {
-            match r {
-                Ok(i) => v.push(i),
-                Err(e) if e.errno == Some(libc::ESRCH) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(v)
-    }
-
     /// Read (domid, vcpu) pairs, each with two multicall entries (getvcpuinfo and
-    /// getvcpuaffinity, both maps), in batches that fit the arena target.
-    fn batch_vcpu_list(&mut self, list: &[(u32, u32)]) -> Result<Vec<Result<VcpuInfo>>> {
+    /// getvcpuaffinity, both maps), in batches that fit the arena target; `sink` gets each
+    /// pair's result in order.
+    fn batch_vcpu_list(
+        &mut self,
+        list: &[(u32, u32)],
+        mut sink: impl FnMut(Result<VcpuInfo>),
+    ) -> Result<()> {
         let layout = BatchLayout::new(2, 2, 2, abi::bitmap_bytes(self.width));
         let bits = (layout.map_len * 8) as u32;
-        let mut out = Vec::with_capacity(list.len());
+        let mut maps = MapCache::default();
         for part in list.chunks(layout.items_per_chunk()) {
             let c = layout.chunk(part.len());
             self.t.reserve(c.bytes())?;
@@ -101,7 +111,9 @@ impl Xen {
                     cpumap_soft: bitmap(1),
                 }
                 .encode(u);
-                a[c.maps_of(i)].fill(0);
+                // The maps need no clearing: on success Xen writes all nr_bits of each
+                // (copies its map, zero-fills the rest: xen-interfaces.md §3.6), and they are
+                // read only after success.
                 for (k, b) in [info, aff].into_iter().enumerate() {
                     MulticallEntry {
                         op: abi::HYPERVISOR_DOMCTL,
@@ -112,6 +124,7 @@ impl Xen {
                 }
             }
             self.run_entries(c.entry_count())?;
+            let w = self.width as usize;
             for (i, &(domid, vcpu)) in part.iter().enumerate() {
                 let a = self.t.arena().1;
                 let r_info = entry_result(u64::get(&a[c.result(i, 0)..]));
@@ -120,8 +133,8 @@ impl Xen {
                     Err(e) => Err(self.vcpu_error(Errno(e), domid, vcpu, "reading")),
                     Ok(_) => {
                         let gi = GetVcpuInfo::decode(&a[c.block(i, 0) + abi::DOMCTL_U..]);
-                        let hard = self.map_from_arena(c.map(i, 0));
-                        let soft = self.map_from_arena(c.map(i, 1));
+                        let hard = maps.read(&mut a[c.map(i, 0)..], w, 0);
+                        let soft = maps.read(&mut a[c.map(i, 1)..], w, 1);
                         Ok(VcpuInfo {
                             number: gi.vcpu,
                             online: gi.online != 0,
@@ -134,10 +147,10 @@ impl Xen {
                         })
                     }
                 };
-                out.push(res);
+                sink(res);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub(super) fn vcpu_error(&self, e: Errno, domid: u32, vcpu: u32, doing: &str) -> Error {
@@ -180,5 +193,112 @@ impl Xen {
             .with_vcpu(vcpu));
         }
         Ok(())
+    }
+}
+
+/// The vCPU results of one domain, folded as they arrive: all ESRCH → the domain is gone;
+/// a single missing slot (ESRCH) is skipped; any other error fails the domain with the
+/// first such vCPU's error.
+#[derive(Default)]
+struct DomainFold {
+    vcpus: Vec<VcpuInfo>,
+    seen: usize,
+    missing: usize,
+    error: Option<Error>,
+}
+
+impl DomainFold {
+    /// A fold for a domain of `n` vCPU slots (at most [`crate::sim::spec::MAX_VCPUS`] are
+    /// reserved: the rest grow as they come).
+    fn new(n: usize) -> Self {
+        DomainFold {
+            vcpus: Vec::with_capacity(n.min(crate::sim::spec::MAX_VCPUS as usize)),
+            ..Default::default()
+        }
+    }
+
+    fn add(&mut self, r: Result<VcpuInfo>) {
+        self.seen += 1;
+        match r {
+            Ok(v) if self.error.is_none() => self.vcpus.push(v),
+            Ok(_) => {}
+            Err(e) if e.errno == Some(libc::ESRCH) => self.missing += 1,
+            Err(e) => {
+                if self.error.is_none() {
+                    self.error = Some(e);
+                }
+            }
+        }
+    }
+
+    fn finish(self, domid: u32) -> Result<Vec<VcpuInfo>> {
+        if self.seen > 0 && self.missing == self.seen {
+            return Err(Xen::not_found(domid));
+        }
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.vcpus),
+        }
+    }
+}
+
+/// The distinct maps of one bulk read: a map read from the arena that equals one of them is
+/// shared (a reference count) instead of allocated and copied again. Thousands of vCPUs
+/// usually carry a handful of distinct maps. Each is kept with its byte form, so a lookup
+/// is a `memcmp` with the arena; each caller's slot (hard, soft) first tries the map it
+/// found last.
+#[derive(Default)]
+pub(super) struct MapCache {
+    maps: Vec<(CpuMap, Vec<u8>)>,
+    last: [usize; 2],
+    evict: usize,
+}
+
+impl MapCache {
+    /// How many distinct maps are remembered (a miss compares against each of them).
+    const KEEP: usize = 8;
+
+    fn keep(&mut self, m: CpuMap, bytes: Vec<u8>) -> usize {
+        if self.maps.len() < Self::KEEP {
+            self.maps.push((m, bytes));
+            self.maps.len() - 1
+        } else {
+            let i = self.evict;
+            self.evict = (i + 1) % Self::KEEP;
+            self.maps[i] = (m, bytes);
+            i
+        }
+    }
+
+    /// Share `m` with the maps read after it (a map a caller already holds).
+    pub(super) fn remember(&mut self, m: &CpuMap) {
+        if !self.maps.iter().any(|(r, _)| r.shares_words(m)) {
+            let bytes = m.to_bytes(None).unwrap_or_default();
+            self.keep(m.clone(), bytes);
+        }
+    }
+
+    /// The `width`-wide map at the start of `bytes` (bits past the width cleared in place);
+    /// `slot` (0 or 1) names the caller's kind of map.
+    pub(super) fn read(&mut self, bytes: &mut [u8], width: usize, slot: usize) -> CpuMap {
+        let mb = width.div_ceil(8);
+        let bytes = &mut bytes[..mb];
+        if width % 8 != 0 {
+            bytes[mb - 1] &= (1u8 << (width % 8)) - 1;
+        }
+        let slot = slot % 2;
+        let hint = self.last[slot];
+        if let Some((m, b)) = self.maps.get(hint) {
+            if b[..] == bytes[..] {
+                return m.clone();
+            }
+        }
+        if let Some(i) = self.maps.iter().position(|(_, b)| b[..] == bytes[..]) {
+            self.last[slot] = i;
+            return self.maps[i].0.clone();
+        }
+        let m = CpuMap::from_bytes(bytes, Some(width)).expect("masked to width");
+        self.last[slot] = self.keep(m.clone(), bytes.to_vec());
+        m
     }
 }

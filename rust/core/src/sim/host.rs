@@ -51,6 +51,9 @@ pub(super) struct Dom {
     pub(super) shutdown: Option<u8>,
     pub(super) pages: u64,
     pub(super) availability: Vec<bool>,
+    /// An availability change the guest makes at the given time. Set it through
+    /// [`SimHost::set_pending`]: `SimHost::tick` looks at domains only once the earliest
+    /// due time it keeps has come.
     pub(super) pending: Option<(u64, Vec<bool>)>,
 }
 
@@ -107,6 +110,9 @@ pub struct SimHost {
     /// Leak `XEN_RUNSTATE_UPDATE` into getvcpuinfo's cpu_time (every third answer).
     pub(super) leak_runstate: bool,
     pub(super) vcpuinfo_answers: u64,
+    /// The earliest due time of any domain's pending availability change (None: none is
+    /// pending): what spares `tick` a walk over every domain on every hypercall.
+    pub(super) pending_due: Option<u64>,
 }
 
 /// Wall-clock time in nanoseconds since the Unix epoch (0 before it; saturating: a u64 of
@@ -233,6 +239,7 @@ impl SimHost {
             multicall_errno: None,
             leak_runstate: false,
             vcpuinfo_answers: 0,
+            pending_due: None,
         };
         for d in &spec.domains {
             host.add_domain(d)?;
@@ -723,15 +730,27 @@ impl SimHost {
         let mut want = online.to_vec();
         want.resize(max, false);
         d.availability = want.clone();
-        match follow {
-            Follow::Never => d.pending = None,
+        let pending = match follow {
+            Follow::Never => None,
             Follow::After(delay) => {
                 let due = now.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
-                d.pending = Some((due, want))
+                Some((due, want))
             }
-        }
+        };
+        self.set_pending(domid, pending);
         self.tick();
         Ok(())
+    }
+
+    /// Set (or clear) the availability change a domain's guest makes at a due time.
+    pub(super) fn set_pending(&mut self, domid: u32, pending: Option<(u64, Vec<bool>)>) {
+        let due = pending.as_ref().map(|p| p.0);
+        if let Ok(d) = self.dom_mut(domid) {
+            d.pending = pending;
+            if let Some(t) = due {
+                self.pending_due = Some(self.pending_due.map_or(t, |e| e.min(t)));
+            }
+        }
     }
 
     /// The availability values last written (what xenstore holds).
@@ -757,6 +776,16 @@ impl SimHost {
     /// Apply availability changes whose delay has passed.
     pub(super) fn tick(&mut self) {
         let now = self.now();
+        if !matches!(self.pending_due, Some(t) if t <= now) {
+            return;
+        }
+        // the earliest of the changes still pending after this tick
+        self.pending_due = self
+            .domains
+            .values()
+            .filter_map(|d| d.pending.as_ref().map(|p| p.0))
+            .filter(|&t| t > now)
+            .min();
         for d in self.domains.values_mut() {
             let due = matches!(&d.pending, Some((t, _)) if *t <= now);
             if !due {

@@ -1,8 +1,8 @@
 //! The hypervisor side of the simulator: it decodes domctl, sysctl, xen_version and multicall
 //! requests from the arena, exactly as laid out for the real hypervisor, and answers them.
 
-use super::bitmap::{and, first, has, is_empty, nbytes};
-use super::host::{ran_ns, Dom, SimHost, Vcpu, VcpuState};
+use super::bitmap::{has, nbytes};
+use super::host::{ran_ns, Dom, Map, SimHost, Vcpu, VcpuState};
 use super::spec::GuestKind;
 use crate::abi::{self, dominf, Field, InterfaceVersion, RawDomainInfo, RawPhysinfo};
 
@@ -34,7 +34,12 @@ impl SimHost {
     }
 
     fn raw_info(&self, d: &Dom, now: u64) -> RawDomainInfo {
-        let online: Vec<&Vcpu> = d.vcpus.iter().flatten().filter(|v| v.online).collect();
+        let (mut n_online, mut any_running, mut all_blocked) = (0u32, false, true);
+        for v in d.vcpus.iter().flatten().filter(|v| v.online) {
+            n_online += 1;
+            any_running |= v.state == VcpuState::Running;
+            all_blocked &= v.state == VcpuState::Blocked;
+        }
         let mut flags = 0;
         if d.dying {
             flags |= dominf::DYING;
@@ -50,11 +55,11 @@ impl SimHost {
             flags |= dominf::SHUTDOWN | (u32::from(code) << dominf::SHUTDOWNSHIFT);
         }
         // running/blocked only when some vCPU is online (xen-interfaces.md §3.4 semantics)
-        if !online.is_empty() {
-            if !d.paused && online.iter().any(|v| v.state == VcpuState::Running) {
+        if n_online > 0 {
+            if !d.paused && any_running {
                 flags |= dominf::RUNNING;
             }
-            if online.iter().all(|v| v.state == VcpuState::Blocked) {
+            if all_blocked {
                 flags |= dominf::BLOCKED;
             }
         }
@@ -74,7 +79,7 @@ impl SimHost {
                 .flatten()
                 .map(|v| Self::cpu_time(v, now))
                 .sum(),
-            nr_online_vcpus: online.len() as u32,
+            nr_online_vcpus: n_online,
             max_vcpu_id,
             ssidref: 0,
             handle: d.uuid,
@@ -116,6 +121,30 @@ impl SimHost {
         let dst = mem.slice_mut(bm.bitmap, guest_bytes)?;
         let n = guest_bytes.min(m.len());
         dst[..n].copy_from_slice(&m[..n]);
+        dst[n..].fill(0);
+        Ok(())
+    }
+
+    /// [`SimHost::write_bitmap`] of the intersection of four maps, made in place.
+    fn write_bitmap_and(
+        mem: &mut Mem,
+        bm: abi::XenctlBitmap,
+        [a, b, c, d]: [&[u8]; 4],
+    ) -> std::result::Result<(), i32> {
+        let guest_bytes = (bm.nr_bits as usize).div_ceil(8);
+        if guest_bytes == 0 {
+            return Ok(());
+        }
+        let dst = mem.slice_mut(bm.bitmap, guest_bytes)?;
+        let n = guest_bytes
+            .min(a.len())
+            .min(b.len())
+            .min(c.len())
+            .min(d.len());
+        let both = dst[..n].iter_mut().zip(a).zip(b).zip(c).zip(d);
+        for ((((out, a), b), c), d) in both {
+            *out = a & b & c & d;
+        }
         dst[n..].fill(0);
         Ok(())
     }
@@ -227,7 +256,7 @@ impl SimHost {
             .pool(d.pool)
             .map(|p| p.cpus.clone())
             .unwrap_or_else(|| self.full_map());
-        let pool_online = and(&pool, &self.online);
+        let online = self.online.clone();
         let new_hard = if want_hard {
             Some(self.read_bitmap(mem, a.cpumap_hard)?)
         } else {
@@ -243,34 +272,67 @@ impl SimHost {
             override_on = false;
         }
         if let Some(h) = &new_hard {
-            if is_empty(&and(h, &pool_online)) {
+            let meets_pool = h
+                .iter()
+                .zip(pool.iter())
+                .zip(online.iter())
+                .any(|((h, p), o)| h & p & o != 0);
+            if !meets_pool {
                 return Err(libc::EINVAL);
             }
             if override_on {
                 return Err(libc::EBUSY);
             }
         }
+        // A map equal to the one the vCPU has, or to the previous vCPU's (pinning every vCPU
+        // sets one map on each), is shared rather than stored again.
+        let prev = a
+            .vcpu
+            .checked_sub(1)
+            .and_then(|p| d.vcpus.get(p as usize))
+            .and_then(Option::as_ref)
+            .map(|p| (p.hard.clone(), p.soft.clone()));
+        let share = |new: Vec<u8>, own: &Map, prev: Option<&Map>| -> Map {
+            if own[..] == new[..] {
+                own.clone()
+            } else {
+                match prev.filter(|p| p[..] == new[..]) {
+                    Some(p) => p.clone(),
+                    None => new.into(),
+                }
+            }
+        };
         let d = self.domains.get_mut(&domid).expect("checked above");
         let v = d.vcpus[a.vcpu as usize].as_mut().expect("checked above");
         v.pin_override = override_on;
         if let Some(h) = new_hard {
-            v.hard = h.into();
+            v.hard = share(h, &v.hard, prev.as_ref().map(|p| &p.0));
         }
         if let Some(s) = new_soft {
-            v.soft = s.into();
+            v.soft = share(s, &v.soft, prev.as_ref().map(|p| &p.1));
         }
-        let eff_hard = and(&v.hard, &pool_online);
-        let eff_soft = and(&and(&v.soft, &pool_online), &v.hard);
-        if !has(&eff_hard, v.cpu) {
-            let pref = and(&eff_soft, &eff_hard);
-            v.cpu = first(&pref).or_else(|| first(&eff_hard)).unwrap_or(v.cpu);
+        // Effective maps, made where they go (nothing is built): hard ∩ pool online, and
+        // soft ∩ pool online ∩ hard (within the effective hard, so also where a preferred CPU
+        // is).
+        let (hard, soft) = (&v.hard[..], &v.soft[..]);
+        if !(has(hard, v.cpu) && has(&pool, v.cpu) && has(&online, v.cpu)) {
+            // the lowest CPU of the intersection of four maps
+            let lowest = |[a, b, c, d]: [&[u8]; 4]| {
+                let all = a.iter().zip(b).zip(c).zip(d).enumerate();
+                all.map(|(i, (((a, b), c), d))| (i, a & b & c & d))
+                    .find(|&(_, m)| m != 0)
+                    .map(|(i, m)| i as u32 * 8 + m.trailing_zeros())
+            };
+            v.cpu = lowest([soft, hard, &pool, &online])
+                .or_else(|| lowest([hard, hard, &pool, &online]))
+                .unwrap_or(v.cpu);
         }
         // written back: effective maps of the flagged kinds (xen-interfaces.md §3.6 item 4)
         if want_hard {
-            Self::write_bitmap(mem, a.cpumap_hard, &eff_hard)?;
+            Self::write_bitmap_and(mem, a.cpumap_hard, [hard, hard, &pool, &online])?;
         }
         if want_soft {
-            Self::write_bitmap(mem, a.cpumap_soft, &eff_soft)?;
+            Self::write_bitmap_and(mem, a.cpumap_soft, [soft, hard, &pool, &online])?;
         }
         Ok(0)
     }

@@ -615,6 +615,12 @@ pub(super) fn decode(
     host.iface = InterfaceVersion::for_release_patch(a, b, c).ok();
     host.pools = loaded.pools;
     host.domains = loaded.domains;
+    // `tick` looks only at this: the loaded follow-ups must be due there too.
+    host.pending_due = host
+        .domains
+        .values()
+        .filter_map(|d| d.pending.as_ref().map(|p| p.0))
+        .min();
     host.specs = loaded.specs;
     host.gone = loaded.gone;
     host.last_domid = st.last_domid;
