@@ -64,8 +64,18 @@ KNOBS = {  # name: (default, meaning)
     "XEN_TEST_MIRROR": ("", "Debian mirror (default: the host's apt sources)"),
     "XEN_TEST_REBUILD": ("0", "1: debootstrap the rootfs again even if cached"),
     "XEN_TEST_SHELL": ("0", "1: interactive root shell in dom0 instead of the tests (no timeouts)"),
-    "XEN_TEST_NO_DOMU": ("0", "1: do not start the PV guest"),
+    "XEN_TEST_GUESTS": (
+        "pv",
+        "guests dom0 starts: any of pv (domu), pvh (domu-pvh), hvm (domu-hvm), comma-separated; "
+        "none for no guest",
+    ),
+    "XEN_TEST_NO_DOMU": ("0", "1: start no guest (same as XEN_TEST_GUESTS=none)"),
+    "XEN_TEST_GUEST_TIMEOUT": ("240", "s, dom0 waits this long for each guest's init to report"),
     "XEN_TEST_VERBOSE": ("0", "1: echo every serial console line"),
+    "XEN_TEST_CPU": (
+        "qemu64,+svm,+npt,+nrip-save",
+        "qemu -cpu model; the default lets Xen run HVM and PVH guests (SVM with nested paging)",
+    ),
     "XEN_TEST_SMP": ("4", "emulated pCPUs"),
     "XEN_TEST_MEM": ("2G", "qemu RAM"),
     "XEN_TEST_DOM0_MEM": ("768M", "dom0 RAM"),
@@ -124,6 +134,9 @@ PACKAGES = [
     "kmod",
     "procps",
     "strace",
+    # the HVM guest's device model (qemu-system-i386 built for Xen; pulls in seabios, which
+    # hvmloader embeds); hvmloader itself is in xen-utils-4.17 (/usr/lib/xen-4.17/boot)
+    "qemu-system-xen",
 ]
 ROOTFS_RECIPE = {"suite": SUITE, "variant": "minbase", "packages": PACKAGES, "layout": 1}
 IMAGE_SIZE = "3G"
@@ -131,12 +144,15 @@ IMAGE_SIZE = "3G"
 # serial-console milestones: name -> regex (the first match's time is recorded)
 MARKS = {
     "xen_banner": r"Xen version 4\.17",
+    "xen_hvm": r"HVM: (SVM|VMX) enabled",
     "xen_hands_over": r"Freed \d+kB init memory",
     "dom0_userspace": r"XENVCPU-LAB: dom0 userspace reached",
     "xenstored_up": r"XENVCPU-LAB: xenstored up",
     "shares_mounted": r"XENVCPU-LAB: shares mounted",
     "wheel_installed": r"XENVCPU-LAB: wheel installed",
     "domu_up": r"XENVCPU-LAB: domu up",
+    "pvh_up": r"XENVCPU-LAB: domu-pvh up",
+    "hvm_up": r"XENVCPU-LAB: domu-hvm up",
     "pytest_start": r"XENVCPU-LAB: pytest start",
     "pytest_done": r"XENVCPU-LAB: pytest done",
     "lab_done": r"^XENVCPU-LAB-DONE",
@@ -456,11 +472,12 @@ def build_image(lab: Path, out: Path) -> dict[str, Path]:
     labdir.mkdir()
     shutil.copy2(GUEST / "dom0-init.sh", labdir)
     (labdir / "dom0-init.sh").chmod(0o755)
-    shutil.copy2(GUEST / "domu.cfg", labdir)
+    for cfg in sorted(GUEST.glob("*.cfg")):  # domu.cfg, domu-pvh.cfg, domu-hvm.cfg
+        shutil.copy2(cfg, labdir)
     shutil.copy2(GUEST / "install_wheel.py", labdir)
     shutil.copy2(
         kernels[-1], labdir / "vmlinuz"
-    )  # Debian's kernel doubles as the PV guest's kernel
+    )  # Debian's kernel doubles as the guests' kernel (PV, PVH and HVM)
     busybox = (rootfs / "bin/busybox").read_bytes()
     initrd = cpio_newc(
         [(d, 0o040755, b"", 0) for d in ("bin", "dev", "etc", "proc", "sbin", "sys", "tmp")]
@@ -547,7 +564,7 @@ def qemu_command(files: dict[str, Path], share: Path) -> list[str]:
         "-machine",
         "pc",
         "-cpu",
-        "qemu64",
+        knob("XEN_TEST_CPU"),
         "-smp",
         knob("XEN_TEST_SMP"),
         "-m",
@@ -604,6 +621,22 @@ def build_c_baselines(share: Path) -> None:
         )
 
 
+GUEST_KINDS = ("pv", "pvh", "hvm")  # dom0-init.sh names them domu, domu-pvh, domu-hvm
+
+
+def guests() -> list[str]:
+    """The guests dom0 starts (XEN_TEST_GUESTS, or none with XEN_TEST_NO_DOMU=1), in order."""
+    if knob("XEN_TEST_NO_DOMU") == "1":
+        return []
+    text = knob("XEN_TEST_GUESTS").replace(",", " ").split()
+    if text == ["none"]:
+        return []
+    bad = [g for g in text if g not in GUEST_KINDS]
+    if bad:
+        raise SystemExit(f"xen-test: XEN_TEST_GUESTS: unknown {bad}; use {','.join(GUEST_KINDS)}")
+    return [g for g in GUEST_KINDS if g in text]
+
+
 def write_lab_env(share: Path) -> None:
     # dom0 runs pytest in /mnt/host, the checkout
     args = shlex.split(knob("XEN_TEST_PATHS")) + shlex.split(knob("XEN_TEST_ARGS"))
@@ -611,7 +644,8 @@ def write_lab_env(share: Path) -> None:
         "XENVCPU_PYTEST_ARGS": shlex.join(args),
         "XENVCPU_TEST_TIMEOUT": str(knob_int("XEN_TEST_TEST_TIMEOUT")),
         "XENVCPU_SHELL": knob("XEN_TEST_SHELL"),
-        "XENVCPU_NO_DOMU": knob("XEN_TEST_NO_DOMU"),
+        "XENVCPU_GUESTS": " ".join(guests()),
+        "XENVCPU_GUEST_TIMEOUT": str(knob_int("XEN_TEST_GUEST_TIMEOUT")),
     }
     lines = [f"{k}={shlex.quote(v)}\n" for k, v in env.items()]
     for pair in shlex.split(knob("XEN_TEST_ENV")):
@@ -817,9 +851,11 @@ def main() -> int:
                 f"qemu did not boot Xen (rc {result['qemu_rc']}, {result['killed'] or 'exited'}):\n"
                 f"{tail(out / 'serial.log')}"
             )
-        for name in ("pytest.log", "pytest.rc", "junit.xml", "lab.log", "domu-console.log"):
+        for name in ("pytest.log", "pytest.rc", "junit.xml", "lab.log"):
             if (share / name).exists():
                 shutil.copy2(share / name, out / name)
+        for path in [*share.glob("*-console.log"), *share.glob("qemu-dm-*.log")]:
+            shutil.copy2(path, out / path.name)
         junit = out / "junit.xml"
         if (share / "pytest.rc").exists() and junit.exists():
             pytest_rc = int((share / "pytest.rc").read_text().strip() or 99)
