@@ -70,10 +70,13 @@ KNOBS = {  # name: (default, meaning)
         "none for no guest",
     ),
     "XEN_TEST_NO_DOMU": ("0", "1: start no guest (same as XEN_TEST_GUESTS=none)"),
-    "XEN_TEST_GUEST_TIMEOUT": ("240", "s, dom0 waits this long for each guest's init to report"),
+    "XEN_TEST_GUEST_TIMEOUT": (
+        "240",
+        "s, dom0 waits this long for each guest's init to report (1500 with hvm)",
+    ),
     "XEN_TEST_VERBOSE": ("0", "1: echo every serial console line"),
     "XEN_TEST_CPU": (
-        "qemu64,+svm,+npt,+nrip-save",
+        "qemu64,+svm,+npt",
         "qemu -cpu model; the default lets Xen run HVM and PVH guests (SVM with nested paging)",
     ),
     "XEN_TEST_SMP": ("4", "emulated pCPUs"),
@@ -82,22 +85,41 @@ KNOBS = {  # name: (default, meaning)
     "XEN_TEST_DOM0_VCPUS": ("2", "dom0 vCPUs (4 doubles the boot time on 2 host cores)"),
     "XEN_TEST_TCG_THREAD": (
         "single",
-        "qemu TCG threading: single, or multi (a thread per pCPU: the guest stalls under load)",
+        "qemu TCG threading: single, or multi (a thread per pCPU: the PV guest stalls under "
+        "load; multi with hvm, whose guest never leaves SeaBIOS under single)",
     ),
     "XEN_TEST_DEADLINE": (
         "1500",
-        "s, the whole harness; every stage's timeout is capped by what is left",
+        "s, the whole harness; every stage's timeout is capped by what is left (3300 with hvm)",
     ),
     "XEN_TEST_APT_TIMEOUT": ("300", "s, apt-get update + install"),
     "XEN_TEST_DEBOOTSTRAP_TIMEOUT": ("600", "s, debootstrap"),
     "XEN_TEST_BUILD_TIMEOUT": ("900", "s, maturin build --release (runs alongside debootstrap)"),
-    "XEN_TEST_BOOT_TIMEOUT": ("600", "s, qemu start until pytest starts in dom0"),
+    "XEN_TEST_BOOT_TIMEOUT": (
+        "600",
+        "s, qemu start until pytest starts in dom0 (1800 with hvm)",
+    ),
     "XEN_TEST_TEST_TIMEOUT": ("600", "s, the pytest run inside dom0"),
 }
 
 
+# Defaults that change when the run starts the HVM guest (XEN_TEST_GUESTS has hvm), unless the
+# variable is set: under single-threaded TCG the HVM guest never gets out of SeaBIOS's real mode,
+# and it takes 12-15 min to boot under multi-threaded TCG (docs/lab.md).
+HVM_DEFAULTS = {
+    "XEN_TEST_TCG_THREAD": "multi",
+    "XEN_TEST_GUEST_TIMEOUT": "1500",
+    "XEN_TEST_BOOT_TIMEOUT": "1800",
+    "XEN_TEST_DEADLINE": "3300",
+}
+
+
 def knob(name: str) -> str:
-    return os.environ.get(name, "") or KNOBS[name][0]
+    if os.environ.get(name, ""):
+        return os.environ[name]
+    if name in HVM_DEFAULTS and "hvm" in guests():
+        return HVM_DEFAULTS[name]
+    return KNOBS[name][0]
 
 
 def knob_int(name: str) -> int:
@@ -626,15 +648,16 @@ GUEST_KINDS = ("pv", "pvh", "hvm")  # dom0-init.sh names them domu, domu-pvh, do
 
 def guests() -> list[str]:
     """The guests dom0 starts (XEN_TEST_GUESTS, or none with XEN_TEST_NO_DOMU=1), in order."""
-    if knob("XEN_TEST_NO_DOMU") == "1":
+    if os.environ.get("XEN_TEST_NO_DOMU") == "1":
         return []
-    text = knob("XEN_TEST_GUESTS").replace(",", " ").split()
-    if text == ["none"]:
+    text = os.environ.get("XEN_TEST_GUESTS") or KNOBS["XEN_TEST_GUESTS"][0]
+    kinds = text.replace(",", " ").split()
+    if kinds == ["none"]:
         return []
-    bad = [g for g in text if g not in GUEST_KINDS]
+    bad = [g for g in kinds if g not in GUEST_KINDS]
     if bad:
         raise SystemExit(f"xen-test: XEN_TEST_GUESTS: unknown {bad}; use {','.join(GUEST_KINDS)}")
-    return [g for g in GUEST_KINDS if g in text]
+    return [g for g in GUEST_KINDS if g in kinds]
 
 
 def write_lab_env(share: Path) -> None:
@@ -814,6 +837,11 @@ def main() -> int:
         "out": str(out),
         "timings_s": TIMINGS,
         "started_utc": time.strftime("%FT%TZ", time.gmtime()),
+        "settings": {
+            "guests": guests(),
+            "cpu": knob("XEN_TEST_CPU"),
+            "tcg_thread": knob("XEN_TEST_TCG_THREAD"),
+        },
     }
     status, reason, rc = "failed", "", EXIT_FAIL
     wheel_proc = None
