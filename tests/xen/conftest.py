@@ -129,13 +129,14 @@ def hvm_guest() -> str:
 HVM_PAUSED = "domu-hvm-paused"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hvm_paused() -> Iterator[str]:
-    """Name of a paused HVM guest made for the test session: lab/domu-hvm.cfg created with
+    """Name of a paused HVM guest made for the test module: lab/domu-hvm.cfg created with
     `xl create -p` as "domu-hvm-paused" (its device model runs and answers QMP, its vCPUs never
-    run), destroyed afterwards. Cheap (~3 s), so default runs have it: the toolstack side of HVM
-    vCPU changes (QMP device_add, xenstore) does not need the guest to run. Skipped when Xen
-    offers no HVM (an XEN_TEST_CPU without svm)."""
+    run), destroyed after the module's last test, so other modules never see it. Cheap (~3 s),
+    so default runs have it: the toolstack side of HVM vCPU changes (QMP device_add, xenstore)
+    does not need the guest to run. Skipped when Xen offers no HVM (an XEN_TEST_CPU without
+    svm)."""
     caps = str(xl_module.info()["virt_caps"]).split()
     if "hvm" not in caps:
         pytest.skip(f"Xen offers no HVM guests here (virt_caps: {' '.join(caps)}): XEN_TEST_CPU")

@@ -16,8 +16,10 @@ What this pins down for the API code that comes later:
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
+import pytest
 import xl
 from conftest import started_guests
 from qmp import QMP_PATH, Qmp
@@ -126,3 +128,33 @@ def test_hvm_vcpu_set_adds_through_qmp_only(hvm_paused: str) -> None:
         "/machine/peripheral/cpu-2",
         "/machine/peripheral/cpu-3",
     ]
+
+
+# --- HVM: the running guest (XEN_TEST_GUESTS=...,hvm) ------------------------------------------
+def test_hvm_guest_runs_as_hvm(hvm_guest: str) -> None:
+    domid = xl.domid(hvm_guest)
+    assert xl.xenstore_read(f"/libxl/{domid}/type") == "hvm"
+    assert os.path.exists(QMP_PATH.format(domid=domid))
+    online = xl.guest_online(hvm_guest)
+    assert {0, 1} <= online
+    assert {v.vcpu for v in xl.vcpus(hvm_guest) if v.online} == online
+    assert [c["cpu-index"] for c in cpus_fast(domid)] == sorted(online)
+
+
+def test_hvm_guest_gets_a_vcpu_and_keeps_it(hvm_guest: str) -> None:
+    """Up: the guest sees an ACPI CPU hot-add and its init onlines the CPU. Down: `xl vcpu-set`
+    succeeds but the vCPU stays online in Xen, in qemu and in the guest. So the vCPUs this test
+    adds stay for the rest of the run."""
+    domid = xl.domid(hvm_guest)
+    n = len(cpus_fast(domid))
+    if n == 4:
+        pytest.skip("the HVM guest already has all 4 vCPUs (they cannot be removed)")
+    xl.vcpu_set(hvm_guest, n + 1, timeout=300)
+    xl.wait_guest_online(hvm_guest, range(n + 1), timeout=300)
+    assert [c["cpu-index"] for c in cpus_fast(domid)] == list(range(n + 1))
+    xl.xl("vcpu-set", hvm_guest, n)
+    assert availability(domid)[n] == "offline"
+    time.sleep(20)
+    assert xl.online_count(hvm_guest) == n + 1
+    assert xl.guest_online(hvm_guest) == set(range(n + 1))
+    assert len(cpus_fast(domid)) == n + 1
