@@ -10,9 +10,10 @@ Stages, each with a hard timeout:
                              cached in $XEN_LAB_DIR and rebuilt when its recipe changes
   4. boot image              ext4 image of the rootfs + lab/ scripts, hypervisor, kernel,
                              initrd, the domU's busybox initramfs (cached, cheap to rebuild)
-  5. boot + tests            qemu-system-x86_64 -cpu qemu64 -smp 4: Xen, a PV dom0 with
-                             2 vCPUs, the PV guest "domu" (vcpus=2, maxvcpus=4); dom0 installs
-                             the wheel and runs `pytest -m xen tests/xen` as root
+  5. boot + tests            qemu-system-x86_64 -cpu qemu64,+svm,+npt -smp 4: Xen, a PV dom0
+                             with 2 vCPUs, the PV guest "domu" (vcpus=2, maxvcpus=4; with
+                             XEN_TEST_GUESTS also the PVH "domu-pvh" and the HVM "domu-hvm");
+                             dom0 installs the wheel and runs `pytest -m xen tests/xen` as root
   6. results                 junit.xml, pytest.log, serial logs, summary.json in the run dir
 
 Exit codes: 0 all tests passed; 1 a test failed, the run did not finish, or the project
@@ -77,7 +78,7 @@ KNOBS = {  # name: (default, meaning)
     "XEN_TEST_VERBOSE": ("0", "1: echo every serial console line"),
     "XEN_TEST_CPU": (
         "qemu64,+svm,+npt",
-        "qemu -cpu model; the default lets Xen run HVM and PVH guests (SVM with nested paging)",
+        "qemu -cpu model; SVM lets Xen run PVH and HVM guests, +npt adds HAP (docs/lab.md)",
     ),
     "XEN_TEST_SMP": ("4", "emulated pCPUs"),
     "XEN_TEST_MEM": ("2G", "qemu RAM"),

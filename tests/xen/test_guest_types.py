@@ -3,8 +3,8 @@
 start them, so a default run (PV guest only) reports these as skipped.
 
 What this pins down for the API code that comes later:
-  * Xen offers HVM (and so PVH) only when the emulated CPU has SVM with nested paging
-    (XEN_TEST_CPU); `xl info` virt_caps says so.
+  * Xen offers HVM (and so PVH) when the emulated CPU has SVM (XEN_TEST_CPU; qemu64 has it,
+    +npt adds "hap"); `xl info` virt_caps says so. Both lab guests use shadow paging.
   * libxl records the guest type in xenstore at /libxl/<domid>/type ("pv", "pvh", "hvm").
   * A PVH guest follows `xl vcpu-set` both ways, like a PV guest (cpu/N/availability).
   * An HVM guest's vCPUs are CPUs of its qemu-xen device model: `xl vcpu-set` up is a QMP
@@ -33,8 +33,8 @@ def test_virt_caps_offer_what_the_run_needs() -> None:
     caps = virt_caps()
     assert "pv" in caps
     if {"pvh", "hvm"} & set(started_guests()):
-        # Xen 4.17 needs SVM (or VMX) with nested paging for PVH and HVM guests
-        assert {"hvm", "hap"} <= caps, f"virt_caps {sorted(caps)}: -cpu lacks svm/npt?"
+        # PVH and HVM guests need SVM (or VMX); the lab's use shadow paging (hap=0)
+        assert {"hvm", "shadow"} <= caps, f"virt_caps {sorted(caps)}: -cpu lacks svm?"
 
 
 def test_pvh_guest_runs_as_pvh(pvh_guest: str) -> None:
