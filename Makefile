@@ -5,20 +5,25 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export HYPOTHESIS_PROFILE ?= dev
 
-.PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test xen-bench clean
+.PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test xen-bench clean \
+	fuzz fuzz-ci fuzz-build
 
 all: test
 
-# System packages the tests need: Xen's headers (the C ABI check) and Debian's libvirt
-# bindings (the libvirt-python baseline of the benchmarks). Root installs them; anyone
-# else is told what is missing.
+# System packages the tests need: Xen's headers (the C ABI check), Debian's libvirt
+# bindings (the libvirt-python baseline of the benchmarks) and QEMU (the QMP and vCPU
+# hotplug tests of tests/qmp; their Linux guest is fetched by the tests themselves with
+# apt-get download, never installed). Root installs them; anyone else is told what is
+# missing.
+DEB_DEPS := libxen-dev python3-libvirt qemu-system-x86
 deps:
-	@if ! [ -f /usr/include/xen/domctl.h ] || ! /usr/bin/python3 -c "import libvirt" 2>/dev/null; then \
+	@if ! [ -f /usr/include/xen/domctl.h ] || ! /usr/bin/python3 -c "import libvirt" 2>/dev/null \
+	    || ! command -v qemu-system-x86_64 >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        libxen-dev python3-libvirt >/dev/null) \
-	    || { echo "deps: could not install libxen-dev python3-libvirt"; exit 1; }; \
-	  else echo "deps: run 'sudo apt-get install libxen-dev python3-libvirt'"; exit 1; fi; \
+	        $(DEB_DEPS) >/dev/null) \
+	    || { echo "deps: could not install $(DEB_DEPS)"; exit 1; }; \
+	  else echo "deps: run 'sudo apt-get install $(DEB_DEPS)'"; exit 1; fi; \
 	fi
 
 $(VENV)/.stamp: pyproject.toml
@@ -43,9 +48,12 @@ test-python:
 test-rust:
 	cargo test -p xenvcpu-core
 
-lint: venv
+# Needs the built module: stubtest compares _native.pyi with what the module really has.
+lint: build
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
+	$(VENV)/bin/python -m mypy.stubtest xenvcpu._native
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 	$(VENV)/bin/mypy --strict
@@ -73,6 +81,46 @@ xen-bench:
 	XEN_TEST_ARGS="--benchmark-enable --benchmark-json=/mnt/out/bench-lab.json --benchmark-min-rounds=5 --benchmark-max-time=2" \
 	    $(PY) tests/xen/harness.py
 	$(PY) benches/report.py --lab $(LAB_BENCH_OUT)/share/bench-lab.json
+
+# Coverage-guided fuzzing of the Rust core's parsers with libFuzzer, on stable Rust: the
+# flags cargo-fuzz would pass (without a sanitizer), so no nightly and no cargo-fuzz install.
+# `make fuzz` runs every target FUZZ_TIME seconds (corpus in fuzz/corpus, crashes in
+# fuzz/artifacts); `make fuzz-ci` replays the seeds and regressions, then fuzzes each target
+# FUZZ_CI_TIME seconds from a fresh corpus. A crash fails the target.
+FUZZ_TARGETS := cpulist from_bytes sim_params sim_toml sim_hypercall
+FUZZ_TIME ?= 60
+FUZZ_CI_TIME ?= 15
+FUZZ_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
+FUZZ_BIN := fuzz/target/$(FUZZ_TRIPLE)/release
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
+	-Cllvm-args=-sanitizer-coverage-stack-depth --cfg fuzzing -Cdebug-assertions -Ccodegen-units=1
+
+fuzz-build:
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" cargo build --release --quiet --target $(FUZZ_TRIPLE)
+
+fuzz: fuzz-build
+	@set -o pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t fuzz/artifacts/$$t fuzz/seeds/$$t fuzz/regressions/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_TIME) s"; \
+	  $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_TIME) -rss_limit_mb=2048 -timeout=10 \
+	      -artifact_prefix=fuzz/artifacts/$$t/ fuzz/corpus/$$t fuzz/seeds/$$t fuzz/regressions/$$t \
+	      2>&1 | tail -n 3 || exit 1; \
+	done
+
+fuzz-ci: fuzz-build
+	@set -o pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/seeds/$$t fuzz/regressions/$$t; \
+	  $(FUZZ_BIN)/$$t -runs=0 fuzz/seeds/$$t fuzz/regressions/$$t >/dev/null 2>&1 \
+	      || { echo "fuzz: $$t fails on a kept input"; exit 1; }; \
+	  work=$$(mktemp -d); \
+	  $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_CI_TIME) -rss_limit_mb=2048 -timeout=10 \
+	      -artifact_prefix=$$work/ $$work fuzz/seeds/$$t >$$work/log 2>&1 \
+	      || { tail -n 30 $$work/log; echo "fuzz: $$t crashed: $$(ls $$work/crash-* 2>/dev/null)"; exit 1; }; \
+	  echo "fuzz: $$t: $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' $$work/log)"; \
+	  rm -rf $$work; \
+	done
 
 clean:
 	rm -rf $(VENV) target dist

@@ -24,17 +24,23 @@ from typing import Any
 import pytest
 
 import xenvcpu
-from xenvcpu import CpuMap, Host
+from xenvcpu import CpuMap, Host, SimControl
 
 SCALE_URI = "sim:///?cpus=4096&nodes=4&domains=1000&vcpus=8"
 LIBVIRT_PYTHON = "/usr/bin/python3"
 LIBVIRT_CALLS = 100
 
 
+def sim(h: Host) -> SimControl:
+    """The simulated host's controls (every host here is simulated)."""
+    assert h.sim is not None, f"{h.uri} is not a simulated host"
+    return h.sim
+
+
 @pytest.fixture(scope="module")
 def host() -> Host:
     h = xenvcpu.connect(SCALE_URI)
-    h._hv.sim_freeze_clock(True)
+    sim(h).freeze_clock(True)
     return h
 
 

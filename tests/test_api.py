@@ -17,7 +17,7 @@ import pytest
 from daemon.conftest import xenstored_path  # noqa: F401  (the real oxenstored fixture)
 
 import xenvcpu
-from xenvcpu import CpuMap, Domain, Host, Pinning, VcpuInfo, VcpuState
+from xenvcpu import CpuMap, Domain, Host, Pinning, SimControl, VcpuInfo, VcpuState
 from xenvcpu.errors import (
     AffinityBusy,
     AffinityNarrowed,
@@ -43,12 +43,18 @@ BACKENDS = {
 }
 
 
+def sim(h: Host) -> SimControl:
+    """The simulated host's controls (every host here is simulated)."""
+    assert h.sim is not None, f"{h.uri} is not a simulated host"
+    return h.sim
+
+
 @pytest.fixture(params=list(BACKENDS))
 def host(request: pytest.FixtureRequest) -> Iterator[Host]:
     h = xenvcpu.connect(BACKENDS[request.param])
     if request.param.endswith("single"):
-        h._hv.sim_refuse_multicall(errno.ENOSYS)
-    h._hv.sim_freeze_clock(True)
+        sim(h).refuse_multicall(errno.ENOSYS)
+    sim(h).freeze_clock(True)
     yield h
 
 
@@ -133,9 +139,9 @@ def test_snapshot_matches_per_domain_reads(host: Host) -> None:
 
 
 def test_states_include_runnable(host: Host) -> None:
-    host._hv.sim_set_vcpu_state(1, 0, "runnable")
-    host._hv.sim_set_vcpu_state(1, 1, "running")
-    host._hv.sim_set_vcpu_state(1, 2, "blocked")
+    sim(host).set_vcpu_state(1, 0, "runnable")
+    sim(host).set_vcpu_state(1, 1, "running")
+    sim(host).set_vcpu_state(1, 2, "blocked")
     states = [v.state for v in host.domain("web").vcpus()]
     assert states[:3] == [VcpuState.RUNNABLE, VcpuState.RUNNING, VcpuState.BLOCKED]
     assert VcpuState.RUNNABLE.letter == "-" and VcpuState.OFFLINE.letter == "p"
@@ -181,7 +187,7 @@ def test_pin_all(host: Host) -> None:
 
 
 def test_pin_all_reports_each_failing_vcpu(host: Host) -> None:
-    host._hv.sim_set_pin_override(1, 2, True)
+    sim(host).set_pin_override(1, 2, True)
     with pytest.raises(AffinityBusy, match=r"vCPU 2 .*3 other vCPU\(s\) were pinned") as info:
         host.domain("web").pin_all(hard="4-5")
     assert info.value.vcpu == 2 and info.value.domain == 1
@@ -190,13 +196,14 @@ def test_pin_all_reports_each_failing_vcpu(host: Host) -> None:
 
 def test_busy_then_force(host: Host) -> None:
     web = host.domain("web")
-    host._hv.sim_set_pin_override(1, 1, True)
+    sim(host).set_pin_override(1, 1, True)
     before = state_of(host)
     with pytest.raises(AffinityBusy, match="force") as info:
         web.pin_vcpu(1, hard="5")
     assert (info.value.errno, info.value.domain, info.value.vcpu) == (errno.EBUSY, 1, 1)
     assert state_of(host) == before
-    if host.xen_version == "4.6":  # XEN_VCPUAFFINITY_FORCE arrived in Xen 4.7 (ref §3.6)
+    # XEN_VCPUAFFINITY_FORCE arrived in Xen 4.7 (xen-interfaces.md §3.6)
+    if host.xen_version == "4.6":
         with pytest.raises(NotSupported, match=r"4\.7"):
             web.pin_vcpu(1, hard="5", force=True)
         return
@@ -246,14 +253,14 @@ def test_unknown_domain(host: Host, ref: int | str) -> None:
 
 def test_domain_vanishing_between_calls(host: Host) -> None:
     web = host.domain("web")
-    host._hv.sim_remove_domain_at(1, 1)
+    sim(host).remove_domain_at(1, 1)
     with pytest.raises(DomainNotFound):
         web.vcpus()
     assert [d.name for d in host.domains()] == ["Domain-0", "db", "batch"]
 
 
 def test_domain_vanishing_mid_snapshot_is_reported_per_domain(host: Host) -> None:
-    host._hv.sim_remove_domain_at(4, 2)
+    sim(host).remove_domain_at(4, 2)
     snap = host.snapshot()
     errors = {s.domain.name: s.error for s in snap if s.error is not None}
     assert set(errors) <= {"db"}
@@ -263,7 +270,7 @@ def test_domain_vanishing_mid_snapshot_is_reported_per_domain(host: Host) -> Non
 
 
 def test_dying_domain(host: Host) -> None:
-    host._hv.sim_set_dying(1, True)
+    sim(host).set_dying(1, True)
     before = state_of(host)
     with pytest.raises(DomainDying):
         host.domain("web").pin_vcpu(0, hard="1")
@@ -275,14 +282,14 @@ def test_dying_domain(host: Host) -> None:
 @pytest.mark.parametrize("err", [errno.EFAULT, errno.ENOMEM, errno.EIO])
 def test_unexpected_errno_is_typed(host: Host, err: int) -> None:
     web = host.domain("web")
-    host._hv.sim_fail_nth(1, err)
+    sim(host).fail_nth(1, err)
     with pytest.raises(XenvcpuError) as info:
         web.vcpus()
     assert info.value.errno == err and info.value.domain == 1
 
 
 def test_permission_errno_is_permission_denied(host: Host) -> None:
-    host._hv.sim_fail_nth(1, errno.EPERM)
+    sim(host).fail_nth(1, errno.EPERM)
     with pytest.raises(xenvcpu.errors.PermissionDenied, match="root"):
         host.domain("web").vcpus()
 
@@ -311,9 +318,9 @@ def test_bad_uri() -> None:
 def test_batched_and_single_calls_agree() -> None:
     batched = xenvcpu.connect("sim:///default")
     single = xenvcpu.connect("sim:///default")
-    single._hv.sim_refuse_multicall(errno.ENOSYS)
+    sim(single).refuse_multicall(errno.ENOSYS)
     for h in (batched, single):
-        h._hv.sim_freeze_clock(True)
+        sim(h).freeze_clock(True)
 
     def view(h: Host) -> list[tuple[object, ...]]:
         # Two hosts started moments apart: everything but the running CPU time must agree.
@@ -325,12 +332,12 @@ def test_batched_and_single_calls_agree() -> None:
 
     assert view(batched) == view(single) and len(view(batched)) == 32
     assert batched._hv.multicall and not single._hv.multicall
-    n0 = batched._hv.sim_hypercalls()
+    n0 = sim(batched).hypercalls()
     batched.domain("batch").vcpus()
-    n_batched = batched._hv.sim_hypercalls() - n0
-    n0 = single._hv.sim_hypercalls()
+    n_batched = sim(batched).hypercalls() - n0
+    n0 = sim(single).hypercalls()
     single.domain("batch").vcpus()
-    n_single = single._hv.sim_hypercalls() - n0
+    n_single = sim(single).hypercalls() - n0
     # 16 vCPUs x (getvcpuinfo + getvcpuaffinity) in few traps instead of 32+.
     assert n_single >= 32 and n_batched * 4 <= n_single
 
@@ -338,7 +345,7 @@ def test_batched_and_single_calls_agree() -> None:
 def test_one_failing_entry_does_not_hide_the_others() -> None:
     h = xenvcpu.connect("sim:///default")
     web = h.domain("web")
-    h._hv.sim_set_pin_override(1, 0, True)
+    sim(h).set_pin_override(1, 0, True)
     with pytest.raises(AffinityBusy, match=r"vCPU 0 .*3 other"):
         web.pin_all(hard="6")
     assert [a[0] for a in affinity(web)] == ["2", "6", "6", "6"]
@@ -348,7 +355,7 @@ def test_one_failing_entry_does_not_hide_the_others() -> None:
 
 
 def test_set_vcpus_wait(host: Host) -> None:
-    host._hv.sim_freeze_clock(False)
+    sim(host).freeze_clock(False)
     web = host.domain("web")
     web.set_vcpus(2, wait=True, timeout=5)
     assert [v.online for v in web.vcpus()] == [True, True, False, False]
@@ -358,7 +365,7 @@ def test_set_vcpus_wait(host: Host) -> None:
 
 
 def test_set_vcpus_guest_never_follows(host: Host) -> None:
-    host._hv.sim_set_follow(None)
+    sim(host).set_follow(None)
     web = host.domain("web")
     with pytest.raises(VcpuTimeout) as info:
         web.set_vcpus(1, wait=True, timeout=0.3)
@@ -403,7 +410,7 @@ def test_seed_functions(host: Host) -> None:
         xenvcpu.pin_vcpu(web, 1, b"\x01", 2)
     with pytest.raises(VcpuNotFound):
         xenvcpu.pin_vcpu(web, 9, b"\x01", 1)
-    host._hv.sim_freeze_clock(False)
+    sim(host).freeze_clock(False)
     xenvcpu.set_vcpus(web, 3)
     with pytest.raises(VcpuCountError):
         xenvcpu.set_vcpus(web, 0)

@@ -19,6 +19,7 @@ import pytest
 import xenvcpu
 import xenvcpu.host
 from xenvcpu import CpuMap, cli
+from xenvcpu.cli import doctor
 
 DEFAULT = "sim:///default"
 SCALE = "sim:///?cpus=256&nodes=2&domains=5&vcpus=4"
@@ -33,6 +34,12 @@ ROW = re.compile(
 @pytest.fixture(autouse=True)
 def _no_env_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(cli.URI_ENV, raising=False)
+
+
+def sim(h: xenvcpu.Host) -> xenvcpu.SimControl:
+    """The simulated host's controls (every host here is simulated)."""
+    assert h.sim is not None, f"{h.uri} is not a simulated host"
+    return h.sim
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -322,7 +329,7 @@ def test_pin_all(capsys: pytest.CaptureFixture[str]) -> None:
 def test_pin_all_partial_failure_exits_nonzero(
     capsys: pytest.CaptureFixture[str], patched_connect: Connections
 ) -> None:
-    patched_connect.setups.append(lambda h: h._hv.sim_set_pin_override(1, 2, True))
+    patched_connect.setups.append(lambda h: sim(h).set_pin_override(1, 2, True))
     rc, out, err = run(capsys, "--connect", DEFAULT, "pin", "web", "all", "0-3")
     assert_one_error_line(rc, err, "vCPU 2")
     assert out == ""
@@ -339,7 +346,7 @@ def test_pin_all_partial_failure_exits_nonzero(
 def test_pin_busy_then_force(
     capsys: pytest.CaptureFixture[str], patched_connect: Connections
 ) -> None:
-    patched_connect.setups.append(lambda h: h._hv.sim_set_pin_override(1, 0, True))
+    patched_connect.setups.append(lambda h: sim(h).set_pin_override(1, 0, True))
     rc, _, err = run(capsys, "--connect", DEFAULT, "pin", "web", "0", "5")
     assert_one_error_line(rc, err, "force")
     rc, out, err = run(capsys, "--connect", DEFAULT, "pin", "web", "0", "5", "--force")
@@ -367,7 +374,7 @@ def test_pin_busy_then_force(
         (["set", "web", "5"], ["valid range is 1..4"], 1),
         (["set", "web", "0,7"], ["out of range"], 1),
         (["set", "nosuch", "1"], ["nosuch"], 1),
-        (["set", "db", "2"], ["HVM", "not supported"], 1),
+        (["set", "db", "2"], ["HVM", "run_dir"], 1),
         (["set", "web", "2", "--wait", "--timeout", "-1"], ["--timeout"], 2),
         (["pin", "web"], ["required"], 2),
         (["frobnicate"], ["invalid choice"], 2),
@@ -423,7 +430,7 @@ def test_set_count_no_wait_json(
 def test_set_wait_times_out(
     capsys: pytest.CaptureFixture[str], patched_connect: Connections
 ) -> None:
-    patched_connect.setups.append(lambda h: h._hv.sim_set_follow(None))  # a guest that ignores us
+    patched_connect.setups.append(lambda h: sim(h).set_follow(None))  # a guest that ignores us
     rc, out, err = run(
         capsys, "--connect", DEFAULT, "set", "web", "1", "--wait", "--timeout", "0.2"
     )
@@ -435,7 +442,7 @@ def test_set_wait_times_out(
 
 
 @pytest.mark.skipif(
-    any(os.path.exists(p) for p in cli.PRIVCMD_NODES), reason="this machine runs Xen"
+    any(os.path.exists(p) for p in doctor.PRIVCMD_NODES), reason="this machine runs Xen"
 )
 def test_doctor_without_xen(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run(capsys, "doctor")
@@ -475,7 +482,8 @@ def test_doctor_bad_sim_uri(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _fake_xenstored(srv: socket.socket) -> None:
-    """Answer one GET_DOMAIN_PATH on the first connection, as xenstored does (ref §5.2)."""
+    """Answer one GET_DOMAIN_PATH on the first connection, as xenstored does (xen-interfaces.md
+    §5.2)."""
     conn, _ = srv.accept()
     with conn:
         head = b""
@@ -498,7 +506,7 @@ def test_doctor_finds_xenstore_socket(
         server = threading.Thread(target=_fake_xenstored, args=(srv,), daemon=True)
         server.start()
         monkeypatch.setenv("XENSTORED_PATH", path)
-        monkeypatch.setattr(cli, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
+        monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
         doc = run_json(capsys, "doctor")
         server.join(10)
     ops = {o["operation"]: o for o in doc["operations"]}
@@ -518,8 +526,8 @@ def test_doctor_silent_socket_is_not_xenstore(
         srv.bind(path)
         srv.listen(4)  # accepts connections, never answers
         monkeypatch.setenv("XENSTORED_PATH", path)
-        monkeypatch.setattr(cli, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
-        monkeypatch.setattr(cli, "XENSTORE_PROBE_TIMEOUT", 0.2)
+        monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
+        monkeypatch.setattr(doctor, "XENSTORE_PROBE_TIMEOUT", 0.2)
         rc, out, err = run(capsys, "doctor")
     assert_one_error_line(rc, err, "no backend can serve")
     assert re.search(r"^  online vCPU count\s+-> NONE", out, re.M)
@@ -542,7 +550,7 @@ def test_doctor_stale_socket_and_privcmd_needs_root(
         return real_open(path, flags, *a)
 
     monkeypatch.setenv("XENSTORED_PATH", stale)
-    monkeypatch.setattr(cli, "PRIVCMD_NODES", (str(privcmd),))
+    monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(privcmd),))
     monkeypatch.setattr(os, "open", deny)
     rc, out, err = run(capsys, "doctor")
     assert_one_error_line(rc, err, "no backend can serve")
@@ -555,7 +563,7 @@ def test_doctor_privcmd_opens_but_no_hypervisor(
 ) -> None:
     fake = tmp_path / "privcmd"
     fake.write_bytes(b"")
-    monkeypatch.setattr(cli, "PRIVCMD_NODES", (str(fake),))
+    monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(fake),))
     monkeypatch.setenv("XENSTORED_PATH", str(tmp_path / "none"))
     rc, out, _ = run(capsys, "doctor", "--json")
     doc = json.loads(out)
@@ -580,7 +588,7 @@ def test_uri_from_environment(
 
 
 @pytest.mark.skipif(
-    any(os.path.exists(p) for p in cli.PRIVCMD_NODES), reason="this machine runs Xen"
+    any(os.path.exists(p) for p in doctor.PRIVCMD_NODES), reason="this machine runs Xen"
 )
 def test_no_uri_without_xen_names_sim(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run(capsys, "list")
@@ -703,7 +711,16 @@ def test_json_fields_are_the_documented_ones(capsys: pytest.CaptureFixture[str])
     for command, doc in docs.items():
         assert set(doc) == DOCUMENTED[command], command
     dom = docs["list"]["domains"][0]
-    assert set(dom) == {"name", "id", "uuid", "max_vcpus", "cpupool", "vcpus", "error"}
+    assert set(dom) == {
+        "name",
+        "id",
+        "uuid",
+        "max_vcpus",
+        "cpupool",
+        "guest_type",
+        "vcpus",
+        "error",
+    }
     assert set(dom["vcpus"][0]) == {
         "vcpu", "state", "state_xl", "online", "cpu", "time_s", "cpu_time_ns",
         "hard_affinity", "soft_affinity",

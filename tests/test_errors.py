@@ -53,6 +53,16 @@ def test_pickle_keeps_extra_attributes() -> None:
     e.pending = (2, 3)
     x = errors.XenstoreError("no such node", errno=2)
     x.name = "ENOENT"
-    for orig, attr in ((e, "pending"), (x, "name")):
+    q = errors.QmpError("QEMU refused device_del", domain=4, vcpu=3)
+    q.qmp_class, q.desc = "GenericError", "acpi: device unplug request for not supported ..."
+    for orig, attr in ((e, "pending"), (x, "name"), (q, "qmp_class"), (q, "desc")):
         clone = pickle.loads(pickle.dumps(orig))
         assert getattr(clone, attr) == getattr(orig, attr) and str(clone) == str(orig)
+    clone = pickle.loads(pickle.dumps(q))
+    assert (type(clone), clone.domain, clone.vcpu) == (errors.QmpError, 4, 3)
+
+
+def test_qmp_error_is_a_daemon_error_with_empty_defaults() -> None:
+    assert issubclass(errors.QmpError, errors.DaemonError)
+    e = errors.QmpError("QEMU went away", errno=104)
+    assert (e.qmp_class, e.desc, e.errno) == ("", "", 104)

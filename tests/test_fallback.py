@@ -8,7 +8,7 @@
   tests/daemon) work and return the pure-Python types; ``xenvcpu doctor`` reports it; the
   CpuMap suite (tests/test_cpumap.py) passes on the pure-Python CpuMap.
 * In process: the pure-Python CpuMap/VcpuInfo/DomainInfo against the native ones on the
-  same inputs (hypothesis): same results, same error types and messages.
+  same inputs (hypothesis): same results, same error classes and fields.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -62,7 +61,7 @@ import json, sys, warnings
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import xenvcpu
-    import xenvcpu.cli, xenvcpu.daemon.xend_backend, xenvcpu.daemon.xenstore_backend
+    import xenvcpu.cli, xenvcpu.backends.native, xenvcpu.backends.xend, xenvcpu.backends.xenstore
     from xenvcpu import _impl
 WARNINGS = [(w.category.__name__, str(w.message)) for w in caught]
 def out(**kw):
@@ -199,7 +198,7 @@ def test_xend_uri_works_without_native(tmp_path: Path) -> None:
 def make_domain(
     xs: XenstoreClient, domid: int, max_vcpus: int, online: int, hvm: bool = False
 ) -> None:
-    """What libxl writes at build time (ref §5.4)."""
+    """What libxl writes at build time (xen-interfaces.md §5.4)."""
     xs.write(f"/local/domain/{domid}/name", f"fallback{domid}")
     xs.write(f"/local/domain/{domid}/vm", f"/vm/5158e7c0-0000-4000-8000-{domid:012d}")
     for n in range(max_vcpus):
@@ -281,7 +280,8 @@ def check_xenstore_result(r: dict[str, Any], xs: XenstoreClient, pv: int, hvm: i
     assert "nothing was changed" in e["wait"][1]
     for key in ("vcpus", "pin", "snapshot"):
         assert e[key][0] == "NotSupported" and "privcmd" in e[key][1], key
-    assert e["hvm"][0] == "NotSupported" and "QMP" in e["hvm"][1]
+    # an HVM guest takes the QMP path, and this host has no QEMU for it
+    assert e["hvm"][0] == "QmpError" and "no QMP socket" in e["hvm"][1]
     assert e["count"][0] == "VcpuCountError" and "1..4" in e["count"][1]
     assert r["after_errors"] == 3  # the failed calls changed nothing
     assert availability(xs, pv, 4) == ["online", "offline", "offline", "online"]
@@ -350,16 +350,6 @@ def test_privcmd_errors_point_to_the_xenstore_path() -> None:
     assert info.value.errno is not None
 
 
-def test_xenstore_uri_paths() -> None:
-    from xenvcpu.daemon.xenstore_backend import path_of
-
-    assert path_of("xenstore:///") is None and path_of("xenstore://") is None
-    assert path_of("xenstore:///run/xenstored/socket") == "/run/xenstored/socket"
-    assert path_of("xenstore://localhost/dev/xen/xenbus") == "/dev/xen/xenbus"
-    with pytest.raises(ValueError, match="not a xenstore URI"):
-        path_of("xen:///system")
-
-
 def test_xenstore_uri_without_daemon(tmp_path: Path) -> None:
     from xenvcpu.errors import XenstoreError
 
@@ -410,15 +400,26 @@ P = _pycpumap.CpuMap
 pytestmark_native = pytest.mark.skipif(native is None, reason="compares with xenvcpu._native")
 
 
-def same(fn: Callable[[Any], Any], messages: bool = True) -> None:
+ERROR_FIELDS = (
+    "kind text token column reason width cpu maplen needed other_width errno domain vcpu"
+).split()
+
+
+def error_view(e: Exception) -> tuple[object, ...]:
+    """An error as the parity tests compare it: its class and its fields, not its text
+    (each implementation words and quotes its messages its own way)."""
+    return (type(e).__name__, *(getattr(e, f, None) for f in ERROR_FIELDS))
+
+
+def same(fn: Callable[[Any], Any]) -> None:
     """``fn(CpuMap)`` gives the same value, or the same error, for both implementations."""
-    results = []
+    results: list[tuple[object, ...]] = []
     for cls in (N, P):
         try:
             value = fn(cls)
             results.append(("ok", view(value) if isinstance(value, (N, P)) else value))
         except Exception as e:
-            results.append((type(e).__name__, str(e) if messages else ""))
+            results.append(error_view(e))
     assert results[0] == results[1]
 
 
@@ -431,7 +432,19 @@ TERM = st.one_of(
     st.integers(0, 70).map(str),
     st.tuples(st.integers(0, 70), st.integers(0, 70)).map(lambda t: f"{t[0]}-{t[1]}"),
     st.sampled_from(["all", "r", "node:0", "nodes:0-1", "node:7", "", " ", "-", "3-", "a"]),
+    st.sampled_from(["socket:0", "sockets:0-1", "socket:9", "siblings:3", "siblings:99"]),
+    st.sampled_from(["pool:p0", "pool:big", "pool:nope", "pool:", "siblings:", "socket:x"]),
 ).flatmap(lambda t: st.sampled_from([t, "^" + t, " " + t + " "]))
+
+
+class TopologyFacts:
+    """Every fact topology terms read, for a map of ``width`` CPUs."""
+
+    def __init__(self, width: int) -> None:
+        self.cpu_to_node = [cpu * 2 // width for cpu in range(width)]
+        self.cpu_to_socket = [cpu * 2 // width for cpu in range(width)]
+        self.cpu_to_core = [(cpu // 2) if cpu % 7 else None for cpu in range(width)]
+        self.pools = {"p0": [c for c in range(width) if c % 3 == 0], "big": range(width + 4)}
 
 
 @pytestmark_native
@@ -451,18 +464,14 @@ def test_parse_agrees(text: str, width: int) -> None:
     nodes = [cpu * 2 // width for cpu in range(width)]
     same(lambda c: view(c.parse(text, width, topology=nodes)))
     same(lambda c: view(c.parse(text, width)))
+    same(lambda c: view(c.parse(text, width, topology=TopologyFacts(width))))
 
 
 @pytestmark_native
 @given(st.text(max_size=20), st.sampled_from([8, 64]))
 def test_parse_of_any_text_agrees(text: str, width: int) -> None:
-    """Same result or same error type always; the same message too, unless the text has
-    characters whose quoting depends on the Unicode version (combining marks, characters
-    this Python does not know): Rust escapes those by its own, newer tables."""
-    exact = not any(
-        unicodedata.category(c)[0] == "M" or unicodedata.category(c) == "Cn" for c in text
-    )
-    same(lambda c: view(c.parse(text, width, topology={0: 0, 1: 1})), messages=exact)
+    """Any text: the same map, or the same error with the same token, column and reason."""
+    same(lambda c: view(c.parse(text, width, topology={0: 0, 1: 1})))
 
 
 @given(st.binary(max_size=20), st.one_of(st.none(), st.integers(-1, 200)))
@@ -498,6 +507,8 @@ def test_algebra_and_bools_agree(bools: list[bool], w1: int, w2: int) -> None:
         lambda c: c.from_bytes(memoryview(b"\x03"), 2).to_list(),
         lambda c: c.from_bools([]),
         lambda c: c.full(8).to_bytes(-1),
+        lambda c: c.full(8).to_bytes(1 << 40),
+        lambda c: c.from_bools(iter([True] * ((1 << 22) + 1))),
         lambda c: c.full(8).issubset(c.full(9)),
         lambda c: c.parse("0-3", 8) == c.parse("0-3", 8),
         lambda c: c.parse("0-3", 8) == "0-3",
@@ -583,9 +594,6 @@ def test_domaininfo_agrees(kwargs: dict[str, Any], uuid: str) -> None:
 @pytestmark_native
 @pytest.mark.parametrize("uuid", ["nope", "5158e7c0", "g" * 32, "é" * 16])
 def test_domaininfo_bad_uuid_agrees(uuid: str) -> None:
-    errors = []
     for mod in (native, _pytypes):
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(ValueError, match="expected 32 hex digits"):
             mod.DomainInfo(1, uuid, 1, 1)
-        errors.append(str(info.value))
-    assert errors[0] == errors[1]

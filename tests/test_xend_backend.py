@@ -10,6 +10,7 @@ vCPUs are online) the tests check the typed NotSupported error and that nothing 
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,8 +142,10 @@ def test_domains_match_the_simulated_host(host: Host) -> None:
     sim = xenvcpu.connect("sim:///default") if HAVE_NATIVE else None
 
     def view(h: Host) -> list[tuple[object, ...]]:
+        # xend (Xen <= 4.4) knows PV and HVM guests; the simulator's PVH batch is PV there
         return [
-            (d.id, d.name, d.max_vcpus, d.online_vcpus, d.uuid, d.info().hvm) for d in h.domains()
+            (d.id, d.name, d.max_vcpus, d.online_vcpus, d.uuid, d.guest_type == "hvm")
+            for d in h.domains()
         ]
 
     assert [v[:4] for v in view(host)] == [
@@ -351,6 +354,41 @@ def test_version_and_width_from_node_info(xend: XendDouble, tmp_path: Path) -> N
     assert h.max_cpus == 8 and str(h.cpus) == "0-5"
     assert (h.info.total_memory_mib, h.info.free_memory_mib, h.info.cpu_mhz) == (4095, 1024, 2000)
     assert h.topology.cpus == () and h.cpupools[0].scheduler == "credit2"
+
+
+def test_hostile_node_info_fields(xend: XendDouble, tmp_path: Path) -> None:
+    """Informational fields out of any sensible range read as unknown, at once: no
+    int(Decimal('1e999999999')), no CPU map as wide as max_cpu_id says."""
+    xend.canned["/xend/node/"] = (
+        200,
+        "application/sxp",
+        b"(node (nr_cpus 6) (max_cpu_id 1e30) (total_memory 1e999999999)"
+        b" (free_memory -5) (xen_major 99999999999) (xen_minor 1) (cpu_mhz 2000))",
+    )
+    start = time.monotonic()
+    h = xenvcpu.connect(f"xend+unix://{tmp_path}/xend-socket")
+    assert h.max_cpus == 6 and h._backend.version == (4, 4, 0, 0)
+    assert (h.info.total_memory_mib, h.info.free_memory_mib) == (0, 0)
+    assert time.monotonic() - start < 1
+
+
+def test_hostile_domain_records(xend: XendDouble, tmp_path: Path) -> None:
+    h = xenvcpu.connect(f"xend+unix://{tmp_path}/xend-socket")
+    xend.canned["/xend/domain/?detail=1"] = (
+        200,
+        "application/sxp",
+        b"((domain (domid 1) (name a) (vcpus 2) (online_vcpus 9) (memory 1e30)"
+        b" (cpu_time 1e300) (state r-----)))",
+    )
+    [a] = h._backend.domains()  # values beyond what the native types hold read as unknown
+    assert (a.max_vcpus, a.online_vcpus, a.tot_pages, a.cpu_time_ns) == (2, 2, 0, 0)
+    xend.canned["/xend/domain/?detail=1"] = (
+        200,
+        "application/sxp",
+        b"((domain (domid 99999999999999999999) (name a)))",
+    )
+    with pytest.raises(XendError, match=r"outside 0\.\.32751"):  # was an OverflowError
+        h.domains()
 
 
 # ---- online vCPUs -----------------------------------------------------------------------------

@@ -17,21 +17,16 @@ from xenvcpu._impl import MAX_WIDTH, CpuMap
 from xenvcpu.compat import get_vcpus, pin_vcpu, set_vcpus
 from xenvcpu.errors import AffinityNarrowed, CpuListError, XenvcpuError
 from xenvcpu.host import DEFAULT_URI, Domain, DomainVcpus, Host, Snapshot, connect
-from xenvcpu.types import (
-    Cpupool,
-    CpuTopology,
-    DomainInfo,
-    HostInfo,
-    Pinning,
-    Topology,
-    VcpuInfo,
-    VcpuState,
-)
+from xenvcpu.placement import ApplyResult, Plan, load_spec
+from xenvcpu.records import Cpupool, DomainInfo, Pinning, VcpuInfo
+from xenvcpu.sim import SimControl
+from xenvcpu.types import CpuTopology, GuestType, HostInfo, Topology, VcpuState
 
 __all__ = [
     "DEFAULT_URI",
     "MAX_WIDTH",
     "AffinityNarrowed",
+    "ApplyResult",
     "CpuListError",
     "CpuMap",
     "CpuTopology",
@@ -39,9 +34,12 @@ __all__ = [
     "Domain",
     "DomainInfo",
     "DomainVcpus",
+    "GuestType",
     "Host",
     "HostInfo",
     "Pinning",
+    "Plan",
+    "SimControl",
     "Snapshot",
     "Topology",
     "VcpuInfo",
@@ -50,6 +48,7 @@ __all__ = [
     "__version__",
     "connect",
     "get_vcpus",
+    "load_spec",
     "pin_vcpu",
     "set_vcpus",
 ]

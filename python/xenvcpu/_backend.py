@@ -1,24 +1,109 @@
-"""What :class:`~xenvcpu.host.Host` needs from a hypervisor backend, as Protocols.
+"""The seam between :class:`~xenvcpu.host.Host` and the backends that serve it.
 
-The native ``Hypervisor`` (privcmd, sim) satisfies :class:`HypervisorBackend`; so do the
-pure-Python backends of :mod:`xenvcpu.daemon.xend_backend` and
-:mod:`xenvcpu.daemon.xenstore_backend`. :class:`ListSnapshot` is the pure-Python
+A backend module (:mod:`xenvcpu.backends.native`, :mod:`~xenvcpu.backends.xend`,
+:mod:`~xenvcpu.backends.xenstore`) turns a parsed URI into :class:`Parts`: a hypervisor
+object (:class:`HypervisorBackend`), a toolstack (:class:`Toolstack`: names and the
+online-vCPU request), the :class:`Capabilities` it has, and the simulator's control where
+there is one. :func:`xenvcpu.connect` alone builds the Host from them; nothing here or in
+a backend imports :mod:`xenvcpu.host`. :class:`ListSnapshot` is the pure-Python
 counterpart of the native columnar ``Snapshot``.
 """
 
 from __future__ import annotations
 
+import enum
 from array import array
-from typing import Protocol, Union
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Protocol, Union
 
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
-from xenvcpu._pycpumap import rust_debug
-from xenvcpu.errors import XenvcpuError
+from xenvcpu.errors import NotSupported, XenvcpuError
 
-__all__ = ["Entry", "HypervisorBackend", "ListSnapshot", "PinResult", "SnapshotBackend"]
+if TYPE_CHECKING:
+    from xenvcpu.sim import SimControl
+
+__all__ = [
+    "Capabilities",
+    "Capability",
+    "Entry",
+    "HypervisorBackend",
+    "ListSnapshot",
+    "Parts",
+    "PinResult",
+    "SnapshotBackend",
+    "Toolstack",
+]
 
 #: The effective (hard, soft) maps of a pin; None for a kind not requested.
 PinResult = tuple[Union[CpuMap, None], Union[CpuMap, None]]
+
+
+class Capability(str, enum.Enum):
+    """Something a backend may or may not be able to do; :class:`Capabilities` says which."""
+
+    #: Confirm that a guest followed an online-vCPU change (the hypervisor's view of the
+    #: online vCPUs, getvcpuinfo): what ``wait=True`` needs.
+    WAIT_ONLINE = "wait_online"
+    #: Change the online vCPUs of an HVM guest through its QEMU (QMP), under libxl's lock.
+    HVM_HOTPLUG = "hvm_hotplug"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do: every :class:`Capability` except those in ``missing``,
+    which maps each absent one to why (a sentence for error messages and ``doctor``)."""
+
+    missing: Mapping[Capability, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __contains__(self, capability: object) -> bool:
+        return isinstance(capability, Capability) and capability not in self.missing
+
+    def why_not(self, capability: Capability) -> str | None:
+        """Why the backend cannot do it, or None when it can."""
+        return self.missing.get(capability)
+
+    def require(self, capability: Capability, what: str, *, domain: int | None = None) -> None:
+        """Raise :class:`~xenvcpu.errors.NotSupported` if missing: the message is ``what``
+        followed by the reason, which completes the sentence (``"wait=True needs …"``)."""
+        why = self.missing.get(capability)
+        if why is not None:
+            raise NotSupported(f"{what} {why}", domain=domain)
+
+
+class Toolstack(Protocol):
+    """What Xen keeps outside the hypervisor: names, the online-vCPU request, what kind of
+    guest a domain is, and where libxl keeps its QMP sockets and locks."""
+
+    @property
+    def name(self) -> str:
+        """ "xenstore", "sim" or "xend", for messages and ``xenvcpu doctor``."""
+        ...
+
+    @property
+    def run_dir(self) -> str | None:
+        """XEN_RUN_DIR (QMP sockets ``qmp-libxl-<domid>``), or None where there is none."""
+        ...
+
+    @property
+    def lib_dir(self) -> str | None:
+        """XEN_LIB_DIR (libxl's per-domain lock files), or None where there is none."""
+        ...
+
+    def guest_record(self, domid: int) -> str | None: ...
+
+    def has_device_model(self, domid: int) -> bool: ...
+
+    def domain_names(self) -> dict[int, str]: ...
+
+    def pool_name(self, pool: int) -> str | None: ...
+
+    def set_availability(self, domid: int, max_vcpus: int, online: Set[int]) -> None: ...
+
+    def availability(self, domid: int) -> dict[int, bool]: ...
+
+    def close(self) -> None: ...
 
 
 class SnapshotBackend(Protocol):
@@ -30,6 +115,7 @@ class SnapshotBackend(Protocol):
     def maplen(self) -> int: ...
     @property
     def domain_count(self) -> int: ...
+    def offsets(self) -> list[int]: ...
     def __len__(self) -> int: ...
     def domain(self, i: int, /) -> DomainInfo: ...
     def vcpus(self, i: int, /) -> list[VcpuInfo]: ...
@@ -75,6 +161,23 @@ class HypervisorBackend(Protocol):
         force: bool,
         /,
     ) -> list[tuple[int, tuple[CpuMap | None, CpuMap | None] | XenvcpuError]]: ...
+    def pin_many(
+        self,
+        requests: list[tuple[int, int, CpuMap | None, CpuMap | None]],
+        force: bool = False,
+        /,
+    ) -> list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError]: ...
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a backend hands :func:`xenvcpu.connect` to build a Host from."""
+
+    hypervisor: HypervisorBackend
+    toolstack: Toolstack
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    #: The simulated host's control (``Host.sim``); None on other backends.
+    sim: SimControl | None = None
 
 
 #: One domain of a snapshot: its record, and its vCPUs or the error reading them.
@@ -107,6 +210,13 @@ class ListSnapshot:
 
     def __len__(self) -> int:
         return len(self._flat)
+
+    def offsets(self) -> list[int]:
+        out, at = [], 0
+        for _, r in self._entries:
+            out.append(at)
+            at += 0 if isinstance(r, XenvcpuError) else len(r)
+        return [*out, at]
 
     def __repr__(self) -> str:
         return (
@@ -148,7 +258,7 @@ class ListSnapshot:
             return v.hard_affinity
         if kind == "soft":
             return v.soft_affinity
-        raise ValueError(f"affinity kind {rust_debug(kind)}: expected 'hard' or 'soft'")
+        raise ValueError(f"affinity kind {kind!r}: expected 'hard' or 'soft'")
 
     def column(self, name: str, /) -> array[int]:
         vs = self._flat
@@ -163,12 +273,12 @@ class ListSnapshot:
         if name == "cpu_time_ns":
             return array("Q", [v.cpu_time_ns for v in vs])
         raise ValueError(
-            f"unknown column {rust_debug(name)}: expected domain, number, state, cpu or cpu_time_ns"
+            f"unknown column {name!r}: expected domain, number, state, cpu or cpu_time_ns"
         )
 
     def maps(self, kind: str, /) -> bytes:
         if kind not in ("hard", "soft"):
-            raise ValueError(f"map kind {rust_debug(kind)}: expected 'hard' or 'soft'")
+            raise ValueError(f"map kind {kind!r}: expected 'hard' or 'soft'")
         n = self.maplen
         return b"".join(
             (v.hard_affinity if kind == "hard" else v.soft_affinity).to_bytes(n) for v in self._flat

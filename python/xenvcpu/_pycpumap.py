@@ -1,37 +1,42 @@
-"""Pure-Python ``CpuMap``: used when the native module ``xenvcpu._native`` cannot load.
+"""Pure-Python ``CpuMap``: the fallback when ``xenvcpu._native`` cannot load, and the
+oracle the Rust ``CpuMap`` (the product) is tested against.
 
-Same API, grammar, byte order, reprs and error messages as the Rust ``CpuMap``
-(``rust/core/src/cpumap.rs`` and ``rust/py/src/cpumap.rs``); tests/test_fallback.py
-compares the two on the same inputs. The bits live in one Python ``int`` (CPU n is bit
-n), so packing is ``int.to_bytes`` and the algebra is whole-int bit operations.
+Same API, grammar, byte order and reprs as the Rust ``CpuMap`` (``rust/core/src/cpumap.rs``
+and ``rust/py/src/cpumap.rs``), and the same errors: the same exception classes with the
+same fields (``CpuListError.kind``, ``token``, ``column``, ...); tests/test_fallback.py
+compares the two on generated inputs. Messages say the same things but are not compared
+character for character. The bits live in one Python ``int`` (CPU n is bit n), so packing
+is ``int.to_bytes`` and the algebra is whole-int bit operations.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import operator
-import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Optional, Union
 
+from xenvcpu._ranges import format_bits, valid_range
 from xenvcpu.errors import CpuListError
 
-__all__ = ["MAX_WIDTH", "CpuMap"]
+__all__ = ["MAX_WIDTH", "WHITESPACE", "CpuMap"]
 
 #: The widest map accepted (as the native module: 4 Mi CPUs).
 MAX_WIDTH = 1 << 22
+#: The longest byte form ``to_bytes`` makes (a MAX_WIDTH map).
+MAX_MAPLEN = MAX_WIDTH // 8
+#: How many CPU numbers ``from_cpus`` reads at most (duplicates included).
+MAX_ITEMS = 4 * MAX_WIDTH
 
 _U64_MAX = (1 << 64) - 1
 _U32_MAX = (1 << 32) - 1
 _NO_NODE = _U32_MAX  # what the native code stores for a CPU without a node
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
-# Rust's char::is_whitespace (the Unicode White_Space property): str.trim() uses it.
-_WS = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
-    "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
-_RUNS = re.compile("1+")
+#: What the cpulist grammar ignores around a term: the ASCII whitespace (the grammar's own
+#: definition, the same set as rust/core/src/cpumap.rs's WHITESPACE).
+WHITESPACE = " \t\n\r\x0b\x0c"
 
 Topology = Union[Sequence[Optional[int]], Mapping[int, int], object]
 
@@ -53,52 +58,48 @@ def _unsigned(value: object, limit: int) -> int:
     return n
 
 
-def valid_range(width: int) -> str:
-    return "none" if width == 0 else ("0" if width == 1 else f"0-{width - 1}")
+def _quote(text: str) -> str:
+    """A string as messages show it: double quotes, control characters escaped."""
+    return json.dumps(text, ensure_ascii=False)
 
 
-def rust_debug(text: str) -> str:
-    """``format!("{text:?}")``: how the native messages quote a string.
-
-    Exact for ASCII and for most text; combining marks and characters newer than this
-    Python's Unicode database may be escaped differently (Rust uses its own tables)."""
-    out = ['"']
-    for c in text:
-        if c in '"\\':
-            out.append("\\" + c)
-        elif c == "\t":
-            out.append("\\t")
-        elif c == "\n":
-            out.append("\\n")
-        elif c == "\r":
-            out.append("\\r")
-        elif c == "\0":
-            out.append("\\0")
-        elif not c.isprintable() or unicodedata.category(c) in ("Mn", "Me"):
-            out.append(f"\\u{{{ord(c):x}}}")
-        else:
-            out.append(c)
-    out.append('"')
-    return "".join(out)
+def _error(message: str, kind: str, **fields: object) -> CpuListError:
+    """A CpuListError with the fields the native module sets (see xenvcpu.errors)."""
+    e = CpuListError(message)
+    e.kind = kind
+    for name, value in fields.items():
+        setattr(e, name, value)
+    return e
 
 
 def _bad_width(width: int) -> CpuListError:
-    return CpuListError(
-        f"invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}"
+    return _error(
+        f"invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}",
+        "bad_width",
+        width=width,
     )
 
 
 def _out_of_range(cpu: int, width: int) -> CpuListError:
-    return CpuListError(
-        f"CPU {cpu} is out of range: valid CPUs are {valid_range(width)} (width {width})"
+    return _error(
+        f"CPU {cpu} is out of range: valid CPUs are {valid_range(width)} (width {width})",
+        "cpu_out_of_range",
+        cpu=cpu,
+        width=width,
     )
 
 
 def _width_arg(width: object) -> int:
-    w = _i64(width)
+    w = operator.index(width)  # type: ignore[arg-type]
     if not 1 <= w <= MAX_WIDTH:
         raise _bad_width(w)
     return w
+
+
+def _replace_surrogates(text: str) -> str:
+    """Lone surrogates (a Python str may hold them; UTF-8 cannot) read as U+FFFD, one each,
+    as the native parser reads them."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _lowest_bit(n: int) -> int:
@@ -121,10 +122,10 @@ def _parse_num(s: str) -> int:
     if not s:
         raise _ParseError("a CPU number is missing")
     n = 0
-    for b in s.encode("utf-8"):
-        if not 0x30 <= b <= 0x39:
+    for c in s:
+        if not "0" <= c <= "9":
             raise _ParseError("not a CPU number")
-        n = n * 10 + (b - 0x30)
+        n = n * 10 + (ord(c) - 0x30)
         if n > _U64_MAX:
             raise _ParseError("CPU number too large")
     return n
@@ -147,33 +148,113 @@ def _parse_range(s: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _nodes_of(topology: Any, width: int) -> list[int]:
-    """Node of each CPU, as the native ``nodes_of``: ``cpu_to_node``, a dict, or a sequence."""
-    source = topology.cpu_to_node if hasattr(topology, "cpu_to_node") else topology
+def _per_cpu(topology: Any, attr: str, width: int) -> list[int] | None:
+    """One fact per CPU, as the native ``per_cpu``: the attribute ``attr`` (a dict or a
+    sequence); for nodes, the argument itself when it has neither that nor ``pools``."""
+    if hasattr(topology, attr):
+        source = getattr(topology, attr)
+    elif attr == "cpu_to_node" and not hasattr(topology, "pools"):
+        source = topology
+    else:
+        return None
     nodes = [_NO_NODE] * width
     if isinstance(source, dict):
         for k, v in source.items():
             cpu = _unsigned(k, _U64_MAX)
             if cpu < width and v is not None:
                 nodes[cpu] = _unsigned(v, _U32_MAX)
-    else:
-        for cpu, v in enumerate(source):
-            if cpu < width and v is not None:
+    else:  # only the first `width` entries matter: an endless sequence is not read to its end
+        for cpu, v in enumerate(itertools.islice(source, width)):
+            if v is not None:
                 nodes[cpu] = _unsigned(v, _U32_MAX)
     return nodes
 
 
+def _pools_of(topology: Any, width: int) -> list[tuple[str, CpuMap]] | None:
+    if not hasattr(topology, "pools"):
+        return None
+    out = []
+    for name, cpus in topology.pools.items():
+        if not isinstance(name, str):
+            raise TypeError(f"a cpupool name is a str, not {type(name).__name__}")
+        out.append((name, cpus if isinstance(cpus, CpuMap) else CpuMap.from_cpus(cpus, width)))
+    return out
+
+
 def _known_nodes(nodes: list[int]) -> str:
     present = {n for n in nodes if n != _NO_NODE}
-    return _format_runs(sum(1 << n for n in present)) if present else "none"
+    return format_bits(sum(1 << n for n in present)) if present else "none"
 
 
-def _format_runs(bits: int) -> str:
-    out = []
-    for m in _RUNS.finditer(bin(bits)[:1:-1]):
-        lo, hi = m.start(), m.end() - 1
-        out.append(str(lo) if lo == hi else f"{lo}-{hi}")
-    return ",".join(out)
+class _Terms:
+    """The facts topology terms read (as the native ``Terms``)."""
+
+    def __init__(self, text: str, topology: Any, width: int) -> None:
+        t = topology
+        self.nodes = _per_cpu(t, "cpu_to_node", width) if t is not None and "node" in text else None
+        wants_sockets = "socket" in text or "siblings" in text
+        self.sockets = (
+            _per_cpu(t, "cpu_to_socket", width) if t is not None and wants_sockets else None
+        )
+        self.cores = (
+            _per_cpu(t, "cpu_to_core", width) if t is not None and "siblings" in text else None
+        )
+        self.pools = _pools_of(t, width) if t is not None and "pool" in text else None
+
+
+def _by_unit(per_cpu: list[int], lo: int, hi: int, width: int, unit: str) -> int:
+    chosen = 0
+    for cpu, u in enumerate(per_cpu[:width]):
+        if lo <= u <= hi:
+            chosen |= 1 << cpu
+    if not chosen:
+        raise _ParseError(f"no CPU is in that {unit} ({unit}s with CPUs: {_known_nodes(per_cpu)})")
+    return chosen
+
+
+def _topology_term(body: str, width: int, t: _Terms) -> int | None:
+    """The CPUs (bits) of a topology term, or None when ``body`` is no topology term."""
+
+    def need(what: str) -> _ParseError:
+        return _ParseError(f"{what} terms need the host topology")
+
+    for prefixes, attr, unit in (
+        (("nodes:", "node:"), t.nodes, "node"),
+        (("sockets:", "socket:"), t.sockets, "socket"),
+    ):
+        for prefix in prefixes:
+            if body.startswith(prefix):
+                if attr is None:
+                    raise need(unit)
+                lo, hi = _parse_range(body[len(prefix) :])
+                return _by_unit(attr, lo, hi, width, unit)
+    if body.startswith("siblings:"):
+        if t.sockets is None or t.cores is None:
+            raise need("siblings")
+        n = _parse_num(body[len("siblings:") :])
+        if n >= width:
+            raise _ParseError(f"CPU {n} is out of range")
+        s, c = t.sockets[n], t.cores[n]
+        if s == _NO_NODE or c == _NO_NODE:
+            raise _ParseError(f"Xen gives no core for CPU {n} (is it offline?)")
+        return sum(
+            1 << cpu
+            for cpu, (so, co) in enumerate(zip(t.sockets[:width], t.cores[:width]))
+            if (so, co) == (s, c)
+        )
+    if body.startswith("pool:"):
+        if t.pools is None:
+            raise _ParseError("pool terms need the host's cpupools")
+        name = body[len("pool:") :]
+        for pool_name, cpus in t.pools:
+            if pool_name == name:
+                try:
+                    return cpus.resized(width)._bits
+                except CpuListError as e:
+                    raise _ParseError(str(e)) from None
+        known = ", ".join(n for n, _ in t.pools) or "none"
+        raise _ParseError(f"no cpupool is called that (cpupools: {known})")
+    return None
 
 
 class CpuMap:
@@ -210,11 +291,20 @@ class CpuMap:
     def from_cpus(cls, cpus: Iterable[int], width: int) -> CpuMap:
         w = _width_arg(width)
         bits = 0
-        for item in cpus:
-            cpu = _i64(item)
+        for n, item in enumerate(cpus):
+            if n == MAX_ITEMS:
+                raise _error(
+                    f"more than {MAX_ITEMS} CPU numbers for a map of width {w}",
+                    "too_many_cpus",
+                    width=w,
+                )
+            cpu = operator.index(item)
             if cpu < 0:
-                raise CpuListError(
-                    f"CPU {cpu} is negative: valid CPUs are {valid_range(w)} (width {w})"
+                raise _error(
+                    f"CPU {cpu} is negative: valid CPUs are {valid_range(w)} (width {w})",
+                    "negative_cpu",
+                    cpu=cpu,
+                    width=w,
                 )
             if cpu >= w:
                 raise _out_of_range(cpu, w)
@@ -247,10 +337,12 @@ class CpuMap:
         if not isinstance(text, str):
             raise TypeError(f"argument 'text': '{type(text).__name__}' object is not a str")
         w = _width_arg(width)
-        nodes = _nodes_of(topology, w) if topology is not None and "node" in text else None
+        if not text.isprintable() or any("\ud800" <= c <= "\udfff" for c in text):
+            text = _replace_surrogates(text)
+        terms = _Terms(text, topology, w)
         bits = 0
         full = (1 << w) - 1
-        if not text.strip(_WS):
+        if not text.strip(WHITESPACE):
             return cls._make(0, w)
         start = 0
         while True:
@@ -258,8 +350,8 @@ class CpuMap:
             if end < 0:
                 end = len(text)
             raw = text[start:end]
-            tok = raw.strip(_WS)
-            tok_start = start + len(raw) - len(raw.lstrip(_WS))
+            tok = raw.strip(WHITESPACE)
+            tok_start = start + len(raw) - len(raw.lstrip(WHITESPACE))
             try:
                 if not tok:
                     raise _ParseError("empty term")
@@ -269,19 +361,7 @@ class CpuMap:
                     if neg:
                         raise _ParseError("'^all' is not allowed (it would exclude every CPU)")
                     bits = full
-                elif body.startswith(("nodes:", "node:")):
-                    spec = body[6:] if body.startswith("nodes:") else body[5:]
-                    if nodes is None:
-                        raise _ParseError("node terms need the host topology")
-                    lo, hi = _parse_range(spec)
-                    chosen = 0
-                    for cpu, node in enumerate(nodes[:w]):
-                        if lo <= node <= hi:
-                            chosen |= 1 << cpu
-                    if not chosen:
-                        raise _ParseError(
-                            f"no CPU is in that node (nodes with CPUs: {_known_nodes(nodes)})"
-                        )
+                elif (chosen := _topology_term(body, w, terms)) is not None:
                     bits = bits & ~chosen if neg else bits | chosen
                 else:
                     lo, hi = _parse_range(body)
@@ -291,9 +371,15 @@ class CpuMap:
                     bits = bits & ~chosen if neg else bits | chosen
             except _ParseError as e:
                 shown = tok if tok else raw
-                raise CpuListError(
-                    f"invalid cpulist {rust_debug(text)}: {rust_debug(shown)} at column "
-                    f"{tok_start + 1}: {e.reason}; valid CPUs are {valid_range(w)} (width {w})"
+                raise _error(
+                    f"invalid cpulist {_quote(text)}: {_quote(shown)} at column "
+                    f"{tok_start + 1}: {e.reason}; valid CPUs are {valid_range(w)} (width {w})",
+                    "parse",
+                    text=text,
+                    token=shown,
+                    column=tok_start + 1,
+                    reason=e.reason,
+                    width=w,
                 ) from None
             if end == len(text):
                 break
@@ -302,17 +388,15 @@ class CpuMap:
 
     @classmethod
     def from_bools(cls, bools: Iterable[object]) -> CpuMap:
-        bits = 0
-        width = 0
+        digits = bytearray()  # b"0"/b"1" per CPU; one int conversion at the end
         for item in bools:
-            if item is True or (item is not False and bool(item)):
-                bits |= 1 << width
-            width += 1
-            if width > MAX_WIDTH:
-                raise _bad_width(width)
-        if width == 0:
+            if len(digits) == MAX_WIDTH:  # stop reading an endless iterator
+                raise _bad_width(MAX_WIDTH + 1)
+            digits.append(0x31 if item is True or (item is not False and bool(item)) else 0x30)
+        if not digits:
             raise _bad_width(0)
-        return cls._make(bits, width)
+        digits.reverse()
+        return cls._make(int(digits, 2), len(digits))
 
     # ---- views -------------------------------------------------------------------------
 
@@ -324,15 +408,26 @@ class CpuMap:
         if maplen is None:
             n = (self._width + 7) // 8
         else:
-            n = _i64(maplen)
+            n = operator.index(maplen)
             if n < 0:
-                raise CpuListError(f"maplen {n} is negative")
+                raise _error(f"maplen {n} is negative", "maplen_too_short", maplen=n)
+            if n > MAX_MAPLEN:
+                raise _error(
+                    f"maplen {n} is too long: a map has at most {MAX_MAPLEN} bytes "
+                    f"({MAX_WIDTH} CPUs)",
+                    "maplen_too_long",
+                    maplen=n,
+                )
         if self._bits:
             highest = self._bits.bit_length() - 1
             if highest // 8 >= n:
-                raise CpuListError(
+                raise _error(
                     f"maplen {n} is too short: CPU {highest} is set and needs at least "
-                    f"{highest // 8 + 1} bytes"
+                    f"{highest // 8 + 1} bytes",
+                    "maplen_too_short",
+                    maplen=n,
+                    needed=highest // 8 + 1,
+                    cpu=highest,
                 )
         return self._bits.to_bytes(n, "little")
 
@@ -340,13 +435,10 @@ class CpuMap:
         return self.to_bytes()
 
     def to_cpulist(self) -> str:
-        return _format_runs(self._bits)
+        return format_bits(self._bits)
 
     def to_list(self) -> list[int]:
-        out: list[int] = []
-        for m in _RUNS.finditer(bin(self._bits)[:1:-1]):
-            out.extend(range(m.start(), m.end()))
-        return out
+        return [i for i, c in enumerate(bin(self._bits)[:1:-1]) if c == "1"]
 
     @property
     def width(self) -> int:
@@ -393,9 +485,12 @@ class CpuMap:
         if not isinstance(other, CpuMap):
             return None
         if other._width != self._width:
-            raise CpuListError(
+            raise _error(
                 f"CPU maps of different widths ({self._width} and {other._width}) "
-                "cannot be combined"
+                "cannot be combined",
+                "width_mismatch",
+                width=self._width,
+                other_width=other._width,
             )
         return other
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xenvcpu._pycpumap import CpuMap, rust_debug
+from xenvcpu._pycpumap import CpuMap
 
 if TYPE_CHECKING:
     from xenvcpu.types import VcpuState
@@ -258,7 +258,7 @@ class DomainInfo(_Frozen):
             max_pages=_uint("max_pages", max_pages, _U64),
         )
         if raw is None:
-            raise ValueError(f"uuid {rust_debug(uuid)}: expected 32 hex digits (dashes allowed)")
+            raise ValueError(f"uuid {uuid!r}: expected 32 hex digits (dashes allowed)")
         self._set(
             uuid=raw,
             flags=sum(bit for bit, on in flags.items() if on) | ((code or 0) << _SHUTDOWNSHIFT),

@@ -23,9 +23,13 @@ __all__ = [
     "DomainNotFound",
     "InterfaceMismatch",
     "InvalidAffinity",
+    "InvalidUri",
     "NoHypervisor",
     "NotSupported",
     "PermissionDenied",
+    "PlacementError",
+    "PlanFailed",
+    "QmpError",
     "VcpuCountError",
     "VcpuNotFound",
     "VcpuTimeout",
@@ -78,7 +82,32 @@ def _rebuild(
 
 
 class CpuListError(XenvcpuError, ValueError):
-    """A CPU map or cpulist is malformed, or names a CPU outside the map's width."""
+    """A CPU map or cpulist is malformed, or names a CPU outside the map's width.
+
+    Its fields say what went wrong without parsing the message (None where a field does
+    not apply); both CpuMap implementations set the same ones:
+
+    * ``kind``: ``"parse"`` (a cpulist term), ``"bad_width"``, ``"cpu_out_of_range"``,
+      ``"negative_cpu"``, ``"maplen_too_short"`` or ``"width_mismatch"``;
+    * ``text``, ``token``, ``column`` (1-based, in characters), ``reason``: a parse error;
+    * ``width``: the map's width; ``cpu``: the CPU at fault;
+    * ``maplen``, ``needed``: ``to_bytes``; ``other_width``: the other map of an operation.
+    """
+
+    kind: str | None = None
+    text: str | None = None
+    token: str | None = None
+    column: int | None = None
+    reason: str | None = None
+    width: int | None = None
+    cpu: int | None = None
+    maplen: int | None = None
+    needed: int | None = None
+    other_width: int | None = None
+
+
+class InvalidUri(XenvcpuError, ValueError):
+    """A hypervisor URI of a known scheme is malformed (the message says what is wrong)."""
 
 
 class NoHypervisor(XenvcpuError):
@@ -144,6 +173,51 @@ class XendError(DaemonError):
     """xend answered with an error (HTTP status in ``status``)."""
 
     status: int = 0
+
+
+class QmpError(DaemonError):
+    """QEMU's QMP monitor (the device model of an HVM guest) refused a command or failed.
+
+    For an error reply, ``qmp_class`` is QEMU's error class (``'GenericError'``,
+    ``'CommandNotFound'``, ``'DeviceNotFound'``, ...) and ``desc`` its text.  When the
+    connection itself failed both are ``''`` and ``errno`` says how: ENOENT (no socket),
+    ECONNREFUSED, ETIMEDOUT (no answer in time), ECONNRESET (QEMU went away), EPROTO (not
+    QMP, or a broken stream), EMSGSIZE (a message over the size cap).
+    """
+
+    qmp_class: str = ""
+    desc: str = ""
+
+
+class PlacementError(XenvcpuError, ValueError):
+    """A placement spec is malformed, or cannot be applied to this host as it stands.
+
+    The message names the file (``source``), the entry (``entry``: 1-based position among
+    the ``[[domain]]`` entries, 0 for ``[defaults]``, None for the file as a whole), the key
+    and, for a cpulist, the token, its column and the reason (as :class:`CpuListError`).
+    """
+
+    source: str | None = None
+    entry: int | None = None
+    key: str | None = None
+    token: str | None = None
+    column: int | None = None
+    reason: str | None = None
+
+
+class PlanFailed(XenvcpuError):
+    """Applying a plan failed and what had changed was put back.
+
+    ``failed`` lists what failed (``(domain, vcpu or None, what, error message)``),
+    ``rolled_back`` what was put back to the state read at plan time, ``vanished`` the
+    domains that disappeared meanwhile (reported, not failures), ``rollback_failed`` what
+    could not be put back (empty when the host is as it was).
+    """
+
+    failed: tuple[tuple[str, int | None, str, str], ...] = ()
+    rolled_back: tuple[str, ...] = ()
+    vanished: tuple[str, ...] = ()
+    rollback_failed: tuple[str, ...] = ()
 
 
 class AffinityNarrowed(UserWarning):

@@ -12,32 +12,48 @@ import os
 import warnings
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, NoReturn, Union, overload
+from typing import Any, NamedTuple, Union, overload
 
-from xenvcpu import _impl
-from xenvcpu._backend import HypervisorBackend, SnapshotBackend
+from xenvcpu import _impl, backends, placement
+from xenvcpu import uri as _uri
+from xenvcpu._backend import (
+    Capabilities,
+    Capability,
+    HypervisorBackend,
+    Parts,
+    SnapshotBackend,
+    Toolstack,
+)
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
+from xenvcpu._limits import DOMID_FIRST_RESERVED, ascii_uint, timeout_arg
+from xenvcpu._ranges import valid_range
 from xenvcpu.daemon import vcpus as _vcpus
+from xenvcpu.daemon.qmp import libxl_socket_path as qmp_socket_path
+from xenvcpu.daemon.qmp import no_socket_error
 from xenvcpu.errors import (
     AffinityNarrowed,
+    CpuListError,
     DomainNotFound,
     InvalidAffinity,
     NoHypervisor,
     NotSupported,
-    PermissionDenied,
     VcpuNotFound,
     XenvcpuError,
 )
-from xenvcpu.toolstack import SimToolstack, Toolstack, XenstoreToolstack
-from xenvcpu.types import SCHEDULERS, Cpupool, CpuTopology, HostInfo, Pinning, Topology
+from xenvcpu.guests import classify, set_hvm_online
+from xenvcpu.placement import Plan, SpecSource
+from xenvcpu.records import Cpupool, Pinning
+from xenvcpu.sim import SimControl
+from xenvcpu.types import SCHEDULERS, CpuTopology, GuestType, HostInfo, Topology
 
 __all__ = ["DEFAULT_URI", "Domain", "DomainVcpus", "Host", "MapSpec", "Snapshot", "connect"]
 
-DEFAULT_URI = "xen:///system"
+DEFAULT_URI = _uri.DEFAULT_URI
 PRIVCMD_NODES = ("/dev/xen/privcmd", "/proc/xen/privcmd")
 
-#: What a map argument may be: a CpuMap, a cpulist string, or CPU numbers.
-MapSpec = Union[CpuMap, str, Iterable[int]]
+#: What a map argument may be: a CpuMap, a cpulist string, little-endian bytes (the 2006
+#: proposal's byte map), or CPU numbers.
+MapSpec = Union[CpuMap, str, bytes, bytearray, memoryview, Iterable[int]]
 
 
 def connect(uri: str | None = None) -> Host:
@@ -51,18 +67,23 @@ def connect(uri: str | None = None) -> Host:
     Pure Python (they work without the native module):
 
     * ``xend+unix:///var/lib/xend/xend-socket`` or ``xend+http://HOST:8000``: a Xen <= 4.4
-      host through xend (:mod:`xenvcpu.daemon.xend_backend`): info, vCPUs, hard pinning,
+      host through xend (:mod:`xenvcpu.backends.xend`): info, vCPUs, hard pinning,
       online count (no soft affinity; online vCPUs only as a count 0..n-1).
     * ``xenstore:///`` (the usual xenstored socket or xenbus device) or
       ``xenstore:///PATH/TO/SOCKET``: the xenstore-only path for dom0s where hypercalls
-      are unavailable (:mod:`xenvcpu.daemon.xenstore_backend`): domain list, names,
+      are unavailable (:mod:`xenvcpu.backends.xenstore`): domain list, names,
       maximum vCPUs, and ``set_vcpus``/``set_online`` (without ``wait``); vCPU state and
       pinning raise NotSupported.
+
+    The URI is read by :func:`xenvcpu.uri.parse`; the backend its scheme names hands over
+    its parts, and the Host is built from them here.
 
     Raises:
         NoHypervisor: no URI was given and this machine is not a Xen control domain.
         PermissionDenied: privcmd exists but this process may not use it (run as root).
         InterfaceMismatch: the running Xen speaks an interface version xenvcpu does not know.
+        NotSupported: an unknown URI scheme.
+        InvalidUri: a malformed URI of a known scheme.
     """
     if uri is None:
         if not any(os.path.exists(p) for p in PRIVCMD_NODES):
@@ -76,48 +97,8 @@ def connect(uri: str | None = None) -> Host:
                 )
             )
         uri = DEFAULT_URI
-    scheme = uri.split(":", 1)[0]
-    if scheme in ("xend+unix", "xend+http"):
-        from xenvcpu.daemon import xend_backend
-
-        return xend_backend.connect(uri)
-    if scheme == "xenstore":
-        from xenvcpu.daemon import xenstore_backend
-
-        return xenstore_backend.connect(uri)
-    if not _impl.HAVE_NATIVE:
-        _no_native(uri)
-    try:
-        hv = _impl.Hypervisor(uri)
-    except (NoHypervisor, PermissionDenied) as e:
-        if not uri.startswith("xen:"):
-            raise
-        raise type(e)(
-            f"{e.message}; without privcmd, xenstore:/// still lists domains and sets "
-            "online vCPUs (pure Python)",
-            errno=e.errno,
-            domain=e.domain,
-            vcpu=e.vcpu,
-        ) from e
-    toolstack: Toolstack = SimToolstack(hv) if hv.is_sim else XenstoreToolstack()
-    return Host(uri, hv, toolstack)
-
-
-def _no_native(uri: str) -> NoReturn:
-    """Raise the typed error for a URI that needs the missing native module."""
-    why = f"xenvcpu._native cannot be loaded ({_impl.NATIVE_ERROR})"
-    pure = (
-        "xenstore:/// (domain list, online vCPUs) and, on Xen <= 4.4, "
-        "xend+unix:///var/lib/xend/xend-socket still work"
-    )
-    if uri.startswith("sim:"):
-        raise NotSupported(f"{uri}: the simulated host is part of the native module, and {why}")
-    if uri.startswith("xen:"):
-        raise NoHypervisor(f"{uri}: hypercalls need the native module, and {why}; {pure}")
-    raise NotSupported(
-        f"unknown hypervisor URI {uri!r}: use xen:///system or sim:///default "
-        f"(both need the native module, and {why}), xenstore:/// or xend+unix:///PATH"
-    )
+    parsed = _uri.parse(uri)
+    return Host(parsed, backends.open_parts(parsed))
 
 
 class DomainVcpus(NamedTuple):
@@ -131,10 +112,15 @@ class DomainVcpus(NamedTuple):
 class Host:
     """A hypervisor host. Get one with :func:`connect`."""
 
-    def __init__(self, uri: str, hv: HypervisorBackend, toolstack: Toolstack) -> None:
-        self.uri = uri
-        self._backend = hv
-        self.toolstack = toolstack
+    def __init__(self, uri: _uri.Uri, parts: Parts) -> None:
+        #: The URI as given to :func:`connect`.
+        self.uri: str = uri.text
+        self._backend: HypervisorBackend = parts.hypervisor
+        #: Names and the online-vCPU request (xenstore, the simulator's, or xend).
+        self.toolstack: Toolstack = parts.toolstack
+        #: What this backend can do (see :class:`~xenvcpu._backend.Capabilities`).
+        self.capabilities: Capabilities = parts.capabilities
+        self._sim = parts.sim
         self._topology: Topology | None = None
 
     def __repr__(self) -> str:
@@ -143,9 +129,7 @@ class Host:
     def close(self) -> None:
         """Close the toolstack connection (xenstored); the hypercall handle closes with
         the Host. ``with xenvcpu.connect() as host:`` does this at the end of the block."""
-        close = getattr(self.toolstack, "close", None)
-        if close is not None:
-            close()
+        self.toolstack.close()
 
     def __enter__(self) -> Host:
         return self
@@ -155,8 +139,15 @@ class Host:
 
     @property
     def _hv(self) -> Any:
-        """The backend object, untyped: for backend-specific controls (``sim_*``)."""
+        """The backend object, untyped: for backend-specific switches in tests and
+        benchmarks (e.g. the native ``multicall`` switch)."""
         return self._backend
+
+    @property
+    def sim(self) -> SimControl | None:
+        """The simulated host's controls (faults, clock, guests: :class:`~xenvcpu.sim.SimControl`)
+        on ``sim:`` URIs; None on every other backend."""
+        return self._sim
 
     @property
     def backend(self) -> str:
@@ -196,15 +187,31 @@ class Host:
 
     @property
     def topology(self) -> Topology:
-        """Core, socket and node of every present CPU (read once per Host)."""
+        """Core, socket and node of every present CPU, and the cpupools (read once per
+        Host; :meth:`read_topology` reads them again)."""
         if self._topology is None:
-            rows = self._backend.topology()
-            cpus = tuple(CpuTopology(cpu, *row) for cpu, row in enumerate(rows) if row is not None)
-            nodes: list[int | None] = [None] * self.max_cpus
-            for c in cpus:
-                if c.cpu < len(nodes):
-                    nodes[c.cpu] = c.node
-            self._topology = Topology(cpus=cpus, cpu_to_node=tuple(nodes))
+            self._topology = self.read_topology()
+        return self._topology
+
+    def read_topology(self) -> Topology:
+        """Read the topology and the cpupools now (and keep them for :attr:`topology`)."""
+        rows = self._backend.topology()
+        cpus = tuple(CpuTopology(cpu, *row) for cpu, row in enumerate(rows) if row is not None)
+        per_cpu: list[list[int | None]] = [[None] * self.max_cpus for _ in range(3)]
+        for c in cpus:
+            if c.cpu < self.max_cpus:
+                per_cpu[0][c.cpu], per_cpu[1][c.cpu], per_cpu[2][c.cpu] = c.node, c.socket, c.core
+        try:
+            pools = {p.name: tuple(p.cpus) for p in self.cpupools}
+        except NotSupported:  # a backend without cpupools: pool: terms name none
+            pools = {}
+        self._topology = Topology(
+            cpus=cpus,
+            cpu_to_node=tuple(per_cpu[0]),
+            cpu_to_socket=tuple(per_cpu[1]),
+            cpu_to_core=tuple(per_cpu[2]),
+            pools=pools,
+        )
         return self._topology
 
     @property
@@ -221,25 +228,29 @@ class Host:
         ]
 
     def cpumap(self, spec: MapSpec, *, what: str = "CPU map") -> CpuMap:
-        """A map of this host's width from a CpuMap, a cpulist or CPU numbers.
+        """A map of this host's width from a CpuMap, a cpulist (``"0-3,^2"``, ``"node:1"``),
+        little-endian bytes (the 2006 proposal's byte map: CPU0-7 in the first byte, so
+        ``b"\\x01"`` is CPU 0), or CPU numbers.
 
         Raises:
-            CpuListError: malformed cpulist or a CPU number outside the host.
+            CpuListError: malformed cpulist, or a CPU number or byte-map bit outside the host.
             InvalidAffinity: a CpuMap with CPUs beyond this host's CPUs.
         """
         width = self.max_cpus
         if isinstance(spec, CpuMap):
             if spec.width == width:
                 return spec
-            extra = [c for c in spec if c >= width]
-            if extra:
+            try:
+                return spec.resized(width)
+            except CpuListError as e:
                 raise InvalidAffinity(
-                    f"{what} {spec} is wider than the host: CPU {extra[0]} does not exist; "
-                    f"valid CPUs are 0-{width - 1}"
-                )
-            return spec.resized(width)
+                    f"{what} {spec} is wider than the host: CPU {e.cpu} does not exist; "
+                    f"valid CPUs are {valid_range(width)}"
+                ) from None
         if isinstance(spec, str):
             return CpuMap.parse(spec, width, topology=self.topology)
+        if isinstance(spec, (bytes, bytearray, memoryview)):
+            return CpuMap.from_bytes(spec, width)
         return CpuMap.from_cpus(spec, width)
 
     # ---- domains -----------------------------------------------------------------------
@@ -273,11 +284,11 @@ class Host:
             matches = [i for i, n in names.items() if n == ref]
             if matches:
                 domid = matches[0]
-            elif ref.isdigit():
-                domid = int(ref)
+            else:  # a decimal id: ASCII digits only ("٣" is not domain 3)
+                domid = ascii_uint(ref, DOMID_FIRST_RESERVED)
         else:
             raise TypeError(f"a domain is an id (int) or a name (str), not {type(ref).__name__}")
-        if domid is None or not 0 <= domid < 0x7FF0:
+        if domid is None or not 0 <= domid < DOMID_FIRST_RESERVED:
             raise DomainNotFound(
                 f"no domain named {ref!r}; known domains: {self._known(names)}", domain=ref
             )
@@ -292,6 +303,21 @@ class Host:
     def _known(self, names: dict[int, str]) -> str:
         ids = [d.id for d in self._backend.domains()]
         return ", ".join(f"{names.get(i) or default_name(i)} ({i})" for i in ids) or "none"
+
+    def plan(self, spec: SpecSource) -> Plan:
+        """What a placement spec wants of this host, against what it has (reads only):
+        a :class:`~xenvcpu.placement.Plan` to look at (``changes``, ``diff()``,
+        ``to_json()``) and to :meth:`~xenvcpu.placement.Plan.apply`.
+
+        ``spec``: a path to a TOML or JSON placement file, the same data as a ``dict``,
+        or a loaded :class:`~xenvcpu.placement.Spec` (docs/placement.md).
+
+        Raises:
+            PlacementError: a malformed spec, an entry naming a domain that does not
+                exist, or a cpulist this host cannot read (file, entry, key and token
+                named).
+        """
+        return placement.plan(self, spec)
 
     def snapshot(self) -> Snapshot:
         """Every vCPU of every domain, in one batched pass (the GIL is released throughout).
@@ -347,6 +373,14 @@ class Snapshot(Sequence["DomainVcpus"]):
     def __iter__(self) -> Iterator[DomainVcpus]:
         return (self[i] for i in range(len(self)))
 
+    def domain_at(self, i: int) -> Domain:
+        """The i-th domain alone, without building its vCPUs' objects."""
+        return self.host._domain(self.native.domain(i), self.names)
+
+    def error_at(self, i: int) -> XenvcpuError | None:
+        """Why the i-th domain's vCPUs could not be read, or None."""
+        return self.native.error(i)
+
     def column(self, name: str) -> array[int]:
         """One field of every vCPU as an ``array.array`` (see ``_native.Snapshot.column``)."""
         return self.native.column(name)
@@ -354,6 +388,16 @@ class Snapshot(Sequence["DomainVcpus"]):
     def maps(self, kind: str) -> bytes:
         """Every vCPU's ``"hard"`` or ``"soft"`` map, ``maplen`` bytes each, back to back."""
         return self.native.maps(kind)
+
+    def offsets(self) -> list[int]:
+        """Where each domain's vCPUs are in the columns: domain i's are
+        ``offsets[i]:offsets[i + 1]`` (none for a domain whose vCPUs could not be read)."""
+        return self.native.offsets()
+
+    @property
+    def maplen(self) -> int:
+        """Bytes of one map in :meth:`maps`."""
+        return self.native.maplen
 
 
 def default_name(domid: int) -> str:
@@ -371,9 +415,25 @@ class Domain:
         self.max_vcpus = info.max_vcpus
         self.cpupool = info.cpupool
         self._info = info
+        self._guest: tuple[GuestType, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Domain {self.name} id={self.id} vcpus={self.max_vcpus}>"
+
+    def _classify(self) -> tuple[GuestType, str]:
+        if self._guest is None:  # a domain keeps its type for life: read it once
+            self._guest = classify(self.id, self._info.hvm, self.host.toolstack)
+        return self._guest
+
+    @property
+    def guest_type(self) -> GuestType:
+        """PV, PVH or HVM, decided as libxl decides it (:func:`xenvcpu.guests.classify`)."""
+        return self._classify()[0]
+
+    @property
+    def guest_type_rule(self) -> str:
+        """Which rule decided :attr:`guest_type` (for ``xenvcpu doctor``)."""
+        return self._classify()[1]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Domain) and (other.host, other.id, other.uuid) == (
@@ -404,7 +464,7 @@ class Domain:
             raise TypeError(f"a vCPU number is an int, not {type(vcpu).__name__}")
         if not 0 <= vcpu < self.max_vcpus:
             raise VcpuNotFound(
-                f"{self.label} has no vCPU {vcpu}: valid vCPUs are {_range(self.max_vcpus)}",
+                f"{self.label} has no vCPU {vcpu}: valid vCPUs are {valid_range(self.max_vcpus)}",
                 domain=self.id,
                 vcpu=vcpu,
             )
@@ -498,39 +558,93 @@ class Domain:
     def set_vcpus(self, n: int, wait: bool = False, timeout: float = 30.0) -> None:
         """Bring vCPUs 0..n-1 online and the rest offline.
 
-        No hypercall can do this for a running domain: the toolstack asks the guest
-        through xenstore and the guest acts. With ``wait=True``, block until Xen shows
-        exactly that set online, or raise :class:`~xenvcpu.errors.VcpuTimeout` naming the
-        vCPUs that did not follow.
+        No hypercall can do this for a running domain. PV and PVH guests: the toolstack
+        asks the guest through xenstore and the guest acts. HVM guests: their QEMU
+        hot-adds or hot-removes CPUs (QMP, under libxl's domain lock) and the guest acts
+        on the ACPI notification; availability is written to xenstore as well, as libxl
+        does. With ``wait=True``, block until Xen shows exactly that set online (and, for
+        HVM, QEMU too), or raise :class:`~xenvcpu.errors.VcpuTimeout` naming the vCPUs
+        that did not follow. ``timeout`` covers the whole operation.
+
+        Raises:
+            VcpuCountError: ``n`` outside 1..max_vcpus. DomainDying.
+            QmpError: an HVM guest's QEMU is missing or refused (a removal refused by
+                the guest's legacy ACPI CPU hotplug says which vCPUs stay online).
+            NotSupported: the backend cannot (e.g. HVM over xend, wait over xenstore:///).
         """
+        timeout = timeout_arg(timeout)
         info = self.info()
-        _vcpus.check_settable(self.name, hvm=info.hvm, dying=info.dying)
+        _vcpus.check_settable(self.name, dying=info.dying)
         self._apply_online(_vcpus.validate_count(self.name, n, info.max_vcpus), wait, timeout)
 
     def set_online(self, vcpus: MapSpec, wait: bool = False, timeout: float = 30.0) -> None:
         """Choose exactly which vCPUs are online (a CpuMap over vCPU numbers, a list such as
-        ``"0,2-3"``, or numbers); the others go offline. See :meth:`set_vcpus`."""
+        ``"0,2-3"``, a byte map of vCPUs, or numbers); the others go offline. See
+        :meth:`set_vcpus`."""
+        timeout = timeout_arg(timeout)
         info = self.info()
-        _vcpus.check_settable(self.name, hvm=info.hvm, dying=info.dying)
+        _vcpus.check_settable(self.name, dying=info.dying)
+        wanted: Iterable[int]
         if isinstance(vcpus, str):
-            wanted: Iterable[int] = CpuMap.parse(vcpus, max(info.max_vcpus, 1))
+            wanted = CpuMap.parse(vcpus, max(info.max_vcpus, 1))
+        elif isinstance(vcpus, (bytes, bytearray, memoryview)):
+            wanted = CpuMap.from_bytes(vcpus, max(info.max_vcpus, 1))
         else:
             wanted = vcpus
-        online = _vcpus.validate_online(self.name, list(wanted), info.max_vcpus)
+        online = _vcpus.validate_online(self.name, wanted, info.max_vcpus)
         self._apply_online(online, wait, timeout)
 
-    def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:
-        if wait and self.host.backend == "xenstore":
-            from xenvcpu.daemon.xenstore_backend import no_wait_error
+    def check_online_path(self, wait: bool = False) -> None:
+        """Raise what changing this domain's online vCPUs would raise before changing
+        anything (no backend support, an HVM guest without a reachable device model);
+        return quietly when the way is open. A plan checks this for every domain whose
+        online set it changes.
 
-            raise no_wait_error(self.label, self.id)
-        self.host.toolstack.set_availability(self.id, self.max_vcpus, online)
+        Raises:
+            NotSupported, QmpError: as :meth:`set_online` would.
+        """
+        caps, toolstack = self.host.capabilities, self.host.toolstack
         if wait:
-            _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)
+            caps.require(Capability.WAIT_ONLINE, f"{self.label}: wait=True", domain=self.id)
+        if self.guest_type is not GuestType.HVM:
+            return
+        caps.require(
+            Capability.HVM_HOTPLUG,
+            f"{self.label} is an HVM guest: changing its online vCPUs",
+            domain=self.id,
+        )
+        if toolstack.run_dir is None or toolstack.lib_dir is None:
+            raise NotSupported(
+                f"{self.label} is an HVM guest of a simulated host without a device model: "
+                "connect with run_dir=DIR, a directory holding a QEMU's QMP socket "
+                f"qmp-libxl-{self.id}, to change its vCPUs through that QEMU",
+                domain=self.id,
+            )
+        socket_path = qmp_socket_path(self.id, toolstack.run_dir)
+        if not os.path.exists(socket_path):  # no device model: say so before any lock
+            raise no_socket_error(socket_path)
 
-
-def _range(n: int) -> str:
-    return "none" if n == 0 else ("0" if n == 1 else f"0-{n - 1}")
+    def _apply_online(self, online: frozenset[int], wait: bool, timeout: float) -> None:
+        toolstack = self.host.toolstack
+        self.check_online_path(wait)
+        if self.guest_type is not GuestType.HVM:
+            toolstack.set_availability(self.id, self.max_vcpus, online)
+            if wait:
+                _vcpus.wait_online(self._online_now, online, timeout, domain=self.name)
+            return
+        assert toolstack.run_dir is not None and toolstack.lib_dir is not None
+        set_hvm_online(
+            domid=self.id,
+            uuid=self.uuid,
+            label=self.label,
+            max_vcpus=self.max_vcpus,
+            online=online,
+            run_dir=toolstack.run_dir,
+            lib_dir=toolstack.lib_dir,
+            write_availability=toolstack.set_availability,
+            read_online=self._online_now if wait else None,
+            timeout=timeout,
+        )
 
 
 def _warn_narrowed(dom: Domain, p: Pinning, count: int = 1) -> None:

@@ -1,21 +1,23 @@
-"""Result types of the public API. They are the same whichever backend answered."""
+"""Plain value types of the public API: enums and records without CPU maps.
+
+A leaf module (it imports nothing of xenvcpu), so that every other module, the native
+one included, can use it. The records that hold CPU maps (:class:`~xenvcpu.Cpupool`,
+:class:`~xenvcpu.Pinning`) are in :mod:`xenvcpu.records`.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
-
 __all__ = [
+    "SCHEDULERS",
     "CpuTopology",
-    "Cpupool",
-    "DomainInfo",
+    "GuestType",
     "HostInfo",
-    "Pinning",
     "Topology",
-    "VcpuInfo",
     "VcpuState",
 ]
 
@@ -38,6 +40,20 @@ class VcpuState(enum.IntEnum):
         return {0: "p", 1: "r", 2: "b", 3: "-"}[int(self)]
 
 
+class GuestType(str, enum.Enum):
+    """What kind of guest a domain is (see :func:`xenvcpu.guests.classify`)."""
+
+    #: paravirtualised: online vCPUs through xenstore
+    PV = "pv"
+    #: an HVM container without a device model: online vCPUs through xenstore, as PV
+    PVH = "pvh"
+    #: fully virtualised with a QEMU device model: online vCPUs through QMP
+    HVM = "hvm"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class CpuTopology(NamedTuple):
     """Where one physical CPU sits (Xen's ids; None when Xen does not know)."""
 
@@ -49,14 +65,26 @@ class CpuTopology(NamedTuple):
 
 @dataclass(frozen=True)
 class Topology:
-    """Per-CPU core, socket and NUMA node of the host's present CPUs.
+    """Per-CPU core, socket and NUMA node of the host's present CPUs, and its cpupools.
 
-    ``cpu_to_node`` (indexed by CPU id, None for absent CPUs) is what
-    ``CpuMap.parse(text, width, topology=...)`` reads for ``node:N`` terms.
+    What ``CpuMap.parse(text, width, topology=...)`` reads for topology terms (each indexed
+    by CPU id, None where Xen does not say): ``cpu_to_node`` for ``node:N``,
+    ``cpu_to_socket`` for ``socket:N``, ``cpu_to_socket`` and ``cpu_to_core`` for
+    ``siblings:N`` (the CPUs on CPU N's core), ``pools`` (name -> CPU ids) for ``pool:NAME``.
     """
 
     cpus: tuple[CpuTopology, ...]
     cpu_to_node: tuple[int | None, ...]
+    cpu_to_socket: tuple[int | None, ...] = ()
+    cpu_to_core: tuple[int | None, ...] = ()
+    pools: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def siblings(self, cpu: int) -> list[int]:
+        """CPU ``cpu`` and its hyper-thread siblings (the CPUs on the same core)."""
+        me = next((c for c in self.cpus if c.cpu == cpu), None)
+        if me is None or me.core is None or me.socket is None:
+            return []
+        return [c.cpu for c in self.cpus if (c.socket, c.core) == (me.socket, me.core)]
 
     def node_cpus(self, node: int) -> list[int]:
         """CPU ids on NUMA node ``node``."""
@@ -76,17 +104,6 @@ SCHEDULERS = {5: "credit", 6: "credit2", 7: "arinc653", 8: "rtds", 9: "null"}
 
 
 @dataclass(frozen=True)
-class Cpupool:
-    """A cpupool: its CPUs, scheduler and how many domains run in it."""
-
-    id: int
-    name: str
-    scheduler: str
-    cpus: CpuMap
-    n_domains: int
-
-
-@dataclass(frozen=True)
 class HostInfo:
     """The host as physinfo reports it."""
 
@@ -99,27 +116,3 @@ class HostInfo:
     cpu_mhz: int
     total_memory_mib: int
     free_memory_mib: int
-
-
-class Pinning(NamedTuple):
-    """What a pin asked for and what Xen applied.
-
-    ``hard``/``soft`` are the *effective* maps Xen wrote back (requested ∩ the cpupool's
-    online CPUs; soft also ∩ hard, and it may be empty); None for a kind not requested.
-    A NamedTuple: ``pin_all`` makes one per vCPU, and a frozen dataclass cost more to
-    build than the pin itself.
-    """
-
-    domain: int
-    vcpu: int
-    requested_hard: CpuMap | None
-    requested_soft: CpuMap | None
-    hard: CpuMap | None
-    soft: CpuMap | None
-
-    @property
-    def narrowed(self) -> bool:
-        """Whether Xen applied less than was asked for."""
-        return (self.requested_hard is not None and self.hard != self.requested_hard) or (
-            self.requested_soft is not None and self.soft != self.requested_soft
-        )

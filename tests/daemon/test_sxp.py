@@ -1,4 +1,5 @@
-"""The SXP reader (ref §6.5): unit cases, xend-shaped samples and hypothesis round trips.
+"""The SXP reader (xen-interfaces.md §6.5): unit cases, xend-shaped samples and hypothesis round
+trips.
 
 The writer used for the round trips is the protocol double's ``show``: xend's rule of
 bare atoms for ``[A-Za-z0-9.-_:/~]`` strings and Python 2 ``repr()`` for the rest.
@@ -6,12 +7,14 @@ bare atoms for ``[A-Za-z0-9.-_:/~]`` strings and Python 2 ``repr()`` for the res
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from xenvcpu._limits import MAX_SXP_BYTES, MAX_SXP_DEPTH, MAX_SXP_NUMBER, MAX_VCPUS
 from xenvcpu.daemon import sxp
 from xenvcpu.daemon.sxp import Sxp
 
@@ -58,8 +61,16 @@ def test_escapes(text: str, value: str) -> None:
 
 def test_comments_and_separators() -> None:
     assert sxp.parse("(a # comment (b)\n c) # trailing") == ["a", "c"]
-    # xend's reader: { } < > [ ] ! ; end the atom before them and start a new one
+    # xend 4.4's reader: { } < > [ ] ; end the atom before them and start a new one
     assert sxp.parse("(a[b] c;d)") == ["a", "[b", "]", "c", ";d"]
+    assert sxp.parse("(a{b}c<d>)") == ["a", "{b", "}c", "<d", ">"]
+
+
+def test_bang_is_an_atom_character() -> None:
+    # "!" stopped being a separator in Xen 4.0 (26b39a0d63, "xend: disallow ! as a sxp
+    # separator"): xend 4.4 reads a!b as one atom
+    assert sxp.parse("(a!b !c d!)") == ["a!b", "!c", "d!"]
+    assert sxp.parse("(name Hello!)") == ["name", "Hello!"]
     assert sxp.parse("(x(y))") == ["x", ["y"]]
     assert sxp.parse("(it's)") == ["it's"]  # a quote inside a bare atom is part of it
 
@@ -187,3 +198,65 @@ def test_value_int_rejects_infinity_as_a_value_error() -> None:
     # int(Decimal("Infinity")) would raise OverflowError; callers catch ValueError.
     with pytest.raises(ValueError, match="not a finite number"):
         sxp.value_int(sxp.parse("(d (n inf))"), "n")
+
+
+# ------------------------------------------------------------------ hostile input (caps)
+
+
+def test_deep_nesting_is_a_value_error_naming_the_cap() -> None:
+    ok = "(" * MAX_SXP_DEPTH + ")" * MAX_SXP_DEPTH
+    value = sxp.parse(ok)
+    for _ in range(MAX_SXP_DEPTH - 1):
+        assert isinstance(value, list) and len(value) == 1
+        value = value[0]
+    assert value == []
+    for text in ["(" * (MAX_SXP_DEPTH + 1) + ")" * (MAX_SXP_DEPTH + 1), "(" * 1_000_000]:
+        with pytest.raises(ValueError, match=f"nested deeper than {MAX_SXP_DEPTH} levels"):
+            sxp.parse(text)  # was a RecursionError
+
+
+def test_input_size_is_capped() -> None:
+    with pytest.raises(ValueError, match=f"over the limit of {MAX_SXP_BYTES}"):
+        sxp.parse_all(b" " * (MAX_SXP_BYTES + 1))
+    with pytest.raises(ValueError, match=f"over the limit of {MAX_SXP_BYTES}"):
+        sxp.parse_all("é" * (MAX_SXP_BYTES // 2 + 1))  # the UTF-8 is what counts
+    assert sxp.parse_all(b"a" * 1000) == ["a" * 1000]
+
+
+def test_lone_surrogates_in_str_input() -> None:
+    assert sxp.parse("(a \ud800)") == ["a", "\ufffd" * 3]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1e999999999", "exponent beyond"),  # took minutes in int(Decimal(...))
+        ("-1E-999999999", "exponent beyond"),
+        ("1" * (MAX_SXP_NUMBER + 1), f"over the limit of {MAX_SXP_NUMBER}"),
+        ("nan", "not a finite number"),
+        ("-Infinity", "not a finite number"),
+        ("1_000", "not a number"),  # Decimal() would take these
+        (" 12", "not a number"),
+        ("\u0663", "not a number"),
+        ("0x10", "not a number"),
+    ],
+)
+def test_numbers_beyond_the_caps(text: str, message: str) -> None:
+    rec: Sxp = ["d", ["n", text]]
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=message):
+        sxp.value_int(rec, "n")
+    with pytest.raises(ValueError, match=message):
+        sxp.value_decimal(rec, "n")
+    assert time.monotonic() - start < 0.5
+
+
+def test_numbers_within_the_caps() -> None:
+    mask = str(2**MAX_VCPUS - 1)  # a vcpu_avail of every vCPU a domain may have
+    assert len(mask) < MAX_SXP_NUMBER
+    assert sxp.value_int(["d", ["m", mask]], "m") == 2**MAX_VCPUS - 1
+    assert sxp.value_int(["d", ["n", "0e999999999"]], "n") == 0
+    assert sxp.value_int(["d", ["n", "1e2560"]], "n") == 10**2560
+    assert sxp.value_decimal(["d", ["n", "-.5"]], "n") == Decimal("-0.5")
+    assert sxp.value_int(["d", ["n", "+7."]], "n") == 7
+    assert sxp.number("1e+3") == 1000

@@ -1,4 +1,5 @@
-"""Setting the online vCPUs through xenstore (ref §5.4, §5.5) and waiting for the guest.
+"""Setting the online vCPUs through xenstore (xen-interfaces.md §5.4, §5.5) and waiting for the
+guest.
 
 write_availability / read_availability run against the real oxenstored; wait_online
 uses fake read_online callables (the hypervisor's view) and a fake clock.
@@ -13,17 +14,15 @@ from collections.abc import Callable
 
 import pytest
 
+from xenvcpu._limits import DOMID_FIRST_RESERVED, MAX_DOMAIN_NAME, MAX_VCPUS
 from xenvcpu.daemon import vcpus
 from xenvcpu.daemon.vcpus import (
     availability_path,
     check_settable,
     find_domid,
-    format_vcpus,
     list_domains,
     max_vcpus_from_xenstore,
     read_availability,
-    set_count,
-    set_online,
     validate_count,
     validate_online,
     wait_online,
@@ -33,11 +32,14 @@ from xenvcpu.daemon.xenstore import Op, XenstoreClient
 from xenvcpu.errors import (
     DomainDying,
     DomainNotFound,
-    NotSupported,
     VcpuCountError,
     VcpuTimeout,
+    XenstoreError,
     XenvcpuError,
 )
+from xenvcpu.toolstack import XenstoreToolstack
+
+from .xs_script import PairServer, Peer
 
 
 class RecordingClient(XenstoreClient):
@@ -57,7 +59,7 @@ class RecordingClient(XenstoreClient):
 
 
 def make_domain(xs: XenstoreClient, domid: int, max_vcpus: int, online: int) -> None:
-    """What libxl writes at build time (ref §5.4)."""
+    """What libxl writes at build time (xen-interfaces.md §5.4)."""
     xs.write(f"/local/domain/{domid}/name", f"guest{domid}")
     for n in range(max_vcpus):
         xs.write(availability_path(domid, n), "online" if n < online else "offline")
@@ -112,22 +114,21 @@ def test_validate_online() -> None:
 
 
 def test_check_settable() -> None:
-    check_settable(1, hvm=False, dying=False)
-    with pytest.raises(NotSupported, match="needs QMP, not supported yet") as info:
-        check_settable(4, hvm=True)
-    assert info.value.domain == 4
+    # HVM guests are no longer refused here: they take the QMP path (tests/qmp, test_guests)
+    check_settable(1, dying=False)
     with pytest.raises(DomainDying, match="dying") as info2:
         check_settable("vm", dying=True)
     assert info2.value.domain == "vm"
-    # a dying HVM domain is reported as dying: nothing could be done to it at all
-    with pytest.raises(DomainDying):
-        check_settable(4, hvm=True, dying=True)
 
 
-def test_format_vcpus() -> None:
-    assert format_vcpus([5, 0, 1, 2]) == "0-2,5"
-    assert format_vcpus([3]) == "3"
-    assert format_vcpus([]) == ""
+def test_format_ranges() -> None:
+    from xenvcpu._ranges import format_ranges, valid_range
+
+    assert format_ranges([5, 0, 1, 2]) == "0-2,5"
+    assert format_ranges([3]) == "3"
+    assert format_ranges([]) == ""
+    assert format_ranges([-2, -1, 7, 10**30]) == f"-2--1,7,{10**30}"
+    assert [valid_range(n) for n in (0, 1, 2, 8)] == ["none", "0", "0-1", "0-7"]
 
 
 # ------------------------------------------------------------------ writing (real xenstored)
@@ -368,7 +369,7 @@ def test_module_exports() -> None:
 
 
 class FakeGuest:
-    """Plays the guest kernel of ref §5.5: watches its cpu subtree on its own xenstore
+    """Plays the guest kernel of xen-interfaces.md §5.5: watches its cpu subtree on its own xenstore
     connection and, after ``delay``, brings vCPUs up/down as ``availability`` says.
     ``follows=False`` is a guest without vCPU hotplug support (it never reacts)."""
 
@@ -414,31 +415,30 @@ class FakeGuest:
             raise self.error
 
 
-def test_set_count_4_1_3_with_wait(xs: XenstoreClient, xenstored_path: str, domid: int) -> None:
-    """The lab scenario of issue 5 (PV guest, maxvcpus=4): 4 → 1 → 3 with wait=True."""
+def test_write_then_wait_4_1_3(xs: XenstoreClient, xenstored_path: str, domid: int) -> None:
+    """The lab scenario (PV guest, maxvcpus=4): 4 -> 1 -> 3 -> {0, 3}, each written in one
+    transaction to a real xenstored and waited for through a guest that follows its watch."""
     make_domain(xs, domid, max_vcpus=4, online=2)
     guest = FakeGuest(xenstored_path, domid, {0, 1})
     try:
-        for n in (4, 1, 3):
-            wanted = set_count(xs, domid, 4, n, wait=True, read_online=guest.read_online, timeout=5)
-            assert wanted == set(range(n))
-            assert guest.read_online() == set(range(n))
-            assert read_availability(xs, domid) == {v: v < n for v in range(4)}
-        assert set_online(xs, domid, 4, {0, 3}, wait=True, read_online=guest.read_online) == {0, 3}
-        assert guest.read_online() == {0, 3}
+        for wanted in (set(range(4)), {0}, set(range(3)), {0, 3}):
+            write_availability(xs, domid, 4, wanted)
+            assert wait_online(guest.read_online, wanted, 5, domain=domid) == wanted
+            assert read_availability(xs, domid) == {v: v in wanted for v in range(4)}
     finally:
         guest.close()
 
 
-def test_set_count_guest_that_never_follows(
+def test_wait_for_a_guest_that_never_follows(
     xs: XenstoreClient, xenstored_path: str, domid: int
 ) -> None:
     make_domain(xs, domid, max_vcpus=4, online=2)
     guest = FakeGuest(xenstored_path, domid, {0, 1}, follows=False)
     try:
+        write_availability(xs, domid, 4, {0, 1, 2})
         start = time.monotonic()
         with pytest.raises(VcpuTimeout) as info:
-            set_count(xs, domid, 4, 3, wait=True, read_online=guest.read_online, timeout=0.3)
+            wait_online(guest.read_online, {0, 1, 2}, 0.3, domain=domid)
         assert time.monotonic() - start < 2
         assert info.value.pending == (2,)
         assert info.value.domain == domid
@@ -449,25 +449,17 @@ def test_set_count_guest_that_never_follows(
         guest.close()
 
 
-def test_set_count_without_wait_returns_at_once(xs: XenstoreClient, domid: int) -> None:
-    make_domain(xs, domid, max_vcpus=2, online=2)
-    assert set_count(xs, domid, 2, 1) == {0}
-    assert read_availability(xs, domid) == {0: True, 1: False}
-
-
-def test_set_refusals_write_nothing(xenstored_path: str, domid: int) -> None:
+def test_refusals_write_nothing(xenstored_path: str, domid: int) -> None:
     with RecordingClient(xenstored_path) as xs:
-        with pytest.raises(NotSupported, match="needs QMP, not supported yet"):
-            set_count(xs, domid, 4, 2, hvm=True)
         with pytest.raises(DomainDying):
-            set_online(xs, domid, 4, {0}, dying=True)
+            check_settable(domid, dying=True)
         with pytest.raises(VcpuCountError, match=r"1\.\.4"):
-            set_count(xs, domid, 4, 5)
-        with pytest.raises(ValueError, match="read_online"):
-            set_count(xs, domid, 4, 2, wait=True)
+            validate_count(domid, 5, 4)
+        with pytest.raises(VcpuCountError):
+            write_availability(xs, domid, 4, set())
         assert xs.log == []
     with XenstoreClient(xenstored_path) as xs2, pytest.raises(DomainNotFound):
-        set_count(xs2, domid, 4, 2)  # no such domain in xenstore
+        write_availability(xs2, domid, 4, {0, 1})  # no such domain in xenstore
 
 
 # ------------------------------------------------------------------ pure-Python lookups
@@ -494,3 +486,142 @@ def test_max_vcpus_from_xenstore_without_cpu_nodes(xs: XenstoreClient, domid: in
     xs.mkdir(f"/local/domain/{domid}/cpu")
     with pytest.raises(DomainNotFound, match="no cpu"):
         max_vcpus_from_xenstore(xs, domid)
+
+
+# ------------------------------------------------------------------ hostile xenstore contents
+
+
+class FakeTree:
+    """A scripted xenstored (xs_script) serving fixed DIRECTORY and READ answers inside
+    transactions: what no real xenstored would hold (names that are not UTF-8, a
+    million-entry directory). ``reads`` records every READ asked."""
+
+    def __init__(self, dirs: dict[str, bytes], values: dict[str, bytes]) -> None:
+        self.dirs = dirs
+        self.values = values
+        self.reads: list[str] = []
+        self.pair = PairServer(self.script)
+        self.xs = XenstoreClient.from_fd(self.pair.detach_client_fd(), timeout=5)
+
+    def script(self, peer: Peer) -> None:
+        try:
+            while True:
+                mtype, rid, tx, payload = peer.recv()
+                path = payload.split(b"\0")[0].decode()
+                if mtype == Op.TRANSACTION_START:
+                    peer.send(mtype, rid, 0, b"7\0")
+                elif mtype == Op.TRANSACTION_END:
+                    peer.send(mtype, rid, tx, b"OK\0")
+                elif mtype == Op.DIRECTORY and path in self.dirs:
+                    peer.send(mtype, rid, tx, self.dirs[path])
+                elif mtype == Op.READ and path in self.values:
+                    self.reads.append(path)
+                    peer.send(mtype, rid, tx, self.values[path])
+                else:
+                    if mtype == Op.READ:
+                        self.reads.append(path)
+                    peer.send(Op.ERROR, rid, tx, b"ENOENT\0")
+        except (EOFError, OSError):
+            return
+
+    def close(self) -> None:
+        self.xs.close()
+        self.pair.close()
+
+
+def names(*entries: bytes) -> bytes:
+    return b"".join(e + b"\0" for e in entries)
+
+
+def test_list_domains_skips_what_is_no_domid() -> None:
+    tree = FakeTree(
+        {"/local/domain": names(b"0", b"\xff\xfe", b"99999999999", b"007", b"32752", b"5")},
+        {"/local/domain/0/name": b"Domain-0", "/local/domain/5/name": b"caf\xc3\xa9 \xff"},
+    )
+    try:
+        assert list_domains(tree.xs) == {0: "Domain-0", 5: "caf\u00e9 \ufffd"}
+        # no read below an entry that is no domid (007 would have been domain 7 twice)
+        assert tree.reads == ["/local/domain/0/name", "/local/domain/5/name"]
+    finally:
+        tree.close()
+
+
+def test_list_domains_of_a_huge_directory_reads_nothing_below_it() -> None:
+    tree = FakeTree({"/local/domain": names(*(b"%d" % (i % 30000) for i in range(40000)))}, {})
+    try:
+        start = time.monotonic()
+        with pytest.raises(XenstoreError) as info:
+            list_domains(tree.xs)
+        assert time.monotonic() - start < 2
+        assert info.value.errno == errno.E2BIG
+        assert f"40000 entries, more than the {DOMID_FIRST_RESERVED}" in str(info.value)
+        assert tree.reads == []
+    finally:
+        tree.close()
+
+
+def test_overlong_domain_name_is_no_name() -> None:
+    tree = FakeTree(
+        {"/local/domain": names(b"3")}, {"/local/domain/3/name": b"x" * (MAX_DOMAIN_NAME + 1)}
+    )
+    try:
+        assert list_domains(tree.xs) == {3: ""}
+    finally:
+        tree.close()
+
+
+def test_find_domid_message_is_bounded() -> None:
+    many = 3000
+    tree = FakeTree(
+        {"/local/domain": names(*(b"%d" % i for i in range(many)))},
+        {f"/local/domain/{i}/name": b"n" * 4000 for i in range(many)},
+    )
+    try:
+        with pytest.raises(DomainNotFound) as info:
+            find_domid(tree.xs, "absent" * 1000)
+        message = str(info.value)
+        assert len(message) < 6000 and message.endswith(" more")
+        assert "n" * 64 + "... (0)" in message
+    finally:
+        tree.close()
+
+
+def test_cpu_names_that_are_no_vcpu() -> None:
+    base = "/local/domain/4/cpu"
+    tree = FakeTree(
+        {base: names(b"0", b"01", b"4000000000", b"8192", b"8191", b"\xd9\xa3", b"-1")},
+        {f"{base}/0/availability": b"online", f"{base}/8191/availability": b"offline"},
+    )
+    try:
+        assert read_availability(tree.xs, 4) == {0: True, 8191: False}
+        assert max_vcpus_from_xenstore(tree.xs, 4) == MAX_VCPUS
+        assert sorted(set(tree.reads)) == [f"{base}/0/availability", f"{base}/8191/availability"]
+    finally:
+        tree.close()
+
+
+def test_cpu_directory_over_max_vcpus_is_refused() -> None:
+    base = "/local/domain/4/cpu"
+    tree = FakeTree({base: names(*(b"%d" % i for i in range(MAX_VCPUS + 1)))}, {})
+    try:
+        with pytest.raises(XenstoreError, match=f"more than the {MAX_VCPUS}") as info:
+            max_vcpus_from_xenstore(tree.xs, 4)
+        assert info.value.errno == errno.E2BIG and tree.reads == []
+    finally:
+        tree.close()
+
+
+def test_overlong_guest_record_is_clipped(
+    xenstored_path: str, xs: XenstoreClient, domid: int
+) -> None:
+    xs.write(f"/libxl/{domid}/type", "h" * 4000)
+    xs.write(f"/libxl/{domid + 1}/type", "pvh")
+    toolstack = XenstoreToolstack(xenstored_path)
+    try:
+        assert toolstack.guest_record(domid) == "h" * 64 + "..."  # no type, short message
+        assert toolstack.guest_record(domid + 1) == "pvh"
+        assert toolstack.guest_record(domid + 2) is None
+    finally:
+        toolstack.close()
+        xs.rm(f"/libxl/{domid}")
+        xs.rm(f"/libxl/{domid + 1}")

@@ -39,7 +39,7 @@ def home(domid: int) -> str:
 def test_write_then_read_returns_exact_bytes(xs: XenstoreClient, domid: int) -> None:
     path = f"{home(domid)}/name"
     xs.write(path, "guest-1")
-    assert xs.read(path) == b"guest-1"  # no trailing NUL (ref §5.3)
+    assert xs.read(path) == b"guest-1"  # no trailing NUL (xen-interfaces.md §5.3)
     assert xs.read_text(path) == "guest-1"
     binary = bytes(range(256))  # NULs and high bytes are fine in values
     xs.write(f"{home(domid)}/blob", binary)
@@ -137,7 +137,8 @@ def test_payload_over_4096_is_refused_before_sending(xs: XenstoreClient, domid: 
         xs.write(path, value)
     assert info.value.errno == errno.E2BIG
     assert "4096" in str(info.value) and "nothing was sent" in str(info.value)
-    # xenstored would have dropped the connection had it been sent (ref §5.2): it is alive
+    # xenstored would have dropped the connection had it been sent (xen-interfaces.md §5.2): it is
+    # alive
     assert not xs.exists(path)
     xs.write(path, "small")
     assert xs.read(path) == b"small"
@@ -293,7 +294,8 @@ def test_watch_fires_immediately_then_on_change(
     xs2.write(f"{base}/0/availability", "online")
     token = xs.watch(base, "tok-1")
     assert token == "tok-1"
-    assert xs.read_watch(2) == WatchEvent(base, "tok-1")  # the initial firing (ref §5.3)
+    # the initial firing (xen-interfaces.md §5.3)
+    assert xs.read_watch(2) == WatchEvent(base, "tok-1")
     assert xs.read_watch(0.2) is None
     xs2.write(f"{base}/1/availability", "offline")
     assert xs.read_watch(2) == WatchEvent(f"{base}/1/availability", "tok-1")
@@ -322,6 +324,23 @@ def test_watch_events_arriving_between_replies_are_queued(
         assert xs.read_watch(0) is None
 
 
+def test_event_flood_from_a_real_daemon_is_bounded(
+    xenstored_path: str, xs2: XenstoreClient, domid: int
+) -> None:
+    """oxenstored fires one event per write: a watcher that does not read them keeps the
+    newest ``max_events`` and counts the rest; it then re-reads the nodes themselves."""
+    base = home(domid)
+    with XenstoreClient(xenstored_path, timeout=5, max_events=4) as xs:
+        token = xs.watch(base)
+        for n in range(20):
+            xs2.write(f"{base}/n{n}", str(n))
+        xs.read(f"{base}/n19")  # a round trip after the writes: their events are in
+        assert len(xs.pending_events()) == 4
+        assert xs.dropped_events == 17  # 20 writes + the initial firing - 4 kept
+        assert xs.read_watch(0) == WatchEvent(f"{base}/n16", token)
+        assert sorted(xs.directory(base)) == sorted(f"n{n}" for n in range(20))
+
+
 def test_special_watch_path(xs: XenstoreClient) -> None:
     token = xs.watch("@releaseDomain")
     assert xs.read_watch(2) == WatchEvent("@releaseDomain", token)
@@ -340,12 +359,14 @@ def test_read_watch_times_out_quickly(xs: XenstoreClient, domid: int) -> None:
 
 
 def _copy_pure_python_package(dest: Path) -> None:
-    """xenvcpu.errors + xenvcpu.daemon alone, with an empty package __init__: also shows
-    that the daemon path needs neither the native module nor anything else."""
+    """xenvcpu.errors, xenvcpu._limits (the shared caps) and xenvcpu.daemon alone, with an
+    empty package __init__: also shows that the xenstore client needs neither the native
+    module nor anything else."""
     pkg = dest / "xenvcpu"
     (pkg / "daemon").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    shutil.copy(PYTHON_SRC / "xenvcpu" / "errors.py", pkg / "errors.py")
+    for name in ("errors.py", "_limits.py"):
+        shutil.copy(PYTHON_SRC / "xenvcpu" / name, pkg / name)
     for src in (PYTHON_SRC / "xenvcpu" / "daemon").glob("*.py"):
         shutil.copy(src, pkg / "daemon" / src.name)
     for p in [dest, *dest.rglob("*")]:

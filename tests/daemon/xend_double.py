@@ -1,7 +1,7 @@
 """A protocol double of xend's HTTP/SXP server (Xen <= 4.4), for the xend client tests.
 
 No real xend can run here (it needs Xen <= 4.4 and Python 2).  This double follows the
-behaviour documented in the reference, ref §6, and nothing more:
+behaviour documented in the reference, xen-interfaces.md §6, and nothing more:
 
 * §6.2 requests: ``GET /xend/domain/`` (names), ``GET /xend/domain/?detail=1`` (records),
   ``GET /xend/domain/<name-or-id>`` (record), GET honours ``op=vcpuinfo`` only,
@@ -183,7 +183,7 @@ class XendDouble:
                 return dom
         return None
 
-    # ------------------------------------------------------------------ ops (ref §6.3)
+    # --------------------------------------------------------------- ops (xen-interfaces.md §6.3)
 
     def op_set_vcpus(self, dom: DomainState, form: dict[str, list[str]]) -> Value | None:
         n = int(form["vcpus"][0])
@@ -279,7 +279,8 @@ class _XendHandler(http.server.BaseHTTPRequestHandler):
         return "unix"
 
     def _sxp_wanted(self) -> bool:
-        # ref §6.2: SXP when no User-Agent, or no Accept, or Accept has application/sxp.
+        # xen-interfaces.md §6.2: SXP when no User-Agent, or no Accept, or Accept has
+        # application/sxp.
         accept = self.headers.get("Accept")
         return (
             self.headers.get("User-Agent") is None or accept is None or "application/sxp" in accept

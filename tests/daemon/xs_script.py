@@ -2,8 +2,8 @@
 
 Late and out-of-order replies, watch events interleaved with replies, a daemon that
 never answers, replies split into single bytes: each test writes a small script that
-receives requests and sends raw messages (ref §5.2 framing) on a real unix socket or on
-one end of a socketpair (standing in for the xenbus device fd).
+receives requests and sends raw messages (xen-interfaces.md §5.2 framing) on a real unix socket or
+on one end of a socketpair (standing in for the xenbus device fd).
 """
 
 from __future__ import annotations

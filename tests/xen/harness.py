@@ -4,7 +4,8 @@
     python3 tests/xen/harness.py            (what `make xen-test` runs; as root)
 
 Stages, each with a hard timeout:
-  1. preflight + host tools  apt-get install qemu-system-x86 debootstrap e2fsprogs if missing
+  1. preflight + host tools  apt-get install qemu-system-x86 debootstrap e2fsprogs libxen-dev
+                             if missing
   2. wheel (in parallel)     `maturin build --release` of this checkout (or XEN_TEST_WHEEL)
   3. dom0 rootfs             debootstrap bookworm minbase + Debian's kernel and Xen 4.17,
                              cached in $XEN_LAB_DIR and rebuilt when its recipe changes
@@ -287,13 +288,21 @@ def meminfo_mib(key: str) -> int:
     return 0
 
 
+# Host files the lab needs besides commands: libxenctrl's headers and library, to compile
+# the C baseline of benches/xen (build_c_baselines) against the same Xen 4.17 ABI as dom0.
+NEED_FILES = {"/usr/include/xenctrl.h": "libxen-dev"}
+
+
 def host_tools(out: Path) -> None:
     need = {
         "qemu-system-x86_64": "qemu-system-x86",
         "debootstrap": "debootstrap",
         "mke2fs": "e2fsprogs",
     }
-    missing = sorted({pkg for tool, pkg in need.items() if not shutil.which(tool)})
+    missing = sorted(
+        {pkg for tool, pkg in need.items() if not shutil.which(tool)}
+        | {pkg for path, pkg in NEED_FILES.items() if not os.path.exists(path)}
+    )
     if not missing:
         return
     log(f"installing host tools: {' '.join(missing)}")
@@ -316,6 +325,7 @@ def host_tools(out: Path) -> None:
             f"apt-get could not install {' '.join(missing)} (rc {rc}):\n{tail(apt_log)}"
         )
     still = [tool for tool in need if not shutil.which(tool)]
+    still += [path for path in NEED_FILES if not os.path.exists(path)]
     if still:
         raise LabUnavailable(f"still missing after apt-get install: {' '.join(still)}")
 

@@ -1,6 +1,7 @@
 """Reader for xend's S-expressions (SXP), and helpers to pick fields out of them.
 
-The grammar follows xend's own reader (``tools/python/xen/xend/sxp.py`` @4.4, ref §6.5):
+The grammar follows xend's own reader (``tools/python/xen/xend/sxp.py`` @4.4, xen-interfaces.md
+§6.5):
 
 * ``(`` … ``)`` are lists; whitespace separates elements.
 * Atoms are bare (``Domain-0``, ``12.5``, ``-1``) or quoted with ``'`` or ``"``.  xend
@@ -11,19 +12,31 @@ The grammar follows xend's own reader (``tools/python/xen/xend/sxp.py`` @4.4, re
   hex digits) and ``\\ooo`` (one to three octal digits, at most 0o377).  The value bytes
   are decoded as UTF-8 (invalid sequences replaced).  Unknown escapes keep the
   backslash and the character (Python's rule; ``repr()`` never produces them).
-* ``{ } < > [ ] ! ;`` are separators: each ends the bare atom before it and starts a new
-  one, exactly as xend's reader does (so ``a[b`` reads as ``a`` and ``[b``).
+* ``{ } < > [ ] ;`` are separators: each ends the bare atom before it and starts a new
+  one, exactly as xend's reader does (so ``a[b`` reads as ``a`` and ``[b``).  ``!`` is an
+  ordinary atom character (``a!b`` is one atom): xend stopped treating it as a
+  separator in Xen 4.0 (commit 26b39a0d63, October 2009).
 * ``#`` starts a comment that runs to the end of the line.
 * A quote inside a bare atom is part of it (``it's`` is one atom), as in xend.
 
 A value is a ``str`` (atom) or a ``list`` of values.  Only reading is provided: the
-daemon path never needs to write SXP (request bodies are form-encoded, ref §6.2).
+daemon path never needs to write SXP (request bodies are form-encoded, xen-interfaces.md §6.2).
+
+Hostile input: the text is at most :data:`~xenvcpu._limits.MAX_SXP_BYTES` long and lists
+nest at most :data:`~xenvcpu._limits.MAX_SXP_DEPTH` deep (the reader is iterative, so
+depth never reaches Python's recursion limit); a number is at most
+:data:`~xenvcpu._limits.MAX_SXP_NUMBER` characters with a decimal exponent of at most
+that magnitude, checked before it is converted.  Every refusal is a ``ValueError`` that
+names the cap (malformed input too, with line and column).
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Union
+
+from xenvcpu._limits import MAX_SXP_BYTES, MAX_SXP_DEPTH, MAX_SXP_NUMBER
 
 __all__ = [
     "Sxp",
@@ -33,6 +46,7 @@ __all__ = [
     "fields",
     "is_list",
     "name",
+    "number",
     "parse",
     "parse_all",
     "value_decimal",
@@ -44,8 +58,11 @@ __all__ = [
 Sxp = Union[str, list["Sxp"]]
 
 _SPACE = frozenset(b" \t\n\v\f\r")
-_SEPARATORS = frozenset(b"{}<>[]!;")  # '(' and ')' are handled on their own
+# Where a bare atom ends: whitespace, a comment, a list bracket or a separator (xend 4.4:
+# "{}()<>[];"; "!" was one before Xen 4.0).  A separator then starts the next atom.
+_ATOM_END = re.compile(rb"[ \t\n\v\f\r#(){}<>\[\];]")
 _QUOTES = frozenset(b"\"'")
+_STRING_STOP = {q: re.compile(re.escape(bytes([q])) + rb"|\\") for q in _QUOTES}
 _ESCAPES = {
     ord("a"): 0x07,
     ord("b"): 0x08,
@@ -93,65 +110,64 @@ class _Reader:
                 return
 
     def read_all(self) -> list[Sxp]:
+        """Every value, iteratively: an explicit stack of the open lists (with where
+        each was opened), so nesting costs no Python recursion."""
+        data = self.data
         values: list[Sxp] = []
+        current = values
+        open_lists: list[tuple[list[Sxp], int]] = []  # (the enclosing list, start)
         while True:
             self.skip_blank()
-            if self.pos >= len(self.data) or self.data[self.pos] == 4:  # EOT ends the input
+            if self.pos >= len(data):
+                if open_lists:
+                    raise self.fail("end of input inside a list opened", open_lists[-1][1])
                 return values
-            values.append(self.read_value())
-
-    def read_value(self) -> Sxp:
-        c = self.data[self.pos]
-        if c == ord("("):
-            return self.read_list()
-        if c == ord(")"):
-            raise self.fail("unbalanced ')'")
-        if c in _QUOTES:
-            return self.read_string()
-        if c < 0x20 or c == 0x7F:
-            raise self.fail(f"invalid character (code {c})")
-        return self.read_atom()
-
-    def read_list(self) -> list[Sxp]:
-        start = self.pos
-        self.pos += 1
-        items: list[Sxp] = []
-        while True:
-            self.skip_blank()
-            if self.pos >= len(self.data):
-                raise self.fail("end of input inside a list opened", start)
-            if self.data[self.pos] == ord(")"):
+            c = data[self.pos]
+            if c == ord("("):
+                if len(open_lists) >= MAX_SXP_DEPTH:
+                    raise self.fail(f"lists nested deeper than {MAX_SXP_DEPTH} levels")
+                opened: list[Sxp] = []
+                current.append(opened)
+                open_lists.append((current, self.pos))
+                current = opened
                 self.pos += 1
-                return items
-            items.append(self.read_value())
+            elif c == ord(")"):
+                if not open_lists:
+                    raise self.fail("unbalanced ')'")
+                current = open_lists.pop()[0]
+                self.pos += 1
+            elif c == 4 and not open_lists:  # EOT ends the input
+                return values
+            elif c in _QUOTES:
+                current.append(self.read_string())
+            elif c < 0x20 or c == 0x7F:
+                raise self.fail(f"invalid character (code {c})")
+            else:
+                current.append(self.read_atom())
 
     def read_atom(self) -> str:
-        data = self.data
         start = self.pos
-        self.pos += 1  # the first character may be a separator: it starts the atom
-        while self.pos < len(data):
-            c = data[self.pos]
-            if c in _SPACE or c in _SEPARATORS or c == ord("(") or c == ord(")") or c == ord("#"):
-                break
-            self.pos += 1
-        return _decode(data[start : self.pos])
+        # the first character may be a separator: it starts the atom
+        end = _ATOM_END.search(self.data, start + 1)
+        self.pos = len(self.data) if end is None else end.start()
+        return _decode(self.data[start : self.pos])
 
     def read_string(self) -> str:
         data = self.data
         start = self.pos
         delim = data[self.pos]
         self.pos += 1
+        stop = _STRING_STOP[delim]
         out = bytearray()
         while True:
-            if self.pos >= len(data):
+            found = stop.search(data, self.pos)  # the closing quote or a backslash
+            if found is None:
                 raise self.fail("end of input inside a string opened", start)
-            c = data[self.pos]
-            self.pos += 1
+            out += data[self.pos : found.start()]
+            c = data[found.start()]
+            self.pos = found.start() + 1
             if c == delim:
                 return _decode(out)
-            if c != ord("\\"):
-                out.append(c)
-                continue
             if self.pos >= len(data):
                 raise self.fail("end of input after a backslash in a string opened", start)
             e = data[self.pos]
@@ -182,23 +198,30 @@ class _Reader:
 
 
 def _as_bytes(text: str | bytes | bytearray) -> bytes:
-    return text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    # a lone surrogate is kept as bytes that read back as U+FFFD, not a UnicodeError
+    return text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
 
 
 def parse_all(text: str | bytes | bytearray) -> list[Sxp]:
     """Every value in ``text`` (possibly none).
 
     Raises:
-        ValueError: malformed input; the message gives line and column.
+        ValueError: malformed input (the message gives line and column), more than
+            MAX_SXP_BYTES of it, or lists nested deeper than MAX_SXP_DEPTH.
     """
-    return _Reader(_as_bytes(text)).read_all()
+    if len(text) > MAX_SXP_BYTES:  # a str's UTF-8 is at least as long: checked again below
+        raise ValueError(f"invalid SXP: {len(text)} bytes, over the limit of {MAX_SXP_BYTES}")
+    data = _as_bytes(text)
+    if len(data) > MAX_SXP_BYTES:
+        raise ValueError(f"invalid SXP: {len(data)} bytes, over the limit of {MAX_SXP_BYTES}")
+    return _Reader(data).read_all()
 
 
 def parse(text: str | bytes | bytearray) -> Sxp:
     """Exactly one value (what xend sends per reply).
 
     Raises:
-        ValueError: malformed input, no value, or more than one value.
+        ValueError: as :func:`parse_all`, or no value, or more than one value.
     """
     values = parse_all(text)
     if len(values) != 1:
@@ -274,29 +297,62 @@ def value_int(value: Sxp, element: str) -> int | None:
     """The integer value of ``element``; accepts bare and quoted forms and ``12.0``.
 
     Raises:
-        ValueError: present but not a number.
+        ValueError: present but not a number, or beyond the caps of :func:`number`.
     """
     d = value_decimal(value, element)
     if d is None:
         return None
     if d != d.to_integral_value():
-        raise ValueError(f"SXP field {element!r} is not an integer: {value_str(value, element)!r}")
-    return int(d)
+        raise ValueError(f"SXP field {element!r} is not an integer: {_clip(str(d))}")
+    return int(d)  # at most MAX_SXP_NUMBER digits: number() checked the exponent
 
 
 def value_decimal(value: Sxp, element: str) -> Decimal | None:
     """The exact decimal value of ``element`` (xend floats such as ``12.345678901``).
 
     Raises:
-        ValueError: present but not a number.
+        ValueError: present but not a number, or beyond the caps of :func:`number`.
     """
     v = value_str(value, element)
     if v is None:
         return None
-    try:
-        d = Decimal(v)
-    except InvalidOperation:
-        raise ValueError(f"SXP field {element!r} is not a number: {v!r}") from None
-    if not d.is_finite():
-        raise ValueError(f"SXP field {element!r} is not a finite number: {v!r}")
+    return number(v, f"SXP field {element!r}")
+
+
+# A number as xend prints one: Python 2's str() of an int, long or float (and so never
+# with spaces, underscores or other scripts' digits, which Decimal() would accept).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_FINITE = frozenset({"inf", "infinity", "nan", "snan"})
+
+
+def number(text: str, what: str = "SXP number") -> Decimal:
+    """``text`` as an exact Decimal: a finite decimal number of at most MAX_SXP_NUMBER
+    characters whose decimal exponent is at most MAX_SXP_NUMBER in magnitude.
+
+    The caps are checked before anything is converted, so ``int()`` of the result is
+    cheap (``1e999999999`` would otherwise take minutes to become an int).
+
+    Raises:
+        ValueError: not such a number; the message names ``what`` and the cap.
+    """
+    if len(text) > MAX_SXP_NUMBER:
+        raise ValueError(
+            f"{what} is {len(text)} characters long, over the limit of {MAX_SXP_NUMBER} "
+            f"for a number: {_clip(text)}"
+        )
+    if not _NUMBER.fullmatch(text):
+        finite = "a finite number" if text.lower().lstrip("+-") in _NOT_FINITE else "a number"
+        raise ValueError(f"{what} is not {finite}: {_clip(text)}")
+    d = Decimal(text)
+    if not d:
+        return Decimal(0)  # 0e999999999 too: int() would still build its huge power of ten
+    if not -MAX_SXP_NUMBER <= d.adjusted() <= MAX_SXP_NUMBER:
+        raise ValueError(
+            f"{what} {_clip(text)} has a decimal exponent beyond ±{MAX_SXP_NUMBER}, the limit "
+            "for a number"
+        )
     return d
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")

@@ -1,19 +1,19 @@
 """Change which vCPUs of a running domain are online, the way the toolstack does.
 
-No hypercall can change the online vCPU count of a running domain (ref §3.7).  For PV
+No hypercall can change the online vCPU count of a running domain (xen-interfaces.md §3.7).  For PV
 and PVH guests the toolstack writes ``/local/domain/<domid>/cpu/<n>/availability`` =
 ``online`` | ``offline`` for every n in 0 … max_vcpus-1 in **one** xenstore transaction
 (retried on EAGAIN) and the guest kernel, which watches its ``cpu`` subtree, brings the
-vCPUs up or down (ref §5.4, §5.5; libxl ``libxl__set_vcpuonline_xenstore``).  HVM guests
-with upstream QEMU need QMP ``device_add`` as well, which is not implemented here.
+vCPUs up or down (xen-interfaces.md §5.4, §5.5; libxl ``libxl__set_vcpuonline_xenstore``).  HVM
+guests with upstream QEMU take QMP instead (:mod:`xenvcpu.daemon.qmp`, :mod:`xenvcpu.guests`).
 
 These functions are backend-agnostic: the Domain class supplies the facts it got from
 the hypervisor (max vCPUs, HVM, dying) and a callable that reads the hypervisor's view
 of the online vCPUs (getvcpuinfo / nr_online_vcpus).
 
-Typical use by the Domain layer -- :func:`set_count` / :func:`set_online` do exactly this::
+What :class:`~xenvcpu.Domain` does with them (``set_vcpus`` / ``set_online``)::
 
-    check_settable(dom.id, hvm=info.hvm, dying=info.dying)
+    check_settable(dom.id, dying=info.dying)
     online = validate_count(dom.id, n, info.max_vcpus)       # or validate_online(...)
     write_availability(xs, dom.id, info.max_vcpus, online)
     if wait:
@@ -23,16 +23,24 @@ Typical use by the Domain layer -- :func:`set_count` / :func:`set_online` do exa
 from __future__ import annotations
 
 import errno as _errno
+import itertools
 import time
 from collections.abc import Iterable, Set
 from typing import Callable
 
+from xenvcpu._limits import (
+    DOMID_FIRST_RESERVED,
+    MAX_DOMAIN_NAME,
+    MAX_VCPUS,
+    ascii_uint,
+    timeout_arg,
+)
+from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon.xenstore import Transaction, XenstoreClient
 from xenvcpu.errors import (
     DomainDying,
     DomainNotFound,
     DomainRef,
-    NotSupported,
     VcpuCountError,
     VcpuTimeout,
     XenstoreError,
@@ -42,12 +50,9 @@ __all__ = [
     "availability_path",
     "check_settable",
     "find_domid",
-    "format_vcpus",
     "list_domains",
     "max_vcpus_from_xenstore",
     "read_availability",
-    "set_count",
-    "set_online",
     "validate_count",
     "validate_online",
     "wait_online",
@@ -56,44 +61,39 @@ __all__ = [
 
 
 def availability_path(domid: int, vcpu: int) -> str:
-    """``/local/domain/<domid>/cpu/<vcpu>/availability`` (ref §5.4)."""
+    """``/local/domain/<domid>/cpu/<vcpu>/availability`` (xen-interfaces.md §5.4)."""
     return f"/local/domain/{int(domid)}/cpu/{int(vcpu)}/availability"
 
 
-def format_vcpus(vcpus: Iterable[int]) -> str:
-    """``{0, 1, 2, 5}`` → ``'0-2,5'`` (the cpulist style used in messages)."""
-    ordered = sorted(set(vcpus))
-    parts = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
+def _xs_number(name: str, limit: int) -> int | None:
+    """A xenstore node name that is a number below ``limit`` written as the toolstack
+    writes one (ASCII digits, no leading zero): ``cpu/01`` or ``/local/domain/007`` is
+    no vCPU or domain, so one number cannot be read through several names."""
+    n = ascii_uint(name, limit)
+    return n if n is not None and name == str(n) else None
+
+
+def _name_of(raw: bytes | None) -> str:
+    """A domain name as xenstore holds it ("" when missing or longer than any real one:
+    xenstored's values are at most 4096 bytes); bytes that are not UTF-8 read as U+FFFD."""
+    if raw is None or len(raw) > MAX_DOMAIN_NAME:
+        return ""
+    return raw.decode("utf-8", "replace")
 
 
 def _domain_label(domain: DomainRef) -> str:
     return f"domain {domain}" if isinstance(domain, int) else f"domain {domain!r}"
 
 
-def check_settable(domain: DomainRef, *, hvm: bool = False, dying: bool = False) -> None:
-    """Refuse domains whose online vCPUs cannot be changed through xenstore.
+def check_settable(domain: DomainRef, *, dying: bool = False) -> None:
+    """Refuse domains whose online vCPUs cannot be changed at all.
 
     Raises:
         DomainDying: the domain is being destroyed.
-        NotSupported: an HVM guest (upstream QEMU needs QMP ``device_add``, ref §5.5).
     """
     if dying:
         raise DomainDying(
             f"{_domain_label(domain)} is dying (being destroyed): its vCPUs cannot be changed",
-            domain=domain,
-        )
-    if hvm:
-        raise NotSupported(
-            f"{_domain_label(domain)} is an HVM guest: changing its online vCPUs needs QMP, "
-            "not supported yet (PV and PVH guests are supported)",
             domain=domain,
         )
 
@@ -101,12 +101,14 @@ def check_settable(domain: DomainRef, *, hvm: bool = False, dying: bool = False)
 def _check_max(max_vcpus: int) -> None:
     if isinstance(max_vcpus, bool) or not isinstance(max_vcpus, int) or max_vcpus < 1:
         raise ValueError(f"max_vcpus must be a positive int, not {max_vcpus!r}")
+    if max_vcpus > MAX_VCPUS:
+        raise ValueError(f"max_vcpus {max_vcpus} is above {MAX_VCPUS}, the most a domain may have")
 
 
 def validate_count(domain: DomainRef, n: int, max_vcpus: int) -> frozenset[int]:
     """Check an online vCPU count and return the set it means: ``{0, …, n-1}``.
 
-    Like libxl, 0 and anything above the domain's maximum are refused (ref §5.5).
+    Like libxl, 0 and anything above the domain's maximum are refused (xen-interfaces.md §5.5).
 
     Raises:
         VcpuCountError: ``n < 1`` or ``n > max_vcpus``; the message names the domain and
@@ -133,10 +135,19 @@ def validate_online(domain: DomainRef, online: Iterable[int], max_vcpus: int) ->
             (``.vcpu`` is the first such vCPU); the message gives the valid range.
     """
     _check_max(max_vcpus)
-    wanted = frozenset(online)
-    for v in wanted:
+    # Read at most a few times max_vcpus items: an endless iterable must end in an error.
+    limit = 4 * max(max_vcpus, 1) + 64
+    items = list(itertools.islice(online, limit + 1))
+    if len(items) > limit:
+        raise VcpuCountError(
+            f"{_domain_label(domain)}: more than {limit} vCPU numbers given for a domain of "
+            f"{max_vcpus} vCPUs (valid vCPUs are 0..{max_vcpus - 1})",
+            domain=domain,
+        )
+    for v in items:
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"vCPU numbers must be ints, not {type(v).__name__}")
+    wanted = frozenset(items)
     if not wanted:
         raise VcpuCountError(
             f"{_domain_label(domain)}: at least one vCPU must stay online; valid vCPUs are "
@@ -146,7 +157,7 @@ def validate_online(domain: DomainRef, online: Iterable[int], max_vcpus: int) ->
     bad = sorted(v for v in wanted if v < 0 or v >= max_vcpus)
     if bad:
         raise VcpuCountError(
-            f"{_domain_label(domain)} has no vCPU {format_vcpus(bad)}: valid vCPUs are "
+            f"{_domain_label(domain)} has no vCPU {format_ranges(bad)}: valid vCPUs are "
             f"0..{max_vcpus - 1} (the domain's maximum is {max_vcpus})",
             domain=domain,
             vcpu=bad[0],
@@ -164,8 +175,8 @@ def write_availability(
 ) -> int:
     """Write ``availability`` for every vCPU 0 … max_vcpus-1 in ONE transaction.
 
-    ``online`` vCPUs get ``online``, all others ``offline`` (ref §5.5).  The body first
-    reads ``/local/domain/<domid>`` inside the transaction, so a domain that does not
+    ``online`` vCPUs get ``online``, all others ``offline`` (xen-interfaces.md §5.5).  The body
+    first reads ``/local/domain/<domid>`` inside the transaction, so a domain that does not
     exist (or disappears meanwhile, which makes the commit conflict) is reported instead
     of having its nodes created; a conflict (EAGAIN) re-runs the whole body.
 
@@ -195,19 +206,23 @@ def write_availability(
 
 
 def read_availability(xs: XenstoreClient, domid: int) -> dict[int, bool]:
-    """What xenstore currently asks of the guest: ``{vcpu: online?}`` (ref §5.4).
+    """What xenstore currently asks of the guest: ``{vcpu: online?}`` (xen-interfaces.md §5.4).
 
     vCPUs whose node is missing are left out; this is the *request*, not what the guest
-    did -- use the hypervisor's view (getvcpuinfo) for that.
+    did -- use the hypervisor's view (getvcpuinfo) for that. Only names a vCPU can have
+    count: decimal numbers below MAX_VCPUS (no leading zero); at most MAX_VCPUS names
+    are read.
 
     Raises:
         DomainNotFound: the domain has no ``cpu`` directory in xenstore.
+        XenstoreError: ``errno`` E2BIG when ``cpu`` lists more than MAX_VCPUS entries
+            (nothing below it is read then).
     """
     base = f"/local/domain/{int(domid)}/cpu"
 
     def body(tx: Transaction) -> dict[int, bool]:
         try:
-            names = tx.directory(base)
+            names = tx.directory(base, max_entries=MAX_VCPUS)
         except XenstoreError as exc:
             if exc.errno == _errno.ENOENT:
                 raise DomainNotFound(
@@ -218,11 +233,14 @@ def read_availability(xs: XenstoreClient, domid: int) -> dict[int, bool]:
             raise
         result: dict[int, bool] = {}
         for name in names:
-            if not name.isdigit():
+            # Only names a vCPU can have: ASCII digits below the most vCPUs a domain may
+            # have (a bogus cpu/4000000000 would otherwise make max_vcpus four billion).
+            vcpu = _xs_number(name, MAX_VCPUS)
+            if vcpu is None:
                 continue
             value = tx.try_read(f"{base}/{name}/availability")
             if value is not None:
-                result[int(name)] = value.strip(b"\0") == b"online"
+                result[vcpu] = value.strip(b"\0") == b"online"
         return result
 
     return xs.transaction(body)
@@ -232,25 +250,35 @@ def list_domains(xs: XenstoreClient) -> dict[int, str]:
     """``{domid: name}`` of every domain xenstore knows, read in one transaction.
 
     The pure-Python way to list domains when the hypercall path is unavailable
-    (ref §5.4: ``/local/domain`` lists domids, ``/local/domain/<id>/name`` their names);
-    a domain without a ``name`` node gets ``""``.
+    (xen-interfaces.md §5.4: ``/local/domain`` lists domids, ``/local/domain/<id>/name`` their
+    names); a domain without a ``name`` node gets ``""``. Entries that are no domid
+    (not a decimal number below DOMID_FIRST_RESERVED, a leading zero, bytes that are not
+    UTF-8) are skipped; a name that is not UTF-8 reads with U+FFFD.
+
+    Raises:
+        XenstoreError: ``errno`` E2BIG when ``/local/domain`` lists more entries than
+            there can be domains (DOMID_FIRST_RESERVED): nothing below it is read then.
     """
 
     def body(tx: Transaction) -> dict[int, str]:
         try:
-            ids = tx.directory("/local/domain")
+            ids = tx.directory("/local/domain", max_entries=DOMID_FIRST_RESERVED)
         except XenstoreError as exc:
             if exc.errno == _errno.ENOENT:
                 return {}
             raise
         result: dict[int, str] = {}
         for entry in ids:
-            if entry.isdigit():
-                raw = tx.try_read(f"/local/domain/{entry}/name")
-                result[int(entry)] = "" if raw is None else raw.decode("utf-8", "replace")
+            domid = _xs_number(entry, DOMID_FIRST_RESERVED)
+            if domid is not None:
+                result[domid] = _name_of(tx.try_read(f"/local/domain/{entry}/name"))
         return result
 
     return xs.transaction(body)
+
+
+# About how long the list of known domains in a DomainNotFound message may be.
+_KNOWN_CHARS = 4000
 
 
 def find_domid(xs: XenstoreClient, domain: DomainRef) -> int:
@@ -265,26 +293,47 @@ def find_domid(xs: XenstoreClient, domain: DomainRef) -> int:
             return domain
     else:
         text = str(domain)
-        if text.isdigit() and int(text) in domains:
-            return int(text)
+        domid = ascii_uint(text, DOMID_FIRST_RESERVED)
+        if domid is not None and domid in domains:
+            return domid
         matches = [d for d, name in domains.items() if name == text]
         if len(matches) == 1:
             return matches[0]
-    known = ", ".join(f"{n or '?'} ({d})" for d, n in sorted(domains.items())) or "none"
     raise DomainNotFound(
-        f"no domain {domain!r} in xenstore; known domains: {known}",
+        f"no domain {_clip(repr(domain))} in xenstore; known domains: {_known(domains)}",
         errno=_errno.ESRCH,
         domain=domain,
     )
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _known(domains: dict[int, str]) -> str:
+    """The known domains for a message, by id, at most about _KNOWN_CHARS long (xenstore
+    may list tens of thousands, with names of up to 4096 bytes)."""
+    shown: list[str] = []
+    size = 0
+    listed = sorted(domains.items())
+    for d, n in listed:
+        if size > _KNOWN_CHARS:
+            return ", ".join(shown) + f" and {len(listed) - len(shown)} more"
+        shown.append(f"{n[:64] + ('...' if len(n) > 64 else '') or '?'} ({d})")
+        size += len(shown[-1]) + 2
+    return ", ".join(shown) or "none"
+
+
 def max_vcpus_from_xenstore(xs: XenstoreClient, domid: int) -> int:
     """The domain's maximum vCPUs as xenstore shows it: libxl writes ``cpu/<n>`` for
-    n = 0 … max_vcpus-1 at build time (ref §5.4).  Prefer the hypervisor's
-    ``max_vcpu_id + 1`` when the hypercall path is available.
+    n = 0 … max_vcpus-1 at build time (xen-interfaces.md §5.4).  Prefer the hypervisor's
+    ``max_vcpu_id + 1`` when the hypercall path is available. At most MAX_VCPUS: names
+    beyond it are no vCPUs (see :func:`read_availability`).
 
     Raises:
-        DomainNotFound: no ``cpu`` directory for the domain.
+        DomainNotFound: no ``cpu/<n>/availability`` node for the domain.
+        XenstoreError: as :func:`read_availability` (E2BIG for a ``cpu`` directory of
+            more than MAX_VCPUS entries).
     """
     vcpus = read_availability(xs, domid)
     if not vcpus:
@@ -323,8 +372,8 @@ def wait_online(
             vCPUs that did not follow (sorted), the message says which way each went.
         Whatever ``read_online`` raises (e.g. DomainNotFound when the domain vanished).
     """
-    if timeout < 0:
-        raise ValueError("timeout must not be negative")
+    timeout = timeout_arg(timeout)
+    poll_interval = timeout_arg(poll_interval, "poll_interval")
     target = frozenset(wanted)
     deadline = clock() + timeout
     pause = min(0.005, poll_interval)
@@ -346,9 +395,9 @@ def wait_online(
     not_down = sorted(now_online - target)
     what = []
     if not_up:
-        what.append(f"vCPU {format_vcpus(not_up)} still offline (asked: online)")
+        what.append(f"vCPU {format_ranges(not_up)} still offline (asked: online)")
     if not_down:
-        what.append(f"vCPU {format_vcpus(not_down)} still online (asked: offline)")
+        what.append(f"vCPU {format_ranges(not_down)} still online (asked: offline)")
     who = f"{_domain_label(domain)}: " if domain is not None else ""
     err = VcpuTimeout(
         f"{who}the guest did not follow within {timeout:g} s: "
@@ -359,71 +408,3 @@ def wait_online(
     )
     err.pending = tuple(sorted(not_up + not_down))
     raise err
-
-
-def set_online(
-    xs: XenstoreClient,
-    domid: int,
-    max_vcpus: int,
-    online: Iterable[int],
-    *,
-    hvm: bool = False,
-    dying: bool = False,
-    wait: bool = False,
-    read_online: Callable[[], Set[int]] | None = None,
-    timeout: float = 10.0,
-    poll_interval: float = 0.1,
-) -> frozenset[int]:
-    """Choose exactly which vCPUs are online; optionally wait for the guest.
-
-    The whole sequence for a PV/PVH domain (ref §5.5): refuse dying and HVM domains,
-    validate, write every ``availability`` node in one transaction, and with
-    ``wait=True`` poll ``read_online`` (the hypervisor's view) until it matches.
-
-    Returns:
-        The set of vCPUs asked to be online.
-
-    Raises:
-        DomainDying, NotSupported, VcpuCountError, DomainNotFound, XenstoreError,
-        VcpuTimeout (``.pending`` = the vCPUs that did not follow).
-        ValueError: ``wait=True`` without ``read_online``.
-    """
-    if wait and read_online is None:
-        raise ValueError("wait=True needs read_online (the hypervisor's view of the vCPUs)")
-    check_settable(domid, hvm=hvm, dying=dying)
-    wanted = validate_online(domid, online, max_vcpus)
-    write_availability(xs, domid, max_vcpus, wanted)
-    if wait and read_online is not None:
-        wait_online(read_online, wanted, timeout, domain=domid, poll_interval=poll_interval)
-    return wanted
-
-
-def set_count(
-    xs: XenstoreClient,
-    domid: int,
-    max_vcpus: int,
-    n: int,
-    *,
-    hvm: bool = False,
-    dying: bool = False,
-    wait: bool = False,
-    read_online: Callable[[], Set[int]] | None = None,
-    timeout: float = 10.0,
-    poll_interval: float = 0.1,
-) -> frozenset[int]:
-    """Bring vCPUs 0 … n-1 online and the rest offline (``xl vcpu-set`` semantics).
-
-    Same as :func:`set_online` with ``validate_count`` first (n in 1..max_vcpus).
-    """
-    check_settable(domid, hvm=hvm, dying=dying)
-    wanted = validate_count(domid, n, max_vcpus)
-    return set_online(
-        xs,
-        domid,
-        max_vcpus,
-        wanted,
-        wait=wait,
-        read_online=read_online,
-        timeout=timeout,
-        poll_interval=poll_interval,
-    )

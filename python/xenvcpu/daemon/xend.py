@@ -1,31 +1,51 @@
-"""Client for the legacy xend HTTP/SXP interface (Xen <= 4.4 hosts, ref §6).
+"""Client for the legacy xend HTTP/SXP interface (Xen <= 4.4 hosts, xen-interfaces.md §6).
 
 xend must have ``(xend-unix-server yes)`` (socket ``/var/lib/xend/xend-socket``) or
 ``(xend-http-server yes)`` (TCP port 8000) in ``xend-config.sxp``: both are off by
-default, and the XML-RPC socket that ``xm`` uses is a different protocol (ref §6.1).
+default, and the XML-RPC socket that ``xm`` uses is a different protocol (xen-interfaces.md §6.1).
 
-Requests follow libvirt's xend driver (ref §6.2): HTTP/1.1, reads are ``GET``, writes are
-``POST /xend/domain/<name>`` with a form-encoded ``op=…`` body; we send
-``Accept: application/sxp`` so that xend answers in SXP.  Errors (ref §6.6): 404 →
+Requests follow libvirt's xend driver (xen-interfaces.md §6.2): HTTP/1.1, reads are ``GET``, writes
+are ``POST /xend/domain/<name>`` with a form-encoded ``op=…`` body; we send
+``Accept: application/sxp`` so that xend answers in SXP.  Errors (xen-interfaces.md §6.6): 404 →
 :class:`~xenvcpu.errors.DomainNotFound`; 500 with ``(xend.err '…')`` →
 :class:`~xenvcpu.errors.XendError` carrying xend's message; a 2xx body containing
 ``xend.err`` (or a 202 saying "failed") is an error too, as libvirt treated it.
 
 Results are plain frozen dataclasses (:class:`XendVcpu`, :class:`XendDomain`,
 :class:`XendNodeInfo`); the typed public classes wrap them.
+
+Hostile replies: every request has one overall deadline (``timeout`` seconds, finite and
+> 0), for the connect, the request and the whole reply together, so a reply that drips
+a byte at a time still ends in time; a reply body is at most
+:data:`~xenvcpu._limits.MAX_XEND_BODY` bytes (refused from its Content-Length before any
+of it is read, or as soon as it grows past it), and http.client caps the headers (100,
+each line at most 65536 bytes). Every number taken from a reply is checked against the
+range it can have (a domid below DOMID_FIRST_RESERVED, vCPU counts up to MAX_VCPUS,
+CPUs below MAX_WIDTH, nanoseconds below 2**64) before it is used. Each failure is a
+:class:`~xenvcpu.errors.XendError` that names the limit.
 """
 
 from __future__ import annotations
 
 import errno as _errno
 import http.client
+import math
 import socket
+import time
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
+from xenvcpu._limits import (
+    DOMID_FIRST_RESERVED,
+    MAX_VCPUS,
+    MAX_XEND_BODY,
+    ascii_uint,
+    timeout_arg,
+)
+from xenvcpu._pycpumap import MAX_WIDTH
 from xenvcpu.daemon import sxp
 from xenvcpu.daemon.sxp import Sxp
 from xenvcpu.errors import (
@@ -36,6 +56,9 @@ from xenvcpu.errors import (
     VcpuCountError,
     XendError,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = [
     "DEFAULT_PORT",
@@ -50,9 +73,9 @@ __all__ = [
     "parse_vcpuinfo",
 ]
 
-#: ``xend-unix-path`` default (ref §6.1).
+#: ``xend-unix-path`` default (xen-interfaces.md §6.1).
 DEFAULT_UNIX_PATH = "/var/lib/xend/xend-socket"
-#: ``xend-port`` default (ref §6.1).
+#: ``xend-port`` default (xen-interfaces.md §6.1).
 DEFAULT_PORT = 8000
 DEFAULT_TIMEOUT = 10.0
 
@@ -62,7 +85,7 @@ DEFAULT_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class XendVcpu:
-    """One ``(vcpu …)`` element of a ``vcpuinfo`` reply (ref §6.4)."""
+    """One ``(vcpu …)`` element of a ``vcpuinfo`` reply (xen-interfaces.md §6.4)."""
 
     number: int
     online: bool
@@ -97,7 +120,7 @@ class XendDomain:
 
 @dataclass(frozen=True)
 class XendNodeInfo:
-    """Host facts from ``GET /xend/node/`` (ref §6.2)."""
+    """Host facts from ``GET /xend/node/`` (xen-interfaces.md §6.2)."""
 
     nr_cpus: int
     nr_nodes: int | None
@@ -117,21 +140,36 @@ def _bad_reply(what: str, detail: str) -> XendError:
     return err
 
 
-def _need_int(value: Sxp, element: str, what: str) -> int:
-    try:
-        v = sxp.value_int(value, element)
-    except ValueError as exc:
-        raise _bad_reply(what, str(exc)) from None
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _in_range(v: int | None, element: str, what: str, low: int, high: int) -> int | None:
+    if v is not None and not low <= v <= high:
+        raise _bad_reply(what, f"({element} {_clip(str(v), 40)}) is outside {low}..{high}")
+    return v
+
+
+_NS_MAX = (1 << 64) - 1
+_AVAIL_MAX = (1 << MAX_VCPUS) - 1
+# Xen's physinfo reports cpu_khz in 32 bits.
+_MHZ_MAX = 0xFFFFFFFF // 1000
+
+
+def _need_int(value: Sxp, element: str, what: str, low: int, high: int) -> int:
+    v = _opt_int(value, element, what, low, high)
     if v is None:
         raise _bad_reply(what, f"no ({element} …) field")
     return v
 
 
-def _opt_int(value: Sxp, element: str, what: str) -> int | None:
+def _opt_int(value: Sxp, element: str, what: str, low: int, high: int) -> int | None:
+    """An integer field in ``low..high`` (None when absent)."""
     try:
-        return sxp.value_int(value, element)
+        v = sxp.value_int(value, element)
     except ValueError as exc:
         raise _bad_reply(what, str(exc)) from None
+    return _in_range(v, element, what, low, high)
 
 
 def _cpumap(vcpu: Sxp) -> tuple[int, ...]:
@@ -143,11 +181,13 @@ def _cpumap(vcpu: Sxp) -> tuple[int, ...]:
     cpus = set()
     for item in items:
         if not isinstance(item, str):
-            raise _bad_reply("vcpuinfo", f"cpumap holds a list: {kid!r}")
-        try:
-            cpus.add(int(item))
-        except ValueError:
-            raise _bad_reply("vcpuinfo", f"cpumap holds {item!r}") from None
+            raise _bad_reply("vcpuinfo", f"cpumap holds a list: {_clip(repr(kid), 80)}")
+        cpu = ascii_uint(item, MAX_WIDTH)
+        if cpu is None:
+            raise _bad_reply(
+                "vcpuinfo", f"cpumap holds {_clip(repr(item), 40)}, not a CPU 0..{MAX_WIDTH - 1}"
+            )
+        cpus.add(cpu)
     return tuple(sorted(cpus))
 
 
@@ -161,20 +201,24 @@ def parse_vcpuinfo(reply: Sxp) -> list[XendVcpu]:
         raise _bad_reply("vcpuinfo", f"an atom {reply!r}")
     elements = [v for v in reply if sxp.name(v) == "vcpu"]  # also a bare list of vcpus
     result = []
+    if len(elements) > MAX_VCPUS:
+        raise _bad_reply("vcpuinfo", f"{len(elements)} vCPUs, more than the {MAX_VCPUS} allowed")
     for v in elements:
         what = "vcpuinfo"
         try:
             seconds = sxp.value_decimal(v, "cpu_time")
         except ValueError as exc:
             raise _bad_reply(what, str(exc)) from None
-        cpu = _opt_int(v, "cpu", what)
+        ns = int((seconds or Decimal(0)) * 1_000_000_000)  # number() capped the exponent
+        _in_range(ns, "cpu_time (ns)", what, 0, _NS_MAX)
+        cpu = _opt_int(v, "cpu", what, -(1 << 31), MAX_WIDTH - 1)
         result.append(
             XendVcpu(
-                number=_need_int(v, "number", what),
-                online=bool(_opt_int(v, "online", what) or 0),
-                blocked=bool(_opt_int(v, "blocked", what) or 0),
-                running=bool(_opt_int(v, "running", what) or 0),
-                cpu_time_ns=int((seconds or Decimal(0)) * 1_000_000_000),
+                number=_need_int(v, "number", what, 0, MAX_VCPUS - 1),
+                online=bool(_opt_int(v, "online", what, 0, 1) or 0),
+                blocked=bool(_opt_int(v, "blocked", what, 0, 1) or 0),
+                running=bool(_opt_int(v, "running", what, 0, 1) or 0),
+                cpu_time_ns=ns,
                 cpu=None if cpu is None or cpu < 0 else cpu,
                 cpumap=_cpumap(v),
             )
@@ -187,18 +231,25 @@ def parse_domain(record: Sxp) -> XendDomain:
     """A ``(domain (domid …) (name …) (vcpus …) …)`` record → :class:`XendDomain`."""
     what = "domain"
     if sxp.name(record) != "domain":
-        raise _bad_reply(what, f"expected (domain …), got {str(record)[:80]}")
-    name = sxp.value_str(record, "name")
+        raise _bad_reply(what, f"expected (domain …), got {_clip(str(record), 80)}")
+    try:
+        name = sxp.value_str(record, "name")
+    except ValueError as exc:
+        raise _bad_reply(what, str(exc)) from None
     if name is None:
         raise _bad_reply(what, "no (name …) field")
+    try:
+        uuid, state = sxp.value_str(record, "uuid"), sxp.value_str(record, "state")
+    except ValueError as exc:
+        raise _bad_reply(what, str(exc)) from None
     return XendDomain(
         name=name,
-        domid=_opt_int(record, "domid", what),
-        uuid=sxp.value_str(record, "uuid"),
-        max_vcpus=_opt_int(record, "vcpus", what),
-        online_vcpus=_opt_int(record, "online_vcpus", what),
-        vcpu_avail=_opt_int(record, "vcpu_avail", what),
-        state=sxp.value_str(record, "state"),
+        domid=_opt_int(record, "domid", what, 0, DOMID_FIRST_RESERVED - 1),
+        uuid=uuid,
+        max_vcpus=_opt_int(record, "vcpus", what, 0, MAX_VCPUS),
+        online_vcpus=_opt_int(record, "online_vcpus", what, 0, MAX_VCPUS),
+        vcpu_avail=_opt_int(record, "vcpu_avail", what, 0, _AVAIL_MAX),
+        state=state,
         raw=record,
     )
 
@@ -210,14 +261,15 @@ def parse_node_info(reply: Sxp) -> XendNodeInfo:
     mhz: int | None = None
     if "cpu_mhz" in flat:
         try:
-            mhz = int(Decimal(flat["cpu_mhz"]))
-        except ArithmeticError:
-            raise _bad_reply(what, f"cpu_mhz is {flat['cpu_mhz']!r}") from None
+            mhz = int(sxp.number(flat["cpu_mhz"], "cpu_mhz"))
+        except ValueError as exc:
+            raise _bad_reply(what, str(exc)) from None
+        _in_range(mhz, "cpu_mhz", what, 0, _MHZ_MAX)
     return XendNodeInfo(
-        nr_cpus=_need_int(reply, "nr_cpus", what),
-        nr_nodes=_opt_int(reply, "nr_nodes", what),
-        cores_per_socket=_opt_int(reply, "cores_per_socket", what),
-        threads_per_core=_opt_int(reply, "threads_per_core", what),
+        nr_cpus=_need_int(reply, "nr_cpus", what, 0, MAX_WIDTH),
+        nr_nodes=_opt_int(reply, "nr_nodes", what, 0, MAX_WIDTH),
+        cores_per_socket=_opt_int(reply, "cores_per_socket", what, 0, MAX_WIDTH),
+        threads_per_core=_opt_int(reply, "threads_per_core", what, 0, MAX_WIDTH),
         cpu_mhz=mhz,
         fields=flat,
     )
@@ -240,18 +292,77 @@ def _xend_err_message(body: bytes) -> str | None:
 # ------------------------------------------------------------------------------ client
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class _DeadlineSocket(socket.socket):
+    """A socket whose every send and receive may wait only until one deadline.
+
+    A socket timeout bounds each ``recv``; a peer that drips a byte at a time would
+    never trip it. Re-arming the timeout with the time left before every call makes the
+    deadline hold for the whole exchange, http.client's reads included (its response
+    file calls ``recv_into``).
+    """
+
+    deadline = math.inf
+
+    def _arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the request's deadline passed")
+        self.settimeout(left)
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0, /) -> int:
+        self._arm()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
+        self._arm()
+        return super().recv(bufsize, flags)
+
+    def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
+        self._arm()
+        return super().send(data, flags)
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
+        self._arm()
+        super().sendall(data, flags)
+
+
+class _DeadlineHTTPConnection(http.client.HTTPConnection):
+    """``http.client`` over a :class:`_DeadlineSocket` (TCP)."""
+
+    def __init__(self, host: str, port: int | None, deadline: float) -> None:
+        super().__init__(host, port, timeout=max(deadline - time.monotonic(), 0.001))
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the request's deadline passed")
+        plain = socket.create_connection((self.host, self.port), left)
+        sock = _DeadlineSocket(plain.family, plain.type, plain.proto, plain.detach())
+        sock.deadline = self.deadline
+        self.sock = sock
+
+
+class _UnixHTTPConnection(_DeadlineHTTPConnection):
     """``http.client`` over a unix stream socket (the Host header says localhost)."""
 
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
+    def __init__(self, path: str, deadline: float) -> None:
+        super().__init__("localhost", None, deadline)
         self.unix_path = path
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.deadline = self.deadline
         try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.unix_path)
+            while True:
+                sock._arm()
+                try:
+                    sock.connect(self.unix_path)
+                    break
+                except BlockingIOError:
+                    # EAGAIN: xend's listen backlog is full; a unix socket says so at
+                    # once instead of waiting: wait here, until the deadline.
+                    time.sleep(0.005)
         except BaseException:
             sock.close()
             raise
@@ -268,30 +379,26 @@ class XendClient:
 
     Args:
         address: socket path (default ``/var/lib/xend/xend-socket``) or ``(host, port)``.
-        timeout: seconds for connecting and for each read.
+        timeout: seconds a whole request may take: connecting, sending and reading the
+            entire reply (finite, > 0, at most a day).
+
+    Raises:
+        ValueError, TypeError: a bad timeout or address.
     """
 
     def __init__(
         self, address: Address = DEFAULT_UNIX_PATH, *, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        self.timeout = timeout_arg(timeout, "xend client timeout", zero=False)
+        if isinstance(address, tuple):
+            if len(address) != 2 or not isinstance(address[0], str):
+                raise TypeError(f"xend address must be a path or (host, port), not {address!r}")
+            port = address[1]
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ValueError(f"xend port {port!r} is outside 1..65535")
+        elif not isinstance(address, str):
+            raise TypeError(f"xend address must be a path or (host, port), not {address!r}")
         self.address = address
-        self.timeout = float(timeout)
-
-    @classmethod
-    def from_uri(cls, uri: str, *, timeout: float = DEFAULT_TIMEOUT) -> XendClient:
-        """``xend+unix:///var/lib/xend/xend-socket`` or ``xend+http://HOST[:8000]``."""
-        parts = urllib.parse.urlsplit(uri)
-        if parts.scheme == "xend+unix":
-            if parts.netloc not in ("", "localhost"):
-                raise ValueError(f"{uri!r}: a xend+unix URI has no host (xend+unix:///PATH)")
-            return cls(parts.path or DEFAULT_UNIX_PATH, timeout=timeout)
-        if parts.scheme in ("xend+http", "http"):
-            if not parts.hostname:
-                raise ValueError(f"{uri!r}: no host (xend+http://HOST:PORT)")
-            return cls((parts.hostname, parts.port or DEFAULT_PORT), timeout=timeout)
-        raise ValueError(f"{uri!r} is not a xend URI (xend+unix:///PATH or xend+http://HOST:PORT)")
 
     def __repr__(self) -> str:
         return f"<XendClient {self.describe()}>"
@@ -303,11 +410,11 @@ class XendClient:
 
     # ------------------------------------------------------------------ transport
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, deadline: float) -> http.client.HTTPConnection:
         if isinstance(self.address, str):
-            return _UnixHTTPConnection(self.address, self.timeout)
+            return _UnixHTTPConnection(self.address, deadline)
         host, port = self.address
-        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+        return _DeadlineHTTPConnection(host, port, deadline)
 
     def _connect_error(self, exc: OSError, what: str) -> PermissionDenied | XendError:
         if isinstance(exc, PermissionError):
@@ -344,42 +451,84 @@ class XendClient:
         Raises:
             DomainNotFound: HTTP 404 for a domain path.
             XendError: any other error status or error body (``.status`` holds the HTTP
-                status, 0 when no answer came), a timeout (``errno`` ETIMEDOUT), or a
-                reply that is not SXP.
+                status, 0 when no answer came), no whole reply within the timeout
+                (``errno`` ETIMEDOUT), a body over MAX_XEND_BODY (EMSGSIZE), a broken
+                HTTP reply (EPROTO; http.client refuses more than 100 headers or a line
+                over 65536 bytes), or a reply that is not SXP.
             PermissionDenied: the socket is root-only.
         """
         what = f"{method} {path}" + (f" op={form['op']}" if form and "op" in form else "")
-        headers = {"Accept": "application/sxp"}  # ref §6.2: makes xend answer SXP
+        headers = {"Accept": "application/sxp"}  # xen-interfaces.md §6.2: makes xend answer SXP
         body: bytes | None = None
         if form is not None:
             body = urllib.parse.urlencode(form).encode("ascii")
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        conn = self._connection()
+        # One deadline for the whole exchange: connect, send, status, headers and body.
+        conn = self._connection(time.monotonic() + self.timeout)
+        resp: http.client.HTTPResponse | None = None
         try:
             try:
                 conn.request(method, path, body=body, headers=headers)
                 resp = conn.getresponse()
-                data = resp.read()
+                data = self._read_body(resp, what, domain)
             except socket.timeout:
                 err = XendError(
-                    f"{what}: xend at {self.describe()} did not answer within {self.timeout:g} s",
+                    f"{what}: xend at {self.describe()} did not answer within "
+                    f"{self.timeout:g} s (the whole reply included)",
                     errno=_errno.ETIMEDOUT,
                     domain=domain,
                 )
                 raise err from None
-            except http.client.HTTPException as exc:
+            except (http.client.HTTPException, ValueError) as exc:
+                # ValueError: http.client's own for a chunk size that is not hex
                 raise XendError(
-                    f"{what}: broken HTTP reply from xend at {self.describe()}: {exc!r}",
+                    f"{what}: broken HTTP reply from xend at {self.describe()}: "
+                    f"{type(exc).__name__}: {_clip(str(exc))}",
                     errno=_errno.EPROTO,
                     domain=domain,
-                ) from exc
+                ) from None
             except OSError as exc:
                 raise self._connect_error(exc, what) from exc
         finally:
+            if resp is not None:  # a reply that closes the connection holds the socket
+                resp.close()
             conn.close()
         return self._check(
             resp.status, resp.reason, resp.getheader("Content-Type"), data, what=what, domain=domain
         )
+
+    def _read_body(
+        self, resp: http.client.HTTPResponse, what: str, domain: DomainRef | None
+    ) -> bytes:
+        """The body, at most MAX_XEND_BODY bytes: refused from its Content-Length before
+        any of it is read, or as soon as it grows past the cap (chunked, or until EOF)."""
+
+        def too_big(size: str) -> XendError:
+            err = XendError(
+                f"{what}: xend at {self.describe()} sent a reply body of {size} bytes, over "
+                f"the limit of {MAX_XEND_BODY}",
+                errno=_errno.EMSGSIZE,
+                domain=domain,
+            )
+            err.status = resp.status
+            return err
+
+        if resp.length is not None and resp.length > MAX_XEND_BODY:
+            raise too_big(str(resp.length))
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = resp.read(min(65536, MAX_XEND_BODY + 1 - total))
+            if not chunk:
+                if resp.length:
+                    # cut short of its Content-Length: read(n) returns short at EOF
+                    # where read() would raise
+                    raise http.client.IncompleteRead(b"", resp.length)
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > MAX_XEND_BODY:
+                raise too_big("more than " + str(MAX_XEND_BODY))
+            chunks.append(chunk)
 
     def _check(
         self,
@@ -403,13 +552,16 @@ class XendClient:
                 domain=domain,
             )
         message = _xend_err_message(data)
+        if message is not None:
+            message = _clip(message, 500)
+        text = _clip(data[:600].decode("utf-8", "replace").strip(), 500)
         if status >= 300:
-            detail = message or data.decode("utf-8", "replace").strip() or reason
+            detail = message or text or _clip(reason, 200)
             raise fail(f"{what}: xend failed (HTTP {status}): {detail}")
         if message is not None:  # libvirt: a 2xx carrying xend.err is a failure
             raise fail(f"{what}: xend failed: {message}")
         if status == 202 and b"failed" in data:
-            raise fail(f"{what}: xend failed: {data.decode('utf-8', 'replace').strip()}")
+            raise fail(f"{what}: xend failed: {text}")
         if not data.strip():
             return None
         if content_type and "html" in content_type.lower():
@@ -421,7 +573,14 @@ class XendClient:
 
     @staticmethod
     def _domain_path(domain: DomainRef) -> str:
-        return "/xend/domain/" + urllib.parse.quote(str(domain), safe="")
+        try:
+            return "/xend/domain/" + urllib.parse.quote(str(domain), safe="")
+        except UnicodeEncodeError:  # a lone surrogate: no domain can have that name
+            raise DomainNotFound(
+                f"xend has no domain {domain!r}: the name is not valid text (a lone surrogate)",
+                errno=_errno.ESRCH,
+                domain=domain,
+            ) from None
 
     # ------------------------------------------------------------------ operations
 
@@ -453,14 +612,14 @@ class XendClient:
         return parse_domain(reply)
 
     def vcpuinfo(self, domain: DomainRef) -> list[XendVcpu]:
-        """Per-vCPU state (``GET /xend/domain/<d>?op=vcpuinfo``, ref §6.4)."""
+        """Per-vCPU state (``GET /xend/domain/<d>?op=vcpuinfo``, xen-interfaces.md §6.4)."""
         reply = self.request("GET", self._domain_path(domain) + "?op=vcpuinfo", domain=domain)
         if reply is None:
             raise _bad_reply("vcpuinfo", "empty body")
         return parse_vcpuinfo(reply)
 
     def set_vcpus(self, domain: DomainRef, n: int) -> None:
-        """Set the number of online vCPUs (``op=set_vcpus``, ref §6.3).
+        """Set the number of online vCPUs (``op=set_vcpus``, xen-interfaces.md §6.3).
 
         Raises:
             VcpuCountError: ``n < 1`` or more than the domain's maximum (checked by xend
@@ -496,7 +655,7 @@ class XendClient:
         )
 
     def pincpu(self, domain: DomainRef, vcpu: int | str, cpus: Iterable[int]) -> None:
-        """Pin one vCPU (or ``'all'``) to physical CPUs (``op=pincpu``, ref §6.3).
+        """Pin one vCPU (or ``'all'``) to physical CPUs (``op=pincpu``, xen-interfaces.md §6.3).
 
         The cpumap goes as a comma list ``0,2,3`` (no brackets, no ranges: since Xen
         3.4 brackets are an error, before that they silently meant "all CPUs").

@@ -1,22 +1,33 @@
-"""A xenstore wire-protocol client in pure Python (ref §5).
+"""A xenstore wire-protocol client in pure Python (xen-interfaces.md §5).
 
 Talks to xenstored over its unix socket, or to the kernel's xenbus device when
-xenstored runs in a stub domain (ref §5.1).  Every message, both ways, is a 16-byte
+xenstored runs in a stub domain (xen-interfaces.md §5.1).  Every message, both ways, is a 16-byte
 header (type, req_id, tx_id, len; native little-endian u32) followed by ``len``
-payload bytes (ref §5.2).
+payload bytes (xen-interfaces.md §5.2).
 
 Guarantees:
 
-* Paths and payload sizes are checked **before** anything is sent (ref §5.2: an
+* Paths and payload sizes are checked **before** anything is sent (xen-interfaces.md §5.2: an
   oversized payload makes xenstored drop the connection).
-* Every wait has a deadline (``timeout`` seconds, default 10); a timeout raises
-  :class:`~xenvcpu.errors.XenstoreError` with ``errno == ETIMEDOUT`` and leaves the
-  connection usable: input is framed from a private buffer and replies are matched by
-  ``req_id``, so a late reply to an abandoned request is recognised and dropped.
+* Every wait has a deadline (``timeout`` seconds, finite and > 0, default 10); a timeout
+  raises :class:`~xenvcpu.errors.XenstoreError` with ``errno == ETIMEDOUT``.  A timeout
+  on a message boundary leaves the connection usable: input is framed from a private
+  buffer and replies are matched by ``req_id``, so the late reply to an abandoned
+  request is recognised and dropped.
+* The connection is closed as soon as its framing can no longer be trusted, and every
+  later call raises (``errno`` EIO, "closed"; open a new client): a timeout with part of
+  a message received, a send that timed out, a length over the caps
+  (:data:`~xenvcpu._limits.MAX_XS_MESSAGE`, :data:`~xenvcpu._limits.MAX_XS_EVENT` for a
+  watch event), a reply to a request never sent (or answered already), a reply of the
+  wrong type, end of stream, an I/O error.
 * ``ERROR`` replies become :class:`~xenvcpu.errors.XenstoreError` with the errno number
-  in ``.errno`` and its name (``'ENOENT'``) in ``.name``.
+  in ``.errno`` and its name (``'ENOENT'``) in ``.name``; the connection stays usable.
 * Unsolicited ``WATCH_EVENT`` messages are queued whenever they arrive and handed out
-  by :meth:`XenstoreClient.read_watch`.
+  by :meth:`XenstoreClient.read_watch`.  The queue is bounded
+  (:data:`~xenvcpu._limits.MAX_XS_EVENTS` by default): beyond it the oldest event is
+  dropped and counted in :attr:`XenstoreClient.dropped_events`, so a consumer that falls
+  behind must re-read the nodes it watches rather than rely on seeing every change
+  (xenstored itself may coalesce events too).
 
 Not thread-safe for concurrent use beyond the internal lock that serialises requests;
 use one client per thread when a thread blocks in :meth:`XenstoreClient.read_watch`.
@@ -44,6 +55,15 @@ from typing import (
     TypeVar,
 )
 
+from xenvcpu._limits import (
+    MAX_TX_ATTEMPTS,
+    MAX_XS_EVENT,
+    MAX_XS_EVENTS,
+    MAX_XS_MESSAGE,
+    ascii_uint,
+    count_arg,
+    timeout_arg,
+)
 from xenvcpu.errors import PermissionDenied, XenstoreError
 
 __all__ = [
@@ -68,21 +88,24 @@ _C = TypeVar("_C", bound="XenstoreClient")
 #: Seconds every request (and every wait) may take by default.
 DEFAULT_TIMEOUT = 10.0
 
-#: XENSTORE_PAYLOAD_MAX: the largest payload either side may send (ref §5.2).
+#: XENSTORE_PAYLOAD_MAX: the largest payload either side may send (xen-interfaces.md §5.2).
 PAYLOAD_MAX = 4096
-#: Longest absolute / relative path xenstored accepts (ref §5.2).
+#: Longest absolute / relative path xenstored accepts (xen-interfaces.md §5.2).
 ABS_PATH_MAX = 3072
 REL_PATH_MAX = 2048
 
-_HEADER = struct.Struct("<4I")  # xsd_sockmsg: type, req_id, tx_id, len (ref §5.2, §8)
-# A reply longer than this is not xenstore: treat the stream as corrupt.
-_SANITY_MAX = 1 << 20
+_HEADER = struct.Struct("<4I")  # xsd_sockmsg: type, req_id, tx_id, len (xen-interfaces.md §5.2, §8)
+_U32_MAX = 0xFFFFFFFF
+# How many timed-out requests are remembered so that their late replies can be dropped;
+# the late reply of an older one is taken for a stream out of step (the connection is
+# closed). Only timeouts on a message boundary add to it.
+_ABANDONED_KEPT = 1024
 
 _PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/_@")
 
 
 class Op(IntEnum):
-    """Message types (``enum xsd_sockmsg_type``, ref §5.2)."""
+    """Message types (``enum xsd_sockmsg_type``, xen-interfaces.md §5.2)."""
 
     DEBUG = 0
     DIRECTORY = 1
@@ -108,7 +131,7 @@ class Op(IntEnum):
     DIRECTORY_PART = 22
 
 
-#: Error names in protocol order (``xsd_errors``, ref §5.3); the numbers are Linux's.
+#: Error names in protocol order (``xsd_errors``, xen-interfaces.md §5.3); the numbers are Linux's.
 ERROR_NAMES: tuple[str, ...] = (
     "EINVAL",
     "EACCES",
@@ -152,11 +175,29 @@ def _xs_error(message: str, name: str, number: int | None = None) -> XenstoreErr
     return err
 
 
+def _clip(data: bytes | str, limit: int = 80) -> str:
+    """A short printable rendering of something a daemon sent, for messages."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _utf8(text: str, what: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate is an EINVAL XenstoreError, not a UnicodeError."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _xs_error(
+            f"{what} {_clip(text)} cannot be sent: character {exc.start} is a lone "
+            "surrogate, not valid in UTF-8",
+            "EINVAL",
+        ) from None
+
+
 def validate_path(path: str) -> bytes:
     """Check a xenstore path against xenstored's rules and return it encoded.
 
-    Rules (ref §5.2): ASCII letters, digits and ``- / _ @`` only; absolute paths at most
-    3072 bytes, relative ones (relative to the connection's home, ``/local/domain/<id>``)
+    Rules (xen-interfaces.md §5.2): ASCII letters, digits and ``- / _ @`` only; absolute paths at
+    most 3072 bytes, relative ones (relative to the connection's home, ``/local/domain/<id>``)
     at most 2048; no empty component (``//``) and no trailing ``/`` except for ``/``.
     Special watch paths such as ``@releaseDomain`` need no exception: ``@`` is an allowed
     character (to xenstored a relative path may even begin with it).  oxenstored is
@@ -194,7 +235,7 @@ def validate_path(path: str) -> bytes:
 
 
 def candidate_endpoints() -> list[str]:
-    """Where :class:`XenstoreClient` looks, in order (ref §5.1, like ``xs_open()``).
+    """Where :class:`XenstoreClient` looks, in order (xen-interfaces.md §5.1, like ``xs_open()``).
 
     ``XENSTORED_PATH`` alone when set; otherwise ``$XENSTORED_RUNDIR/socket`` (or
     ``/run/xenstored/socket`` and ``/var/run/xenstored/socket``), then the kernel device
@@ -293,6 +334,14 @@ class _FdTransport(_Transport):
         os.close(self.fd)
 
 
+def _token(token: str) -> bytes:
+    if not isinstance(token, str):
+        raise TypeError(f"watch token must be a str, not {type(token).__name__}")
+    if "\0" in token:
+        raise ValueError("watch token must not contain NUL")
+    return _utf8(token, "watch token")
+
+
 def _describe_oserror(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -302,9 +351,19 @@ def _open_one(path: str, timeout: float) -> _Transport:
     mode = os.stat(path).st_mode
     if stat.S_ISSOCK(mode):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + timeout
         try:
             sock.settimeout(timeout)
-            sock.connect(path)
+            while True:
+                try:
+                    sock.connect(path)
+                    break
+                except BlockingIOError:
+                    # EAGAIN: the daemon's listen backlog is full (it is busy accepting);
+                    # a unix socket says so at once instead of waiting: wait here.
+                    if time.monotonic() >= deadline:
+                        raise socket.timeout("the listen backlog stayed full") from None
+                    time.sleep(0.005)
         except BaseException:
             sock.close()
             raise
@@ -331,7 +390,7 @@ def _open_endpoint(path: str | None, timeout: float) -> _Transport:
     denied = [(p, e) for p, e in failures if e.errno in (_errno.EACCES, _errno.EPERM)]
     if denied:
         where = denied[0][0]
-        # ref §7: non-root gets EACCES on the 0600 socket and on /dev/xen/xenbus.
+        # xen-interfaces.md §7: non-root gets EACCES on the 0600 socket and on /dev/xen/xenbus.
         raise PermissionDenied(
             f"cannot open xenstore at {where}: permission denied (the socket and the xenbus "
             "device are root-only, mode 0600): run as root in the control domain (dom0), "
@@ -368,39 +427,68 @@ class XenstoreClient:
 
     Args:
         path: socket or device to use; default: :func:`candidate_endpoints` in order.
-        timeout: seconds any single request or wait may take.
+        timeout: seconds any single request or wait may take (finite, > 0, at most a
+            day); also settable later through the attribute.
+        max_events: how many unclaimed watch events are kept (the oldest is dropped
+            and counted in :attr:`dropped_events` beyond).
 
     Raises:
-        PermissionDenied: the endpoint exists but only root may open it (ref §7).
+        PermissionDenied: the endpoint exists but only root may open it (xen-interfaces.md §7).
         XenstoreError: no endpoint could be opened (``errno`` says why).
+        ValueError, TypeError: a bad ``timeout`` or ``max_events`` (nothing is opened).
     """
 
-    def __init__(self, path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        self.timeout = float(timeout)
+    #: Watch events dropped because the queue was full (see the module docstring).
+    dropped_events: int
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_events: int = MAX_XS_EVENTS,
+    ) -> None:
+        self.timeout = timeout
+        self._init_state(max_events)
         self._transport: _Transport | None = _open_endpoint(path, self.timeout)
         self.endpoint = self._transport.name
-        self._init_state()
 
     @classmethod
     def from_fd(
-        cls, fd: int, *, name: str = "<fd>", timeout: float = DEFAULT_TIMEOUT
+        cls,
+        fd: int,
+        *,
+        name: str = "<fd>",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_events: int = MAX_XS_EVENTS,
     ) -> XenstoreClient:
         """Wrap an already open stream fd (a xenbus device fd); the client owns it."""
         self = cls.__new__(cls)
-        self.timeout = float(timeout)
+        self.timeout = timeout
+        self._init_state(max_events)
         self._transport = _FdTransport(fd, name)
         self.endpoint = name
-        self._init_state()
         return self
 
-    def _init_state(self) -> None:
+    def _init_state(self, max_events: int) -> None:
+        count_arg(max_events, "max_events", 1, 1 << 20)
         self._buf = bytearray()
-        self._events: deque[WatchEvent] = deque()
+        self._events: deque[WatchEvent] = deque(maxlen=max_events)
+        self.dropped_events = 0
+        # rid -> None, oldest first: requests that timed out, whose replies may come late
+        self._abandoned: dict[int, None] = {}
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._tokens = itertools.count(1)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a request (or a wait without its own timeout) may take."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._timeout = timeout_arg(value, "xenstore client timeout", zero=False)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -429,8 +517,17 @@ class XenstoreClient:
 
     def _live(self) -> _Transport:
         if self._transport is None:
-            raise _xs_error(f"xenstore connection to {self.endpoint} is closed", "EIO")
+            raise _xs_error(
+                f"xenstore connection to {self.endpoint} is closed (it failed earlier, or "
+                "was closed): open a new XenstoreClient",
+                "EIO",
+            )
         return self._transport
+
+    def _broken(self, message: str, name: str = "EIO") -> XenstoreError:
+        """The stream can no longer be framed: close it and describe why."""
+        self.close()
+        return _xs_error(f"{message}; connection closed", name)
 
     def _next_id(self) -> int:
         rid = next(self._ids) & 0xFFFFFFFF
@@ -444,12 +541,12 @@ class XenstoreClient:
         while True:
             if len(self._buf) >= _HEADER.size:
                 mtype, rid, tx, length = _HEADER.unpack_from(self._buf)
-                if length > _SANITY_MAX:
-                    self.close()
-                    raise _xs_error(
-                        f"xenstore stream from {self.endpoint} is corrupt "
-                        f"(message of {length} bytes); connection closed",
-                        "EIO",
+                limit = MAX_XS_EVENT if mtype == Op.WATCH_EVENT else MAX_XS_MESSAGE
+                if length > limit:  # checked before any of it is awaited or kept
+                    kind = "watch event" if mtype == Op.WATCH_EVENT else "message"
+                    raise self._broken(
+                        f"xenstore stream from {self.endpoint} is corrupt: a {kind} of "
+                        f"{length} bytes, over the limit of {limit}"
                     )
                 end = _HEADER.size + length
                 if len(self._buf) >= end:
@@ -458,15 +555,36 @@ class XenstoreClient:
                     return mtype, rid, tx, payload
             chunk = transport.recv(deadline)
             if not chunk:
-                self.close()
-                raise _xs_error(f"xenstored closed the connection ({self.endpoint})", "ECONNRESET")
+                partial = " in the middle of a message" if self._buf else ""
+                raise self._broken(
+                    f"xenstored closed the connection ({self.endpoint}){partial}", "ECONNRESET"
+                )
             self._buf += chunk
 
     def _queue_event(self, payload: bytes) -> None:
-        parts = payload.split(b"\0")
+        parts = payload.split(b"\0", 2)
         path = parts[0].decode("utf-8", "replace")
         token = parts[1].decode("utf-8", "replace") if len(parts) > 1 else ""
+        if len(self._events) == self._events.maxlen:
+            self.dropped_events += 1
         self._events.append(WatchEvent(path, token))
+
+    def _abandon(self, rid: int) -> None:
+        """Remember a request that timed out on a message boundary: its reply may come."""
+        self._abandoned[rid] = None
+        if len(self._abandoned) > _ABANDONED_KEPT:
+            del self._abandoned[next(iter(self._abandoned))]
+
+    def _late_reply(self, rid: int, mtype: int) -> None:
+        """A reply that is not the one awaited: the late reply of an abandoned request is
+        dropped; any other means the stream is out of step, and closes the connection."""
+        if rid in self._abandoned:
+            del self._abandoned[rid]
+            return
+        raise self._broken(
+            f"xenstored at {self.endpoint} sent a reply (type {mtype}) to request {rid}, "
+            "which was never sent or was answered already: the stream is out of step"
+        )
 
     def _request(self, op: Op, payload: bytes, tx: int = 0, *, what: str = "") -> bytes:
         """Send one request and return the payload of its reply.
@@ -474,8 +592,16 @@ class XenstoreClient:
         The single choke point of the client: everything goes through here.
         """
         what = what or op.name
+        if isinstance(tx, bool) or not isinstance(tx, int):
+            raise TypeError(f"xenstore transaction id must be an int, not {type(tx).__name__}")
+        if not 0 <= tx <= _U32_MAX:
+            raise _xs_error(
+                f"xenstore {what}: transaction id {_clip(str(tx), 24)} is outside "
+                f"0..{_U32_MAX} (nothing was sent)",
+                "EINVAL",
+            )
         if len(payload) > PAYLOAD_MAX:
-            # ref §5.2: xenstored would drop the connection; refuse before sending.
+            # xen-interfaces.md §5.2: xenstored would drop the connection; refuse before sending.
             raise _xs_error(
                 f"xenstore {what}: payload of {len(payload)} bytes exceeds the protocol "
                 f"limit of {PAYLOAD_MAX} bytes (nothing was sent)",
@@ -484,20 +610,20 @@ class XenstoreClient:
         with self._lock:
             transport = self._live()
             rid = self._next_id()
-            deadline = time.monotonic() + self.timeout
+            wait = self.timeout
+            deadline = time.monotonic() + wait
             try:
                 transport.send(_HEADER.pack(op, rid, tx, len(payload)) + payload, deadline)
             except _Timeout:
                 # Part of the message may be on the wire: the stream can no longer be
                 # framed, so this connection is finished.
-                self.close()
-                raise _xs_error(
-                    f"xenstored at {self.endpoint} did not accept {what} "
-                    f"within {self.timeout:g} s; connection closed",
+                raise self._broken(
+                    f"xenstored at {self.endpoint} did not accept {what} within {wait:g} s",
                     "ETIMEDOUT",
                 ) from None
             except OSError as exc:
                 raise self._io_failure(what, exc) from exc
+            answered = False
             try:
                 while True:
                     mtype, got_rid, _tx, body = self._read_message(deadline)
@@ -505,33 +631,66 @@ class XenstoreClient:
                         self._queue_event(body)
                         continue
                     if got_rid != rid:
-                        continue  # a late reply to a request that timed out earlier
+                        self._late_reply(got_rid, mtype)
+                        continue
+                    answered = True
                     if mtype == Op.ERROR:
-                        name = body.rstrip(b"\0").decode("ascii", "replace") or "EINVAL"
-                        number = _errno_of(name)
-                        reason = os.strerror(number) if number is not None else "unknown error"
-                        hint = ""
-                        if name == "EACCES":
-                            # ref §7: node permissions; dom0's root connection may do anything
-                            hint = (
-                                "; this connection lacks permission on the node (run as "
-                                "root in dom0, or check the node's permissions)"
-                            )
-                        raise _xs_error(f"xenstore {what}: {name} ({reason}){hint}", name, number)
+                        raise self._error_reply(what, body)
                     if mtype != op:
-                        raise _xs_error(
+                        raise self._broken(
                             f"xenstore {what}: unexpected reply type {mtype} "
-                            f"to request type {int(op)}",
-                            "EIO",
+                            f"to request type {int(op)}"
                         )
                     return body
             except _Timeout:
+                if self._buf:
+                    # Part of a message came and the rest did not: whatever follows can
+                    # no longer be framed (a peer that never finishes it would have its
+                    # next replies read as the rest of this one).
+                    raise self._broken(
+                        f"xenstored at {self.endpoint} stopped in the middle of a message "
+                        f"while answering {what} (waited {wait:g} s)",
+                        "ETIMEDOUT",
+                    ) from None
+                self._abandon(rid)
                 raise _xs_error(
-                    f"xenstored at {self.endpoint} did not answer {what} within {self.timeout:g} s",
+                    f"xenstored at {self.endpoint} did not answer {what} within {wait:g} s",
                     "ETIMEDOUT",
                 ) from None
             except OSError as exc:
                 raise self._io_failure(what, exc) from exc
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, ...) while waiting: keep the stream
+                # framable, as a timeout would.
+                if not answered and not self.closed:
+                    if self._buf:
+                        self.close()
+                    else:
+                        self._abandon(rid)
+                raise
+
+    def _error_reply(self, what: str, body: bytes) -> XenstoreError:
+        """The XenstoreError for an ``ERROR`` reply (its payload is the errno's name)."""
+        text = body.rstrip(b"\0")
+        if not text:
+            name = "EINVAL"
+        elif len(text) <= 32 and text.isascii() and text.replace(b"_", b"").isalnum():
+            name = text.decode("ascii")
+        else:
+            return _xs_error(
+                f"xenstore {what}: error reply with an unknown error name {_clip(text, 40)}",
+                "EIO",
+            )
+        number = _errno_of(name)
+        reason = os.strerror(number) if number is not None else "unknown error"
+        hint = ""
+        if name == "EACCES":
+            # xen-interfaces.md §7: node permissions; dom0's root connection may do anything
+            hint = (
+                "; this connection lacks permission on the node (run as "
+                "root in dom0, or check the node's permissions)"
+            )
+        return _xs_error(f"xenstore {what}: {name} ({reason}){hint}", name, number)
 
     def _io_failure(self, what: str, exc: OSError) -> XenstoreError:
         """The stream broke mid-request: close the connection, describe the failure."""
@@ -545,7 +704,7 @@ class XenstoreClient:
     # ------------------------------------------------------------------ operations
 
     def read(self, path: str, *, tx: int = 0) -> bytes:
-        """Value of a node (raw bytes, ref §5.3).  ENOENT → XenstoreError(errno=2)."""
+        """Value of a node (raw bytes, xen-interfaces.md §5.3).  ENOENT → XenstoreError(errno=2)."""
         return self._request(Op.READ, validate_path(path) + b"\0", tx, what=f"READ {path}")
 
     def read_text(self, path: str, *, tx: int = 0) -> str:
@@ -565,8 +724,8 @@ class XenstoreClient:
         return self.try_read(path, tx=tx) is not None
 
     def write(self, path: str, value: bytes | str, *, tx: int = 0) -> None:
-        """Set a node, creating missing parents (ref §5.3)."""
-        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        """Set a node, creating missing parents (xen-interfaces.md §5.3)."""
+        data = _utf8(value, f"WRITE {path}: the value") if isinstance(value, str) else bytes(value)
         self._request(Op.WRITE, validate_path(path) + b"\0" + data, tx, what=f"WRITE {path}")
 
     def mkdir(self, path: str, *, tx: int = 0) -> None:
@@ -576,34 +735,60 @@ class XenstoreClient:
         """Remove a node and everything below it."""
         self._request(Op.RM, validate_path(path) + b"\0", tx, what=f"RM {path}")
 
-    def directory(self, path: str, *, tx: int = 0) -> list[str]:
-        """Names of the children of a node (in xenstored's order)."""
+    def directory(self, path: str, *, tx: int = 0, max_entries: int | None = None) -> list[str]:
+        """Names of the children of a node (in xenstored's order; bytes that are not
+        UTF-8 read as U+FFFD).
+
+        The reply is at most :data:`~xenvcpu._limits.MAX_XS_MESSAGE` bytes; a caller that
+        does work per name bounds it further with ``max_entries``: a longer listing is
+        refused before any name is decoded.
+
+        Raises:
+            XenstoreError: ``errno`` E2BIG when the node has more than ``max_entries``
+                children (the message names the cap).
+        """
+        if max_entries is not None:
+            count_arg(max_entries, "max_entries", 0, MAX_XS_MESSAGE)
         body = self._request(
             Op.DIRECTORY, validate_path(path) + b"\0", tx, what=f"DIRECTORY {path}"
         )
+        if max_entries is not None:
+            # Names are NUL-terminated: an upper bound on their number, without splitting.
+            count = body.count(b"\0") + (0 if body.endswith(b"\0") or not body else 1)
+            if count > max_entries:
+                raise _xs_error(
+                    f"xenstore DIRECTORY {path}: {count} entries, more than the "
+                    f"{max_entries} expected there",
+                    "E2BIG",
+                )
         return [p.decode("utf-8", "replace") for p in body.split(b"\0") if p]
 
     def get_domain_path(self, domid: int) -> str:
+        count_arg(domid, "domid", 0, 0xFFFF)  # domid_t is 16 bits
         body = self._request(
-            Op.GET_DOMAIN_PATH, f"{int(domid)}\0".encode(), what=f"GET_DOMAIN_PATH {domid}"
+            Op.GET_DOMAIN_PATH, f"{domid}\0".encode(), what=f"GET_DOMAIN_PATH {domid}"
         )
         return body.rstrip(b"\0").decode("ascii", "replace")
 
     # ------------------------------------------------------------------ transactions
 
     def transaction_start(self) -> int:
-        """Start a transaction and return its id (header tx_id must be 0, ref §5.3)."""
+        """Start a transaction and return its id (header tx_id must be 0, xen-interfaces.md
+        §5.3)."""
         body = self._request(Op.TRANSACTION_START, b"\0", 0)
         text = body.rstrip(b"\0").decode("ascii", "replace")
-        try:
-            return int(text)
-        except ValueError:
+        tx = ascii_uint(text, _U32_MAX + 1)
+        if not tx:  # 0 means "no transaction"; a header's tx_id has 32 bits
             raise _xs_error(
-                f"xenstore TRANSACTION_START: bad transaction id {text!r}", "EIO"
-            ) from None
+                f"xenstore TRANSACTION_START: bad transaction id {_clip(text, 24)} (expected "
+                f"a number from 1 to {_U32_MAX})",
+                "EIO",
+            )
+        return tx
 
     def transaction_end(self, tx: int, *, commit: bool = True) -> None:
-        """Commit (or abort) a transaction; a conflict raises errno EAGAIN (ref §5.3)."""
+        """Commit (or abort) a transaction; a conflict raises errno EAGAIN (xen-interfaces.md
+        §5.3)."""
         self._request(
             Op.TRANSACTION_END,
             b"T\0" if commit else b"F\0",
@@ -624,14 +809,16 @@ class XenstoreClient:
         may be called several times, so it must only act through ``tx`` (and be free of
         other side effects).  On EAGAIN -- at commit or from any request in the body --
         the transaction is ended and the body run again, up to ``max_attempts`` times in
-        all, with a short randomised back-off (ref §5.3, §5.5: "redo whole transaction").
-        Any other exception aborts the transaction and propagates.
+        all, with a short randomised back-off (xen-interfaces.md §5.3, §5.5: "redo whole
+        transaction"). Any other exception aborts the transaction and propagates.
 
         Raises:
             XenstoreError: errno EAGAIN after ``max_attempts`` conflicting attempts.
+            ValueError, TypeError: ``max_attempts`` outside 1..MAX_TX_ATTEMPTS, or a
+                ``backoff`` that is not a finite number of seconds.
         """
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        count_arg(max_attempts, "max_attempts", 1, MAX_TX_ATTEMPTS)
+        backoff = timeout_arg(backoff, "backoff")
         for attempt in range(1, max_attempts + 1):
             try:
                 tx = Transaction(self, self.transaction_start(), attempt)
@@ -676,23 +863,22 @@ class XenstoreClient:
     def watch(self, path: str, token: str | None = None) -> str:
         """Watch ``path`` and everything below it; return the token.
 
-        xenstored fires the watch once immediately (ref §5.3), so the first
+        xenstored fires the watch once immediately (xen-interfaces.md §5.3), so the first
         :meth:`read_watch` returns an event for ``path`` itself.
         """
         if token is None:
             token = f"xenvcpu-{os.getpid()}-{next(self._tokens)}"
-        if "\0" in token:
-            raise ValueError("watch token must not contain NUL")
-        payload = validate_path(path) + b"\0" + token.encode("utf-8") + b"\0"
+        payload = validate_path(path) + b"\0" + _token(token) + b"\0"
         self._request(Op.WATCH, payload, what=f"WATCH {path}")
         return token
 
     def unwatch(self, path: str, token: str) -> None:
         """Remove a watch; events already queued for it are dropped too."""
-        payload = validate_path(path) + b"\0" + token.encode("utf-8") + b"\0"
+        payload = validate_path(path) + b"\0" + _token(token) + b"\0"
         self._request(Op.UNWATCH, payload, what=f"UNWATCH {path}")
         with self._lock:
-            self._events = deque(e for e in self._events if e.token != token)
+            kept = (e for e in self._events if e.token != token)
+            self._events = deque(kept, maxlen=self._events.maxlen)
 
     @contextlib.contextmanager
     def watching(self, path: str, token: str | None = None) -> Iterator[str]:
@@ -709,22 +895,46 @@ class XenstoreClient:
         """Next watch event, waiting at most ``timeout`` seconds (default: the client's).
 
         Returns ``None`` when nothing arrived in time; ``timeout=0`` only looks at what is
-        already queued or readable without blocking for long.
+        already queued or readable without blocking for long.  A message that has begun
+        to arrive by then is given the client's timeout to finish (xenstored writes a
+        header and its payload separately); one that does not is a broken stream.
+
+        Events may have been dropped before this one when the queue overflowed
+        (:attr:`dropped_events` counts them): re-read the watched nodes then. Events
+        received before the connection closed are still handed out after it.
+
+        Raises:
+            XenstoreError: the connection failed or its stream broke (it is closed then).
+            ValueError, TypeError: ``timeout`` is not a finite number of seconds >= 0.
         """
-        wait = self.timeout if timeout is None else max(0.0, float(timeout))
+        wait = self.timeout if timeout is None else timeout_arg(timeout, "read_watch timeout")
         with self._lock:
             if self._events:
                 return self._events.popleft()
             deadline = time.monotonic() + max(wait, 0.001)
+            finishing = False  # past the caller's deadline, waiting for a message's end
             try:
                 while True:
-                    mtype, _rid, _tx, body = self._read_message(deadline)
+                    try:
+                        mtype, rid, _tx, body = self._read_message(deadline)
+                    except _Timeout:
+                        if not self._buf:
+                            return None
+                        if finishing:
+                            raise self._broken(
+                                f"xenstored at {self.endpoint} stopped in the middle of a "
+                                f"message for {self.timeout:g} s",
+                                "ETIMEDOUT",
+                            ) from None
+                        finishing = True
+                        deadline = time.monotonic() + self.timeout
+                        continue
                     if mtype == Op.WATCH_EVENT:
                         self._queue_event(body)
                         return self._events.popleft()
-                    # anything else is a late reply to an abandoned request: drop it
-            except _Timeout:
-                return None
+                    self._late_reply(rid, mtype)  # the late reply of an abandoned request
+                    if finishing and not self._buf:
+                        return None
             except OSError as exc:
                 self.close()
                 raise _xs_error(
@@ -768,8 +978,8 @@ class Transaction:
     def rm(self, path: str) -> None:
         self.client.rm(path, tx=self.id)
 
-    def directory(self, path: str) -> list[str]:
-        return self.client.directory(path, tx=self.id)
+    def directory(self, path: str, *, max_entries: int | None = None) -> list[str]:
+        return self.client.directory(path, tx=self.id, max_entries=max_entries)
 
     def __repr__(self) -> str:
         return f"<xenstore Transaction {self.id} attempt {self.attempt}>"

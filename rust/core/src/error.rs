@@ -72,12 +72,12 @@ impl ErrorKind {
     }
 }
 
-/// A raw errno from the kernel or from Xen (Xen's numbers equal Linux/x86's, ref §1.4).
+/// A raw errno from the kernel or from Xen (Xen's numbers equal Linux/x86's, xen-interfaces.md §1.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
 
 impl Errno {
-    /// Symbolic name of the errnos this project meets (ref §1.4, §7), else `E<n>`.
+    /// Symbolic name of the errnos this project meets (xen-interfaces.md §1.4, §7), else `E<n>`.
     pub fn name(self) -> String {
         let s = match self.0 {
             libc::EPERM => "EPERM",

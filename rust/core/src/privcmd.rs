@@ -1,8 +1,8 @@
-//! The real transport: `IOCTL_PRIVCMD_HYPERCALL` on the privcmd device (ref §1).
+//! The real transport: `IOCTL_PRIVCMD_HYPERCALL` on the privcmd device (xen-interfaces.md §1).
 //!
 //! * The privcmd device is opened once, read-write, close-on-exec: `/dev/xen/privcmd`, and on
-//!   ENOENT/ENXIO/ENODEV `/proc/xen/privcmd` (ref §1.1, libxencall's order).
-//! * Hypercall memory (ref §1.5) comes from `/dev/xen/hypercall` (mmap `MAP_SHARED`), or, when
+//!   ENOENT/ENXIO/ENODEV `/proc/xen/privcmd` (xen-interfaces.md §1.1, libxencall's order).
+//! * Hypercall memory (xen-interfaces.md §1.5) comes from `/dev/xen/hypercall` (mmap `MAP_SHARED`), or, when
 //!   that node does not exist, from an anonymous `MAP_PRIVATE | MAP_LOCKED` mapping with
 //!   `MADV_DONTFORK` and every page touched. One arena is reused across calls and only grows.
 //!
@@ -15,11 +15,11 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// Primary privcmd node (ref §1.1).
+/// Primary privcmd node (xen-interfaces.md §1.1).
 pub const DEV_PRIVCMD: &str = "/dev/xen/privcmd";
-/// xenfs privcmd node (ref §1.1).
+/// xenfs privcmd node (xen-interfaces.md §1.1).
 pub const PROC_PRIVCMD: &str = "/proc/xen/privcmd";
-/// Hypercall buffer device (ref §1.1, §1.5).
+/// Hypercall buffer device (xen-interfaces.md §1.1, §1.5).
 pub const DEV_HYPERCALL: &str = "/dev/xen/hypercall";
 
 /// Linux `privcmd-buf.c` lets one open file of `/dev/xen/hypercall` hold at most `limit`
@@ -28,7 +28,7 @@ pub const DEV_HYPERCALL: &str = "/dev/xen/hypercall";
 /// within it; a larger arena falls back to locked memory when the device answers ENOSPC.
 pub const BUFDEV_DEFAULT_LIMIT: usize = 64 * PAGE;
 
-/// How the arena was allocated (ref §1.5).
+/// How the arena was allocated (xen-interfaces.md §1.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArenaKind {
     /// mmap MAP_SHARED of the hypercall buffer device.
@@ -62,7 +62,7 @@ fn last_errno() -> i32 {
     errno_of(&std::io::Error::last_os_error())
 }
 
-/// Classify a failed `open()` of a privcmd/xenbus-like node (ref §7).
+/// Classify a failed `open()` of a privcmd/xenbus-like node (xen-interfaces.md §7).
 pub fn open_error(path: &Path, errno: i32) -> Error {
     match errno {
         libc::ENOENT | libc::ENXIO | libc::ENODEV => Error::new(
@@ -106,7 +106,7 @@ impl Privcmd {
 
     /// Open given nodes (for tests and unusual layouts). `fallback` is tried only when
     /// `primary` fails with ENOENT/ENXIO/ENODEV; `bufdev` missing (ENOENT) selects the locked
-    /// allocator, any other failure is fatal (ref §1.1).
+    /// allocator, any other failure is fatal (xen-interfaces.md §1.1).
     pub fn open_paths(
         primary: &Path,
         fallback: Option<&Path>,
@@ -189,7 +189,7 @@ impl Privcmd {
                 )
                 .with_errno(e));
             }
-            // over the device's per-file page limit: use the locked fallback (ref §1.5)
+            // over the device's per-file page limit: use the locked fallback (xen-interfaces.md §1.5)
         }
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_LOCKED;
         // SAFETY: fresh anonymous mapping (addr NULL, fd -1); aliases nothing; checked below.
@@ -225,7 +225,7 @@ impl Privcmd {
             )
             .with_errno(e));
         }
-        // Touch every page so it is present and not shared (ref §1.5).
+        // Touch every page so it is present and not shared (xen-interfaces.md §1.5).
         let addr = m.addr;
         // SAFETY: the mapping is `len` readable+writable bytes owned by us and nothing else
         // refers to it yet; the slice lives only for this loop.
@@ -239,7 +239,7 @@ impl Privcmd {
     fn unmap(m: &Mapping) {
         if m.kind == ArenaKind::Locked {
             // SAFETY: `m` describes a live mapping we created; MADV_DOFORK only resets its fork
-            // policy (ref §1.5 free recipe). Failure is harmless (we unmap next).
+            // policy (xen-interfaces.md §1.5 free recipe). Failure is harmless (we unmap next).
             unsafe { libc::madvise(m.addr as *mut libc::c_void, m.len, libc::MADV_DOFORK) };
         }
         // SAFETY: `m` describes a live mapping we created and no slice into it outlives this
@@ -287,8 +287,8 @@ impl Transport for Privcmd {
 
     fn hypercall(&mut self, op: u64, args: [u64; 5]) -> std::result::Result<u64, Errno> {
         let mut hc = PrivcmdHypercall { op, arg: args };
-        // SAFETY: IOCTL_PRIVCMD_HYPERCALL (ref §1.2) reads a 48-byte `privcmd_hypercall`
-        // (ref §1.3), which `hc` is (#[repr(C)], size asserted in abi.rs) and which outlives the
+        // SAFETY: IOCTL_PRIVCMD_HYPERCALL (xen-interfaces.md §1.2) reads a 48-byte `privcmd_hypercall`
+        // (xen-interfaces.md §1.3), which `hc` is (#[repr(C)], size asserted in abi.rs) and which outlives the
         // call. Memory the hypercall touches is referenced by addresses inside our arena, which
         // stays mapped while `&mut self` is held. On a non-privcmd fd the kernel returns ENOTTY.
         let r = unsafe {
@@ -361,7 +361,7 @@ mod tests {
             .message
             .contains("run as root in the control domain (dom0)"));
         // A real EACCES from open(): a mode-0600 root file opened by an unprivileged user, like
-        // /dev/xen/privcmd (ref §7). As root we re-run this test in a child as `nobody`.
+        // /dev/xen/privcmd (xen-interfaces.md §7). As root we re-run this test in a child as `nobody`.
         if let Some(f) = std::env::var_os("XENVCPU_EACCES_CHILD") {
             let e = Privcmd::open_paths(Path::new(&f), None, None).unwrap_err();
             assert_eq!(e.kind, ErrorKind::PermissionDenied, "{e:?}");

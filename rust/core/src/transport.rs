@@ -1,9 +1,9 @@
 //! The seam between operations and a hypervisor.
 //!
-//! A transport owns one *arena* of hypercall-safe memory (ref §1.5) and issues one hypercall
+//! A transport owns one *arena* of hypercall-safe memory (xen-interfaces.md §1.5) and issues one hypercall
 //! at a time. Callers lay out request blocks, bitmaps, output arrays and multicall entry arrays
 //! in the arena, compute guest addresses as `arena base + offset`, and call
-//! [`Transport::hypercall`]. A multicall batch (ref §10) is just hypercall 13 whose argument
+//! [`Transport::hypercall`]. A multicall batch (xen-interfaces.md §10) is just hypercall 13 whose argument
 //! points at an entry array in the same arena, so single calls and batches share the seam.
 //!
 //! The real implementation is [`crate::privcmd::Privcmd`]; the simulated Xen is
@@ -21,7 +21,7 @@ pub trait Transport: Send {
     fn arena(&mut self) -> (u64, &mut [u8]);
 
     /// Issue hypercall `op` with five arguments. Returns the raw non-negative result, or the
-    /// errno (Xen's −E, or the kernel's own ioctl error; ref §1.4).
+    /// errno (Xen's −E, or the kernel's own ioctl error; xen-interfaces.md §1.4).
     fn hypercall(&mut self, op: u64, args: [u64; 5]) -> std::result::Result<u64, Errno>;
 
     /// Short name for messages ("privcmd", "sim").
@@ -43,7 +43,7 @@ impl Transport for Box<dyn Transport> {
     }
 }
 
-/// Arena sizes are rounded up to whole 4 KiB pages (ref §1.5: mappings are n × 4096 bytes).
+/// Arena sizes are rounded up to whole 4 KiB pages (xen-interfaces.md §1.5: mappings are n × 4096 bytes).
 pub const PAGE: usize = 4096;
 
 /// Round `len` up to whole pages (at least one).

@@ -1,6 +1,6 @@
 //! Compiles `abi_check.c` against Debian's `libxen-dev` 4.17 headers, runs it, and compares
 //! every size, offset and constant it prints with the Rust mirrors in `xenvcpu_core::abi`
-//! (the 4.17 layouts: domctl 0x15 / sysctl 0x15, ref §3.2).
+//! (the 4.17 layouts: domctl 0x15 / sysctl 0x15, xen-interfaces.md §3.2).
 //!
 //! Missing headers are a failure, not a skip: CI installs `libxen-dev`.
 

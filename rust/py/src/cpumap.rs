@@ -3,10 +3,12 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use pyo3::basic::CompareOp;
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyIterator, PyList, PyTuple, PyType};
-use xenvcpu_core::cpumap::{CpuMap, CpuMapError};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyIterator, PyList, PyString, PyTuple, PyType,
+};
+use xenvcpu_core::cpumap::{valid_range, CpuMap, CpuMapError, Terms, MAX_MAPLEN, MAX_WIDTH};
 
 use crate::errors;
 
@@ -24,23 +26,46 @@ impl PyCpuMap {
 
 type CoreResult<T> = Result<T, CpuMapError>;
 
-/// A Python width argument: negative values are reported as they were given.
-fn width_arg(py: Python<'_>, width: i64) -> PyResult<usize> {
-    usize::try_from(width)
-        .map_err(|_| CpuMapError::BadWidth { width: 0 })
-        .and_then(|w| CpuMap::new(w).map(|_| w))
-        .map_err(|e| match e {
-            CpuMapError::BadWidth { .. } => errors::make(
-                py,
-                "CpuListError",
-                &format!(
-                    "invalid CPU map width {width}: the width must be between 1 and {}",
-                    xenvcpu_core::cpumap::MAX_WIDTH
-                ),
-                &errors::Context::default(),
-            ),
-            other => errors::cpumap(py, &other),
-        })
+/// How many CPU numbers `from_cpus` reads at most (duplicates included): an endless
+/// iterator must end in an error, not in a hang.
+pub const MAX_ITEMS: usize = 4 * MAX_WIDTH;
+
+/// A Python int argument as an i64, or None when it does not fit one (a huge int is a
+/// value out of range for every use here, reported as such by the caller).
+fn int_arg(value: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    match value.extract::<i64>() {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance_of::<PyOverflowError>(value.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A Python width argument, any int: values out of range are reported as they were given.
+fn width_arg(py: Python<'_>, width: &Bound<'_, PyAny>) -> PyResult<usize> {
+    match int_arg(width)?.map(usize::try_from) {
+        Some(Ok(w)) if (1..=MAX_WIDTH).contains(&w) => Ok(w),
+        _ => Err(errors::cpulist_error(
+            py,
+            &format!("invalid CPU map width {width}: the width must be between 1 and {MAX_WIDTH}"),
+            "bad_width",
+            vec![("width", width.clone().unbind())],
+        )),
+    }
+}
+
+/// A cpulist as Rust text: lone surrogates (which Python strings may hold and UTF-8 cannot)
+/// are read as U+FFFD, one each, so they are reported like any other character that is
+/// not a CPU number, at their column.
+fn text_arg(text: &Bound<'_, PyString>) -> PyResult<String> {
+    match text.extract::<String>() {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            let fixed = text
+                .call_method1("encode", ("utf-16", "surrogatepass"))?
+                .call_method1("decode", ("utf-16", "replace"))?;
+            fixed.extract()
+        }
+    }
 }
 
 fn map_err<T>(py: Python<'_>, r: CoreResult<T>) -> PyResult<T> {
@@ -67,60 +92,111 @@ fn bytes_of(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     )))
 }
 
-/// CPU numbers from any iterable of ints, checked against `width`.
+/// CPU numbers from any iterable of ints, checked against `width`; at most [`MAX_ITEMS`].
 pub fn cpus_into(py: Python<'_>, cpus: &Bound<'_, PyAny>, width: usize) -> PyResult<CpuMap> {
     let mut m = map_err(py, CpuMap::new(width))?;
-    for item in cpus.try_iter()? {
-        let cpu: i64 = item?.extract()?;
-        let r = if cpu < 0 {
-            Err(CpuMapError::NegativeCpu { cpu, width })
-        } else {
-            m.insert(cpu as u64)
+    for (n, item) in cpus.try_iter()?.enumerate() {
+        if n == MAX_ITEMS {
+            return Err(errors::cpulist_error(
+                py,
+                &format!("more than {MAX_ITEMS} CPU numbers for a map of width {width}"),
+                "too_many_cpus",
+                vec![("width", errors::obj(py, width))],
+            ));
+        }
+        let item = item?;
+        let r = match int_arg(&item)? {
+            Some(cpu) if cpu < 0 => Err(CpuMapError::NegativeCpu { cpu, width }),
+            Some(cpu) => m.insert(cpu as u64),
+            None => {
+                let negative = item.lt(0)?;
+                let (kind, what) = if negative {
+                    ("negative_cpu", "is negative")
+                } else {
+                    ("cpu_out_of_range", "is out of range")
+                };
+                return Err(errors::cpulist_error(
+                    py,
+                    &format!(
+                        "CPU {item} {what}: valid CPUs are {} (width {width})",
+                        valid_range(width)
+                    ),
+                    kind,
+                    vec![("cpu", item.unbind()), ("width", errors::obj(py, width))],
+                ));
+            }
         };
         map_err(py, r)?;
     }
     Ok(m)
 }
 
-/// Node of each CPU from a topology argument: an object with `cpu_to_node`, a mapping
-/// CPU -> node, or a sequence indexed by CPU (None = no node).
-fn nodes_of(topology: &Bound<'_, PyAny>, width: usize) -> PyResult<Vec<u32>> {
-    let source = if topology.hasattr("cpu_to_node")? {
-        topology.getattr("cpu_to_node")?
-    } else {
+/// One fact per CPU from a topology argument: its attribute `attr` (`cpu_to_node`,
+/// `cpu_to_socket`, `cpu_to_core`) as a mapping CPU -> value or a sequence indexed by CPU
+/// (None = not known); for `cpu_to_node`, the argument itself may be that mapping or
+/// sequence. None when the argument does not have it.
+fn per_cpu(topology: &Bound<'_, PyAny>, attr: &str, width: usize) -> PyResult<Option<Vec<u32>>> {
+    let source = if topology.hasattr(attr)? {
+        topology.getattr(attr)?
+    } else if attr == "cpu_to_node" && !topology.hasattr("pools")? {
         topology.clone()
+    } else {
+        return Ok(None);
     };
-    let mut nodes = vec![u32::MAX; width];
+    let mut out = vec![u32::MAX; width];
     if let Ok(d) = source.cast::<PyDict>() {
         for (k, v) in d.iter() {
             let cpu: usize = k.extract()?;
             if cpu < width && !v.is_none() {
-                nodes[cpu] = v.extract()?;
+                out[cpu] = v.extract()?;
             }
         }
     } else {
-        for (cpu, v) in source.try_iter()?.enumerate() {
+        // Only the first `width` entries matter: an endless sequence is not read to its end.
+        for (cpu, v) in source.try_iter()?.take(width).enumerate() {
             let v = v?;
-            if cpu < width && !v.is_none() {
-                nodes[cpu] = v.extract()?;
+            if !v.is_none() {
+                out[cpu] = v.extract()?;
             }
         }
     }
-    Ok(nodes)
+    Ok(Some(out))
+}
+
+/// The cpupools of a topology argument (`pools`: name -> CpuMap or CPU numbers).
+fn pools_of(
+    py: Python<'_>,
+    topology: &Bound<'_, PyAny>,
+    width: usize,
+) -> PyResult<Option<Vec<(String, CpuMap)>>> {
+    if !topology.hasattr("pools")? {
+        return Ok(None);
+    }
+    let pools = topology.getattr("pools")?;
+    let mut out = Vec::new();
+    for item in pools.call_method0("items")?.try_iter()? {
+        let (name, cpus): (String, Bound<'_, PyAny>) = item?.extract()?;
+        let map = match cpus.cast::<PyCpuMap>() {
+            Ok(m) => m.get().inner.clone(),
+            Err(_) => cpus_into(py, &cpus, width)?,
+        };
+        out.push((name, map));
+    }
+    Ok(Some(out))
 }
 
 #[pymethods]
 impl PyCpuMap {
     /// An empty map of `width` CPUs.
     #[new]
-    fn py_new(py: Python<'_>, width: i64) -> PyResult<Self> {
+    fn py_new(py: Python<'_>, width: &Bound<'_, PyAny>) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         Ok(Self::wrap(map_err(py, CpuMap::new(w))?))
     }
 
     /// A map of `width` CPUs with every CPU set.
     #[classmethod]
-    fn full(_cls: &Bound<'_, PyType>, py: Python<'_>, width: i64) -> PyResult<Self> {
+    fn full(_cls: &Bound<'_, PyType>, py: Python<'_>, width: &Bound<'_, PyAny>) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         Ok(Self::wrap(map_err(py, CpuMap::full(w))?))
     }
@@ -131,7 +207,7 @@ impl PyCpuMap {
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         cpus: &Bound<'_, PyAny>,
-        width: i64,
+        width: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         Ok(Self::wrap(cpus_into(py, cpus, w)?))
@@ -144,32 +220,52 @@ impl PyCpuMap {
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         data: &Bound<'_, PyAny>,
-        width: Option<i64>,
+        width: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let width = width.map(|w| width_arg(py, w)).transpose()?;
         let data = bytes_of(data)?;
         Ok(Self::wrap(map_err(py, CpuMap::from_bytes(&data, width))?))
     }
 
-    /// Parse a cpulist (`0-3,^2`, `all`, `nodes:0-1`, ...) into a map of `width` CPUs.
+    /// Parse a cpulist (`0-3,^2`, `all`, `nodes:0-1`, `socket:1`, `siblings:4`,
+    /// `pool:NAME`, ...) into a map of `width` CPUs; topology terms read `topology`.
     #[classmethod]
     #[pyo3(signature = (text, width, topology=None))]
     fn parse(
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
-        text: &str,
-        width: i64,
+        text: &Bound<'_, PyString>,
+        width: &Bound<'_, PyAny>,
         topology: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let w = width_arg(py, width)?;
-        // Converting a topology costs a Python call per CPU: only do it for node terms.
-        let nodes = match topology {
-            Some(t) if text.contains("node") => Some(nodes_of(t, w)?),
-            _ => None,
+        let text = text_arg(text)?;
+        // Converting a topology costs a Python call per CPU: only the facts the text's
+        // terms need are read.
+        let (mut nodes, mut sockets, mut cores, mut pools) = (None, None, None, None);
+        if let Some(t) = topology {
+            if text.contains("node") {
+                nodes = per_cpu(t, "cpu_to_node", w)?;
+            }
+            if text.contains("socket") || text.contains("siblings") {
+                sockets = per_cpu(t, "cpu_to_socket", w)?;
+            }
+            if text.contains("siblings") {
+                cores = per_cpu(t, "cpu_to_core", w)?;
+            }
+            if text.contains("pool") {
+                pools = pools_of(py, t, w)?;
+            }
+        }
+        let terms = Terms {
+            nodes: nodes.as_deref(),
+            sockets: sockets.as_deref(),
+            cores: cores.as_deref(),
+            pools: pools.as_deref(),
         };
         Ok(Self::wrap(map_err(
             py,
-            CpuMap::parse(text, w, nodes.as_deref()),
+            CpuMap::parse_terms(&text, w, &terms),
         )?))
     }
 
@@ -185,6 +281,15 @@ impl PyCpuMap {
         let mut flags = Vec::new();
         for item in bools.try_iter()? {
             let item = item?;
+            if flags.len() == MAX_WIDTH {
+                // stop reading: an endless iterator must not grow the list without bound
+                return Err(errors::cpumap(
+                    py,
+                    &CpuMapError::BadWidth {
+                        width: MAX_WIDTH + 1,
+                    },
+                ));
+            }
             flags.push(if item.is(&*t) {
                 true
             } else if item.is(&*f) {
@@ -217,18 +322,42 @@ impl PyCpuMap {
 
     /// Pack to little-endian bytes, `maplen` long (default `ceil(width / 8)`).
     #[pyo3(signature = (maplen=None))]
-    fn to_bytes<'py>(&self, py: Python<'py>, maplen: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+    fn to_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        maplen: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let len = match maplen {
             None => self.inner.byte_len(),
-            Some(n) if n < 0 => {
-                return Err(errors::make(
+            Some(n) if int_arg(n)?.is_none() && !n.lt(0)? => {
+                // beyond an i64: too long, reported with the value as given
+                return Err(errors::cpulist_error(
                     py,
-                    "CpuListError",
-                    &format!("maplen {n} is negative"),
-                    &errors::Context::default(),
-                ))
+                    &format!(
+                        "maplen {n} is too long: a map has at most {MAX_MAPLEN} bytes \
+                         ({MAX_WIDTH} CPUs)"
+                    ),
+                    "maplen_too_long",
+                    vec![("maplen", n.clone().unbind())],
+                ));
             }
-            Some(n) => n as usize,
+            Some(n) => match usize::try_from(int_arg(n)?.unwrap_or(i64::MIN)) {
+                Ok(n) if n <= MAX_MAPLEN => n,
+                Ok(n) => {
+                    return Err(errors::cpumap(
+                        py,
+                        &CpuMapError::MaplenTooLong { maplen: n },
+                    ))
+                }
+                Err(_) => {
+                    return Err(errors::cpulist_error(
+                        py,
+                        &format!("maplen {n} is negative"),
+                        "maplen_too_short",
+                        vec![("maplen", n.clone().unbind())],
+                    ))
+                }
+            },
         };
         let inner = &self.inner;
         let mut failure = None;
@@ -265,7 +394,7 @@ impl PyCpuMap {
     }
 
     /// The same CPUs in a map of another width.
-    fn resized(&self, py: Python<'_>, width: i64) -> PyResult<Self> {
+    fn resized(&self, py: Python<'_>, width: &Bound<'_, PyAny>) -> PyResult<Self> {
         let w = width_arg(py, width)?;
         Ok(Self::wrap(map_err(py, self.inner.resized(w))?))
     }

@@ -11,7 +11,8 @@ use xenvcpu_core::error::Error;
 use xenvcpu_core::ops::{DomainInfo, VcpuInfo};
 
 use crate::cpumap::PyCpuMap;
-use crate::hv::{core_err, exc_object, PyDomainInfo, PyVcpuInfo};
+use crate::errors::{core_err, exc_object};
+use crate::records::{state_code, PyDomainInfo, PyVcpuInfo};
 
 type Entry = (DomainInfo, Result<Vec<VcpuInfo>, Error>);
 
@@ -89,6 +90,20 @@ impl PySnapshot {
     #[getter]
     fn maplen(&self) -> usize {
         self.width.div_ceil(8)
+    }
+
+    /// Where each domain's vCPUs start in the flat columns (`column`, `maps`), and one more
+    /// entry for the end: domain i's vCPUs are `offsets[i]..offsets[i + 1]` (empty for a
+    /// domain whose vCPUs could not be read).
+    fn offsets(&self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.entries.len() + 1);
+        let mut at = 0usize;
+        for (_, r) in &self.entries {
+            out.push(at);
+            at += r.as_ref().map_or(0, Vec::len);
+        }
+        out.push(at);
+        out
     }
 
     /// Number of vCPUs (of the domains that answered).
@@ -189,15 +204,7 @@ impl PySnapshot {
                 array(py, "I", out)
             }
             "state" => {
-                let out: Vec<u8> = self
-                    .all_vcpus()
-                    .map(|v| match v.state() {
-                        xenvcpu_core::ops::VcpuRunState::Offline => 0,
-                        xenvcpu_core::ops::VcpuRunState::Running => 1,
-                        xenvcpu_core::ops::VcpuRunState::Blocked => 2,
-                        xenvcpu_core::ops::VcpuRunState::Runnable => 3,
-                    })
-                    .collect();
+                let out: Vec<u8> = self.all_vcpus().map(|v| state_code(v.state())).collect();
                 array(py, "B", out)
             }
             "cpu" => {

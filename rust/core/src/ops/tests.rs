@@ -1,9 +1,14 @@
 use super::*;
-use crate::sim::{lock, Follow, VcpuState};
+use crate::ops::PinRequest;
+use crate::sim::spec::test_spec as spec;
+use crate::sim::{lock, Follow, SimBase, VcpuState};
 use std::path::Path;
 
-fn open(uri: &str) -> Xen {
-    let x = Xen::open_sim(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+const D: SimBase = SimBase::Default;
+const S: SimBase = SimBase::Scale;
+
+fn open(base: SimBase, params: &[(&str, &str)]) -> Xen {
+    let x = Xen::open_sim(&spec(base, params)).unwrap_or_else(|e| panic!("{params:?}: {e}"));
     lock(x.sim().unwrap()).freeze_clock(true);
     x
 }
@@ -22,7 +27,7 @@ fn calls(x: &Xen) -> u64 {
 
 #[test]
 fn default_host_physinfo_and_version() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     let v = x.version();
     assert_eq!(
         (v.major, v.minor, v.domctl, v.sysctl, v.dominfo_size),
@@ -45,7 +50,7 @@ fn default_host_physinfo_and_version() {
 
 #[test]
 fn default_host_domains() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     let ds = x.domains().unwrap();
     assert_eq!(
         ds.iter().map(|d| d.id).collect::<Vec<_>>(),
@@ -77,7 +82,7 @@ fn default_host_domains() {
 
 #[test]
 fn exact_lookup_checks_the_returned_id_on_417() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     assert!(x.version().getdomaininfo_returns_next());
     lock(x.sim().unwrap()).remove_domain(2).unwrap();
     // Xen 4.17 answers getdomaininfo(2) with domain 3: must still be "not found"
@@ -98,7 +103,7 @@ fn exact_lookup_checks_the_returned_id_on_417() {
 
 #[test]
 fn exact_lookup_on_418_uses_esrch() {
-    let mut x = open("sim:///default?version=4.18");
+    let mut x = open(D, &[("version", "4.18")]);
     assert!(!x.version().getdomaininfo_returns_next());
     assert_eq!(x.version().domctl, 0x16);
     lock(x.sim().unwrap()).remove_domain(2).unwrap();
@@ -108,7 +113,7 @@ fn exact_lookup_on_418_uses_esrch() {
 
 #[test]
 fn vcpus_of_default_guests_in_one_batch() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     let c0 = calls(&x);
     let web = x.vcpus(1).unwrap();
     assert_eq!(calls(&x) - c0, 2, "getdomaininfo + one multicall");
@@ -148,7 +153,7 @@ fn vcpus_of_default_guests_in_one_batch() {
 
 #[test]
 fn cpu_time_advances_with_time_only_when_online() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     let a = x.vcpus(2).unwrap();
     let d0 = x.domain(2).unwrap().cpu_time_ns;
     lock(x.sim().unwrap()).advance(Duration::from_secs(2));
@@ -163,7 +168,7 @@ fn cpu_time_advances_with_time_only_when_online() {
 
 #[test]
 fn pin_returns_effective_maps_and_get_returns_configured() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     // db lives in pool 0 = CPUs 0-47
     let p = x
         .pin(2, 1, Some(&map("40-50", 64)), Some(&map("0-45", 64)), false)
@@ -183,8 +188,8 @@ fn pin_returns_effective_maps_and_get_returns_configured() {
 
 #[test]
 fn disjoint_soft_is_accepted_and_effective_soft_is_empty() {
-    // ref §11: hard 0-1, soft 2-3 → accepted; get returns the configured soft
-    let mut x = open("sim:///default");
+    // xen-interfaces.md §11: hard 0-1, soft 2-3 → accepted; get returns the configured soft
+    let mut x = open(D, &[]);
     let p = x
         .pin(0, 1, Some(&map("0-1", 64)), Some(&map("2-3", 64)), false)
         .unwrap();
@@ -194,7 +199,7 @@ fn disjoint_soft_is_accepted_and_effective_soft_is_empty() {
 
 #[test]
 fn hard_outside_the_pool_is_invalid_affinity_naming_the_pool_cpus() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     let before = x.vcpu(2, 0).unwrap();
     let e = x
         .pin(2, 0, Some(&map("48-63", 64)), None, false)
@@ -213,7 +218,7 @@ fn hard_outside_the_pool_is_invalid_affinity_naming_the_pool_cpus() {
 
 #[test]
 fn bad_input_is_rejected_before_any_hypercall() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     let n = ops(&x);
     let wide = CpuMap::from_cpus([1, 100], 128).unwrap();
     let e = x.pin(2, 0, Some(&wide), None, false).unwrap_err();
@@ -249,7 +254,7 @@ fn bad_input_is_rejected_before_any_hypercall() {
         (e.kind, e.domain, e.vcpu),
         (ErrorKind::VcpuNotFound, Some(2), Some(8))
     );
-    assert!(e.message.contains("vCPUs 0-7"), "{}", e.message);
+    assert!(e.message.contains("valid vCPUs are 0-7"), "{}", e.message);
     assert_eq!(x.vcpus(2).unwrap(), before);
     assert_eq!(
         x.pin(42, 0, Some(&map("0", 64)), None, false)
@@ -261,7 +266,7 @@ fn bad_input_is_rejected_before_any_hypercall() {
 
 #[test]
 fn pin_override_gives_affinity_busy_until_forced() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     lock(x.sim().unwrap()).set_pin_override(1, 2, true).unwrap();
     let e = x.pin(1, 2, Some(&map("4-5", 64)), None, false).unwrap_err();
     assert_eq!(
@@ -279,14 +284,14 @@ fn pin_override_gives_affinity_busy_until_forced() {
 
 #[test]
 fn force_is_not_supported_before_4_7() {
-    let mut x = open("sim:///default?version=4.6");
+    let mut x = open(D, &[("version", "4.6")]);
     let e = x.pin(1, 0, Some(&map("1", 64)), None, true).unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotSupported);
 }
 
 #[test]
 fn dying_domain() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     lock(x.sim().unwrap()).set_dying(3, true).unwrap();
     assert!(x.domain(3).unwrap().dying);
     let e = x.pin(3, 0, Some(&map("50", 64)), None, false).unwrap_err();
@@ -301,7 +306,7 @@ fn dying_domain() {
 
 #[test]
 fn pin_all_sets_every_vcpu_and_reports_each() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     let c0 = calls(&x);
     let r = x
         .pin_all(3, Some(&map("50-55", 64)), Some(&map("50-51", 64)), false)
@@ -319,7 +324,7 @@ fn pin_all_sets_every_vcpu_and_reports_each() {
 
 #[test]
 fn one_failing_vcpu_does_not_hide_the_others() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     lock(x.sim().unwrap()).drop_vcpu_slot(2, 3).unwrap();
     let r = x.pin_all(2, Some(&map("20-23", 64)), None, false).unwrap();
     for (v, res) in &r {
@@ -343,7 +348,7 @@ fn one_failing_vcpu_does_not_hide_the_others() {
         vec![0, 1, 2, 4, 5, 6, 7]
     );
     // a per-entry fault on one entry fails only that vCPU
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     lock(x.sim().unwrap()).fail_nth(2 + 3, libc::EBUSY); // lookup, then entry for vCPU 3 is op 5
     let r = x.pin_all(3, Some(&map("48", 64)), None, false).unwrap();
     let bad: Vec<u32> = r
@@ -357,8 +362,8 @@ fn one_failing_vcpu_does_not_hide_the_others() {
 
 #[test]
 fn refused_multicall_falls_back_to_single_calls_with_same_results() {
-    let mut a = open("sim:///default");
-    let mut b = open("sim:///default");
+    let mut a = open(D, &[]);
+    let mut b = open(D, &[]);
     lock(b.sim().unwrap()).refuse_multicall(Some(libc::ENOSYS));
     // same simulated clock offset: freeze CPU time differences out by comparing maps/states
     let va = a.vcpus(3).unwrap();
@@ -382,7 +387,7 @@ fn refused_multicall_falls_back_to_single_calls_with_same_results() {
     let p = b.pin(2, 0, Some(&map("40-60", 64)), None, false).unwrap();
     assert_eq!(p.hard.unwrap().to_cpulist(), "40-47");
     // EINVAL refusal behaves the same
-    let mut c = open("sim:///default");
+    let mut c = open(D, &[]);
     lock(c.sim().unwrap()).refuse_multicall(Some(libc::EINVAL));
     assert_eq!(c.vcpus(2).unwrap().len(), 8);
     assert!(!c.multicall_enabled());
@@ -396,12 +401,12 @@ fn errno_mapping_of_failed_calls() {
         (libc::ENOSYS, ErrorKind::NotSupported),
         (libc::EIO, ErrorKind::Other),
     ] {
-        let mut x = open("sim:///default");
+        let mut x = open(D, &[]);
         lock(x.sim().unwrap()).fail_nth(1, errno);
         let e = x.physinfo().unwrap_err();
         assert_eq!((e.kind, e.errno), (kind, Some(errno)), "{}", e.message);
     }
-    let x = open("sim:///default");
+    let x = open(D, &[]);
     let e = x.errno_error(Errno(libc::EPERM), "sysctl physinfo");
     assert!(e
         .message
@@ -412,38 +417,40 @@ fn errno_mapping_of_failed_calls() {
 
 #[test]
 fn domain_removed_between_calls() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     // vcpus(2): op 1 = lookup, the batch follows; remove it right before the batch
     lock(x.sim().unwrap()).remove_domain_at(2, 2);
     let e = x.vcpus(2).unwrap_err();
     assert_eq!((e.kind, e.domain), (ErrorKind::DomainNotFound, Some(2)));
-    // bulk: domain 2 vanishes after the list was read; the others still answer
-    let mut x = open("sim:///default");
-    let ops_list = 1; // one getdomaininfolist page
-    lock(x.sim().unwrap()).remove_domain_at(ops_list + 2 * 4 + 1, 2);
-    let r = x.vcpus_all(&[1, 2, 3, 77]).unwrap();
-    assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 3, 77]);
-    assert_eq!(r[0].1.as_ref().unwrap().len(), 4);
-    assert_eq!(r[1].1.as_ref().unwrap_err().kind, ErrorKind::DomainNotFound);
-    assert_eq!(r[2].1.as_ref().unwrap().len(), 16);
-    assert_eq!(r[3].1.as_ref().unwrap_err().kind, ErrorKind::DomainNotFound);
+    // bulk: domain 2 vanishes after the list was read, before its first vCPU (the list
+    // page, then two entries per vCPU of Domain-0 and web); the others still answer
+    let mut x = open(D, &[]);
+    lock(x.sim().unwrap()).remove_domain_at(1 + 2 * 4 + 2 * 4 + 1, 2);
+    let r = x.snapshot().unwrap();
+    assert_eq!(
+        r.iter().map(|x| x.0.id).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(r[1].1.as_ref().unwrap().len(), 4);
+    assert_eq!(r[2].1.as_ref().unwrap_err().kind, ErrorKind::DomainNotFound);
+    assert_eq!(r[3].1.as_ref().unwrap().len(), 16);
 }
 
 #[test]
 fn unknown_xen_version_is_a_typed_error_naming_it() {
-    let e = Xen::open_sim("sim:///default?version=4.22").unwrap_err();
+    let e = Xen::open_sim(&spec(D, &[("version", "4.22")])).unwrap_err();
     assert_eq!(e.kind, ErrorKind::InterfaceMismatch);
     assert!(e.message.contains("Xen 4.22"), "{}", e.message);
     assert_eq!(e.kind_name(), "InterfaceMismatch");
-    let e = Xen::open_sim("sim:///default?version=4.5").unwrap_err();
+    let e = Xen::open_sim(&spec(D, &[("version", "4.5")])).unwrap_err();
     assert!(e.message.contains("Xen 4.5"));
 }
 
 #[test]
 fn xen_4_10_split_is_probed() {
-    let x = open("sim:///default?version=4.10.0");
+    let x = open(D, &[("version", "4.10.0")]);
     assert_eq!((x.version().domctl, x.version().dominfo_size), (0x0e, 96));
-    let mut x = open("sim:///default?version=4.10.2");
+    let mut x = open(D, &[("version", "4.10.2")]);
     assert_eq!((x.version().domctl, x.version().dominfo_size), (0x0f, 104));
     assert_eq!(x.domains().unwrap().len(), 4);
 }
@@ -451,7 +458,7 @@ fn xen_4_10_split_is_probed() {
 #[test]
 fn every_supported_release_gives_the_same_answers() {
     let reference = {
-        let mut x = open("sim:///default");
+        let mut x = open(D, &[]);
         (
             x.physinfo().unwrap(),
             x.domains().unwrap().len(),
@@ -459,8 +466,8 @@ fn every_supported_release_gives_the_same_answers() {
         )
     };
     for minor in 6..=21 {
-        let uri = format!("sim:///default?version=4.{minor}");
-        let mut x = open(&uri);
+        let uri = format!("4.{minor}");
+        let mut x = open(D, &[("version", &uri)]);
         assert_eq!(x.version().minor, minor);
         let p = x.physinfo().unwrap();
         assert_eq!(
@@ -480,7 +487,18 @@ fn every_supported_release_gives_the_same_answers() {
 
 #[test]
 fn sparse_cpu_ids_and_topology() {
-    let mut x = open("sim:///?cpus=16&offline=4-7&max_cpus=24&domains=2&vcpus=2&sockets=2&nodes=2");
+    let mut x = open(
+        S,
+        &[
+            ("cpus", "16"),
+            ("offline", "4-7"),
+            ("max_cpus", "24"),
+            ("domains", "2"),
+            ("vcpus", "2"),
+            ("sockets", "2"),
+            ("nodes", "2"),
+        ],
+    );
     let p = x.physinfo().unwrap();
     assert_eq!((p.nr_cpus, p.max_cpu_id), (12, 23));
     assert_eq!(x.width(), 24);
@@ -518,8 +536,8 @@ fn sparse_cpu_ids_and_topology() {
 }
 
 #[test]
-fn cpupools_and_numa() {
-    let mut x = open("sim:///default");
+fn cpupools_and_topology() {
+    let mut x = open(D, &[]);
     let p = x.cpupools().unwrap();
     assert_eq!(p.len(), 2);
     assert_eq!(
@@ -531,10 +549,6 @@ fn cpupools_and_numa() {
         (1, 5, 1, "48-63".to_string())
     );
     assert_eq!(x.online_cpus().unwrap().to_cpulist(), "0-63");
-    let n = x.numa().unwrap();
-    assert_eq!(n.len(), 2);
-    assert_eq!(n[0].distances, vec![Some(10), Some(20)]);
-    assert_eq!(n[1].memsize, Some(32768 << 20));
     let t = x.topology().unwrap();
     assert_eq!(
         t[63],
@@ -548,7 +562,15 @@ fn cpupools_and_numa() {
 
 #[test]
 fn scale_host_snapshot() {
-    let mut x = open("sim:///?cpus=4096&nodes=4&domains=1000&vcpus=8");
+    let mut x = open(
+        S,
+        &[
+            ("cpus", "4096"),
+            ("nodes", "4"),
+            ("domains", "1000"),
+            ("vcpus", "8"),
+        ],
+    );
     assert_eq!(x.width(), 4096);
     let c0 = calls(&x);
     let snap = x.snapshot().unwrap();
@@ -578,7 +600,15 @@ fn scale_host_snapshot() {
 
 #[test]
 fn sixty_five_thousand_cpus() {
-    let mut x = open("sim:///?cpus=65536&nodes=8&domains=2&vcpus=2");
+    let mut x = open(
+        S,
+        &[
+            ("cpus", "65536"),
+            ("nodes", "8"),
+            ("domains", "2"),
+            ("vcpus", "2"),
+        ],
+    );
     assert_eq!(x.width(), 65536);
     let m = CpuMap::from_cpus([65535], 65536).unwrap();
     let p = x.pin(1, 1, Some(&m), None, false).unwrap();
@@ -590,7 +620,7 @@ fn sixty_five_thousand_cpus() {
 
 #[test]
 fn availability_is_followed_after_the_delay_or_never() {
-    let mut x = open("sim:///default?delay_ms=1000");
+    let mut x = open(D, &[("delay_ms", "1000")]);
     let h = x.sim().unwrap().clone();
     lock(&h).set_availability(2, &[true; 8]).unwrap();
     assert_eq!(x.domain(2).unwrap().nr_online_vcpus, 6, "not yet");
@@ -615,7 +645,7 @@ fn availability_is_followed_after_the_delay_or_never() {
         lock(&h).set_availability(9, &[true]).unwrap_err().kind,
         ErrorKind::DomainNotFound
     );
-    let mut y = open("sim:///default?delay_ms=0");
+    let mut y = open(D, &[("delay_ms", "0")]);
     lock(y.sim().unwrap())
         .set_availability(3, &[true; 16])
         .unwrap();
@@ -624,7 +654,7 @@ fn availability_is_followed_after_the_delay_or_never() {
 
 #[test]
 fn domain_flags_decoded() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     {
         let mut h = lock(x.sim().unwrap());
         h.set_shutdown(1, Some(3)).unwrap();
@@ -680,7 +710,9 @@ uuid = "00112233-4455-6677-8899-aabbccddeeff"
 "#,
     )
     .unwrap();
-    let mut x = open(&format!("sim://{}", f.display()));
+    let mut x =
+        Xen::open_sim(&HostSpec::build(&SimBase::Toml(f.clone()), &Default::default()).unwrap())
+            .unwrap();
     assert_eq!(x.version().minor, 19);
     let ds = x.domains().unwrap();
     assert_eq!(ds.iter().map(|d| d.id).collect::<Vec<_>>(), vec![0, 7]);
@@ -697,12 +729,15 @@ uuid = "00112233-4455-6677-8899-aabbccddeeff"
             .collect::<Vec<_>>(),
         vec![(0, "0-3,6".to_string()), (2, "4-5".to_string())]
     );
-    assert_eq!(lock(x.sim().unwrap()).domain_by_name("rt-guest"), Some(7));
+    assert_eq!(
+        lock(x.sim().unwrap()).domain_names()[1],
+        (7, "rt-guest".to_string())
+    );
     let e = x.pin(7, 0, Some(&map("0-3", 8)), None, false).unwrap_err();
     assert!(e.message.contains("4-5"), "{}", e.message);
-    assert!(Xen::open_sim(&format!("sim://{}/missing.toml", dir.display())).is_err());
-    assert!(Xen::open_sim("sim:///nonsense").is_err());
-    assert!(Xen::open_sim("xen:///system").is_err());
+    let missing = SimBase::Toml(dir.join("missing.toml"));
+    let e = HostSpec::build(&missing, &Default::default()).unwrap_err();
+    assert!(e.message.contains("missing.toml"), "{}", e.message);
 }
 
 #[test]
@@ -724,7 +759,7 @@ proptest::proptest! {
     fn pin_matches_xen_rules(hard in proptest::collection::vec(0u64..64, 0..12),
                              soft in proptest::collection::vec(0u64..64, 0..12),
                              vcpu in 0u32..8) {
-        let mut x = open("sim:///default");
+        let mut x = open(D, &[]);
         let pool = map("0-47", 64);
         let h = CpuMap::from_cpus(hard.iter().copied(), 64).unwrap();
         let s = CpuMap::from_cpus(soft.iter().copied(), 64).unwrap();
@@ -748,7 +783,7 @@ proptest::proptest! {
 
 #[test]
 fn batching_off_gives_the_same_answers_with_one_call_per_domctl() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     let batched = x.snapshot().unwrap();
     x.set_batching(false);
     let c0 = calls(&x);
@@ -767,19 +802,11 @@ fn xen_is_send() {
 }
 
 #[test]
-fn open_by_uri() {
-    let x = Xen::open("sim:///default").unwrap();
-    assert_eq!(x.transport_name(), "sim");
-    assert_eq!(
-        Xen::open("xend+unix:///var/lib/xend/xend-socket")
-            .unwrap_err()
-            .kind,
-        ErrorKind::NotSupported
-    );
+fn open_privcmd_without_xen_is_no_hypervisor() {
     if !Path::new(crate::privcmd::DEV_PRIVCMD).exists()
         && !Path::new(crate::privcmd::PROC_PRIVCMD).exists()
     {
-        let e = Xen::open("xen:///system").unwrap_err();
+        let e = Xen::open_privcmd().unwrap_err();
         assert_eq!(
             (e.kind, e.errno),
             (ErrorKind::NoHypervisor, Some(libc::ENOENT))
@@ -789,7 +816,7 @@ fn open_by_uri() {
 
 #[test]
 fn paused_domain_reports_no_running_vcpu() {
-    let mut x = open("sim:///default");
+    let mut x = open(D, &[]);
     lock(x.sim().unwrap()).set_paused(0, true).unwrap();
     let d = x.domain(0).unwrap();
     assert!(d.paused && !d.running);
@@ -799,7 +826,7 @@ fn paused_domain_reports_no_running_vcpu() {
 #[test]
 fn open_time_errors() {
     // xen_version refused (e.g. a restricted privcmd fd): PermissionDenied with the fix
-    let mut host = SimHost::from_uri("sim:///default").unwrap();
+    let mut host = SimHost::new(&spec(D, &[])).unwrap();
     host.fail_nth_hypercall(1, libc::EPERM);
     let e = Xen::with_transport(Box::new(SimTransport::new(host)), None).unwrap_err();
     assert_eq!(
@@ -808,7 +835,7 @@ fn open_time_errors() {
     );
     assert!(e.message.contains("dom0"));
     // 4.10 where neither candidate is accepted: InterfaceMismatch listing both
-    let mut host = SimHost::from_uri("sim:///default?version=4.10.0").unwrap();
+    let mut host = SimHost::new(&spec(D, &[("version", "4.10.0")])).unwrap();
     host.fail_nth(2, libc::EACCES); // probe 1 (0x0f) fails by itself, probe 2 (0x0e) injected
     let e = Xen::with_transport(Box::new(SimTransport::new(host)), None).unwrap_err();
     assert_eq!(e.kind, ErrorKind::InterfaceMismatch);
@@ -818,7 +845,7 @@ fn open_time_errors() {
         e.message
     );
     // sysctl refused at open (physinfo): InterfaceMismatch naming the versions used
-    let mut host = SimHost::from_uri("sim:///default").unwrap();
+    let mut host = SimHost::new(&spec(D, &[])).unwrap();
     host.fail_nth(1, libc::EACCES);
     let e = Xen::with_transport(Box::new(SimTransport::new(host)), None).unwrap_err();
     assert_eq!(e.kind, ErrorKind::InterfaceMismatch);
@@ -828,7 +855,7 @@ fn open_time_errors() {
 #[test]
 fn pin_all_errors_do_not_clobber_other_entries_results() {
     // every vCPU refused: each gets InvalidAffinity naming the pool, nothing changes
-    let mut y = open("sim:///default");
+    let mut y = open(D, &[]);
     let before = y.vcpus(2).unwrap();
     let r = y.pin_all(2, Some(&map("48-63", 64)), None, false).unwrap();
     assert_eq!(r.len(), 8);
@@ -843,7 +870,7 @@ fn pin_all_errors_do_not_clobber_other_entries_results() {
     }
     assert_eq!(y.vcpus(2).unwrap(), before);
     // a big domain with one early failure: later entries keep their own results
-    let mut x = open("sim:///?cpus=64&domains=1&vcpus=64");
+    let mut x = open(S, &[("cpus", "64"), ("domains", "1"), ("vcpus", "64")]);
     lock(x.sim().unwrap()).fail_nth(2, libc::EINVAL); // lookup, then vCPU 0's entry
     lock(x.sim().unwrap()).drop_vcpu_slot(1, 40).unwrap();
     let r = x.pin_all(1, Some(&map("0-3", 64)), None, false).unwrap();
@@ -858,5 +885,103 @@ fn pin_all_errors_do_not_clobber_other_entries_results() {
                 "vCPU {v}"
             ),
         }
+    }
+}
+
+#[test]
+fn pin_many_batches_across_domains_and_validates_first() {
+    let mut x = open(D, &[]);
+    let (a, b) = (map("0-7", 64), map("16-23", 64));
+    let reqs: Vec<PinRequest> = (0..4)
+        .map(|v| PinRequest {
+            domid: 1,
+            vcpu: v,
+            hard: Some(&a),
+            soft: None,
+        })
+        .chain((0..8).map(|v| PinRequest {
+            domid: 2,
+            vcpu: v,
+            hard: Some(&b),
+            soft: Some(&b),
+        }))
+        .collect();
+    let c0 = calls(&x);
+    let r = x.pin_many(&reqs, false).unwrap();
+    // one domain list, one batch for all twelve pins
+    assert_eq!(calls(&x) - c0, 2);
+    assert!(r.iter().all(Result::is_ok));
+    assert_eq!(x.vcpu(1, 3).unwrap().hard, a);
+    assert_eq!(x.vcpu(2, 7).unwrap().soft, b);
+    // a bad request anywhere: nothing changes
+    let before = x.snapshot().unwrap();
+    for bad in [
+        PinRequest {
+            domid: 1,
+            vcpu: 4,
+            hard: Some(&b),
+            soft: None,
+        },
+        PinRequest {
+            domid: 2,
+            vcpu: 8,
+            hard: Some(&a),
+            soft: None,
+        },
+    ] {
+        let e = x.pin_many(&[reqs[0], bad], false).unwrap_err();
+        assert!(
+            matches!(e.kind, ErrorKind::VcpuNotFound | ErrorKind::InvalidAffinity)
+                || e.domain == Some(1),
+            "{e:?}"
+        );
+    }
+    let e = x
+        .pin_many(
+            &[PinRequest {
+                domid: 77,
+                vcpu: 0,
+                hard: Some(&a),
+                soft: None,
+            }],
+            false,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::DomainNotFound);
+    let empty = CpuMap::new(64).unwrap();
+    let e = x
+        .pin_many(
+            &[PinRequest {
+                domid: 1,
+                vcpu: 0,
+                hard: Some(&empty),
+                soft: None,
+            }],
+            false,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidAffinity);
+    assert_eq!(x.snapshot().unwrap(), before);
+}
+
+#[test]
+fn pin_many_a_domain_gone_midway_fails_only_its_own_pins() {
+    let mut x = open(D, &[]);
+    let a = map("0-7", 64);
+    let reqs: Vec<PinRequest> = [(1, 0), (2, 0), (2, 1), (0, 0)]
+        .into_iter()
+        .map(|(d, v)| PinRequest {
+            domid: d,
+            vcpu: v,
+            hard: Some(&a),
+            soft: None,
+        })
+        .collect();
+    // the list is op 1; domain 2 vanishes before the batch's first entry
+    lock(x.sim().unwrap()).remove_domain_at(2, 2);
+    let r = x.pin_many(&reqs, false).unwrap();
+    assert!(r[0].is_ok() && r[3].is_ok(), "{r:?}");
+    for e in [&r[1], &r[2]] {
+        assert_eq!(e.as_ref().unwrap_err().errno, Some(libc::ESRCH));
     }
 }

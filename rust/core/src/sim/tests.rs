@@ -1,12 +1,17 @@
 //! Raw-byte tests of the simulator: requests are laid out by hand, as privcmd users would.
 
 use super::*;
-use crate::abi::{domctl, sysctl, VcpuAffinity, XenctlBitmap};
+use crate::abi::{self, domctl, sysctl, Field, RawDomainInfo, VcpuAffinity, XenctlBitmap};
+use crate::error::Errno;
+use crate::transport::Transport;
 
-const V: u32 = 0x15; // Xen 4.17 (ref §3.2)
+const V: u32 = 0x15; // Xen 4.17 (xen-interfaces.md §3.2)
 
-fn sim(uri: &str) -> SimTransport {
-    let mut t = SimTransport::new(SimHost::from_uri(uri).unwrap());
+const D: SimBase = SimBase::Default;
+const S: SimBase = SimBase::Scale;
+
+fn sim(base: SimBase, params: &[(&str, &str)]) -> SimTransport {
+    let mut t = SimTransport::new(SimHost::new(&spec::test_spec(base, params)).unwrap());
     t.reserve(64 * 1024).unwrap();
     t
 }
@@ -56,7 +61,7 @@ fn affinity(
 
 #[test]
 fn wrong_interface_version_is_eacces() {
-    let mut t = sim("sim:///default");
+    let mut t = sim(D, &[]);
     abi::domctl_header(t.arena().1, domctl::GETDOMAININFO, 0x14, 0);
     assert_eq!(domctl_call(&mut t), Err(Errno(libc::EACCES)));
     abi::sysctl_header(t.arena().1, sysctl::PHYSINFO, 0x16);
@@ -75,7 +80,7 @@ fn wrong_interface_version_is_eacces() {
 
 #[test]
 fn addresses_outside_the_arena_are_efault() {
-    let mut t = sim("sim:///default");
+    let mut t = sim(D, &[]);
     assert_eq!(
         t.hypercall(abi::HYPERVISOR_DOMCTL, [0x1000, 0, 0, 0, 0]),
         Err(Errno(libc::EFAULT))
@@ -90,12 +95,8 @@ fn addresses_outside_the_arena_are_efault() {
 
 #[test]
 fn getdomaininfo_writes_exactly_the_versions_stride() {
-    for (uri, stride) in [
-        ("sim:///default", 112),
-        ("sim:///default?version=4.15", 104),
-        ("sim:///default?version=4.9", 96),
-    ] {
-        let mut t = sim(uri);
+    for (version, stride) in [("4.17", 112), ("4.15", 104), ("4.9", 96)] {
+        let mut t = sim(D, &[("version", version)]);
         let v = lock(&t.handle()).interface().unwrap();
         assert_eq!(v.dominfo_size, stride);
         let a = t.arena().1;
@@ -106,9 +107,9 @@ fn getdomaininfo_writes_exactly_the_versions_stride() {
         assert_eq!(
             &a[16 + stride..144],
             &vec![0u8; 128 - stride][..],
-            "{uri}: rest of the union zeroed by the header"
+            "{version}: rest of the union zeroed by the header"
         );
-        assert_eq!(a[144], 0xAB, "{uri}: nothing past the block");
+        assert_eq!(a[144], 0xAB, "{version}: nothing past the block");
         let r = RawDomainInfo::decode(&a[16..]);
         assert_eq!((r.domain, r.max_vcpu_id, r.nr_online_vcpus), (1, 3, 4));
         // list: stride-spaced elements, num_domains copied back
@@ -127,15 +128,19 @@ fn getdomaininfo_writes_exactly_the_versions_stride() {
         assert_eq!(abi::GetDomainInfoList::decode(&a[8..]).num_domains, 2);
         assert_eq!(RawDomainInfo::decode(&a[4096..]).domain, 1);
         assert_eq!(RawDomainInfo::decode(&a[4096 + stride..]).domain, 2);
-        assert_eq!(a[4096 + 2 * stride], 0xCD, "{uri}: max_domains respected");
+        assert_eq!(
+            a[4096 + 2 * stride],
+            0xCD,
+            "{version}: max_domains respected"
+        );
     }
 }
 
 #[test]
 fn bitmap_length_rules() {
-    // ref §3.6: Xen reads min(guest, xen) bytes; shorter guest maps mask bits above nr_bits;
+    // xen-interfaces.md §3.6: Xen reads min(guest, xen) bytes; shorter guest maps mask bits above nr_bits;
     // output copies min bytes then zero-fills the guest buffer up to ceil(nr_bits/8).
-    let mut t = sim("sim:///default"); // 64 CPUs = 8 bytes
+    let mut t = sim(D, &[]); // 64 CPUs = 8 bytes
     let both = abi::VCPUAFFINITY_HARD | abi::VCPUAFFINITY_SOFT;
     // guest map of 12 bits: bits 12-15 of byte 1 are ignored
     let (h, _) = affinity(
@@ -202,7 +207,7 @@ fn bitmap_length_rules() {
 
 #[test]
 fn affinity_errno_cases() {
-    let mut t = sim("sim:///default");
+    let mut t = sim(D, &[]);
     let h = abi::VCPUAFFINITY_HARD;
     let one = [1u8; 8];
     let call = |t: &mut SimTransport, dom, vcpu, flags| {
@@ -240,7 +245,7 @@ fn affinity_errno_cases() {
     }
     .encode(u);
     assert_eq!(domctl_call(&mut t), Err(Errno(libc::EINVAL)));
-    // getvcpuinfo errnos (ref §3.5)
+    // getvcpuinfo errnos (xen-interfaces.md §3.5)
     let u = abi::domctl_header(t.arena().1, domctl::GETVCPUINFO, V, 0);
     4u32.put(u);
     assert_eq!(domctl_call(&mut t), Err(Errno(libc::EINVAL)));
@@ -257,7 +262,7 @@ fn affinity_errno_cases() {
 
 #[test]
 fn multicall_runs_every_entry_with_its_own_result() {
-    let mut t = sim("sim:///default");
+    let mut t = sim(D, &[]);
     let base = SIM_ARENA_BASE;
     let a = t.arena().1;
     // entry 0: getvcpuinfo(dom 1, vcpu 0) → ok; entry 1: vcpu 9 → EINVAL; entry 2: bad op
@@ -300,7 +305,7 @@ fn multicall_runs_every_entry_with_its_own_result() {
 
 #[test]
 fn fault_injection_counts_ops() {
-    let mut t = sim("sim:///default");
+    let mut t = sim(D, &[]);
     let h = t.handle();
     lock(&h).fail_nth(2, libc::EIO);
     abi::sysctl_header(t.arena().1, sysctl::PHYSINFO, V);
@@ -321,7 +326,16 @@ fn fault_injection_counts_ops() {
 
 #[test]
 fn cputopoinfo_and_cpupool_semantics() {
-    let mut t = sim("sim:///?cpus=8&max_cpus=16&offline=3&domains=1&vcpus=1");
+    let mut t = sim(
+        S,
+        &[
+            ("cpus", "8"),
+            ("max_cpus", "16"),
+            ("offline", "3"),
+            ("domains", "1"),
+            ("vcpus", "1"),
+        ],
+    );
     let u = abi::sysctl_header(t.arena().1, sysctl::CPUTOPOINFO, V);
     abi::CpuTopoInfo::default().encode(u);
     sysctl_call(&mut t).unwrap();
@@ -349,7 +363,7 @@ fn cputopoinfo_and_cpupool_semantics() {
     );
     assert_eq!(a[1024 + 48], 0xEE, "only 4 entries written");
     // cpupool INFO returns the first pool with id >= asked
-    let mut t = sim("sim:///default");
+    let mut t = sim(D, &[]);
     let u = abi::sysctl_header(t.arena().1, sysctl::CPUPOOL_OP, V);
     abi::CpupoolOp {
         op: abi::cpupool_op::INFO,
@@ -374,22 +388,31 @@ fn cputopoinfo_and_cpupool_semantics() {
 }
 
 #[test]
-fn uris() {
-    assert!(SimHost::from_uri("sim:///default").is_ok());
-    assert!(SimHost::from_uri("sim:///default?follow=never&delay_ms=5").is_ok());
-    assert!(SimHost::from_uri("sim:///?cpus=64&domains=3").is_ok());
-    assert!(SimHost::from_uri("sim:///default?bogus=1").is_err());
-    assert!(SimHost::from_uri("sim:///elsewhere").is_err());
-    assert!(SimHost::from_uri("http://x").is_err());
-    let h = SimHost::from_uri("sim:///default").unwrap();
+fn host_specs() {
+    let build = |base: SimBase, p: &[(&str, &str)]| {
+        let q = p
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        HostSpec::build(&base, &q)
+    };
+    assert!(build(D, &[]).is_ok());
+    assert!(build(D, &[("follow", "never"), ("delay_ms", "5")]).is_ok());
+    assert!(build(S, &[("cpus", "64"), ("domains", "3")]).is_ok());
+    let e = build(D, &[("bogus", "1")]).unwrap_err();
+    assert!(e.message.contains("\"bogus\""), "{}", e.message);
+    // a scale parameter on the built-in host is named, not silently ignored
+    let e = build(D, &[("cpus", "8")]).unwrap_err();
+    assert!(e.message.contains("scale host"), "{}", e.message);
+    let h = SimHost::new(&build(D, &[]).unwrap()).unwrap();
     assert_eq!(h.nr_cpu_ids(), 64);
-    assert_eq!(h.domain_name(3).as_deref(), Some("batch"));
+    assert_eq!(h.domain_names()[3], (3, "batch".to_string()));
     assert_eq!(h.pool_name(1).as_deref(), Some("batch-pool"));
 }
 
 #[test]
 fn hypercall_level_faults() {
-    let mut t = sim("sim:///default");
+    let mut t = sim(D, &[]);
     lock(&t.handle()).fail_nth_hypercall(2, libc::EFAULT);
     assert!(t.hypercall(abi::HYPERVISOR_XEN_VERSION, [0; 5]).is_ok());
     assert_eq!(

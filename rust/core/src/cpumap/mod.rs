@@ -2,7 +2,7 @@
 //!
 //! One type is used everywhere a set of CPUs appears (host CPUs, hard and soft affinity,
 //! cpupools). Its byte form is the one of the 2006 proposal and of Xen's `xenctl_bitmap`
-//! (reference §3.6): CPU `n` is bit `n % 8` of byte `n / 8`, the lowest CPU in the least
+//! (xen-interfaces.md §3.6): CPU `n` is bit `n % 8` of byte `n / 8`, the lowest CPU in the least
 //! significant bit. Internally the bits live in little-endian `u64` words, so packing to and
 //! from bytes is a copy, not a loop over bits.
 //!
@@ -12,9 +12,20 @@
 
 use std::fmt;
 
+mod parse;
+
+pub use parse::Terms;
+
 /// The widest map accepted (4 Mi CPUs, 512 KiB of bits): far above any Xen host
 /// (`NR_CPUS` tops out in the thousands) but small enough that a typo cannot exhaust memory.
 pub const MAX_WIDTH: usize = 1 << 22;
+
+/// The longest byte form [`CpuMap::to_bytes`] makes: the bytes of a [`MAX_WIDTH`] map.
+pub const MAX_MAPLEN: usize = MAX_WIDTH / 8;
+
+/// What the cpulist grammar ignores around a term: the ASCII whitespace. The grammar's own
+/// definition (the pure-Python fallback, `python/xenvcpu/_pycpumap.py`, uses the same set).
+pub const WHITESPACE: [char; 6] = [' ', '\t', '\n', '\r', '\x0b', '\x0c'];
 
 const WORD_BITS: usize = 64;
 
@@ -22,27 +33,58 @@ const WORD_BITS: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuMapError {
     /// A width of 0 or above [`MAX_WIDTH`].
-    BadWidth { width: usize },
-    /// A CPU number at or above the width.
-    CpuOutOfRange { cpu: u64, width: usize },
-    /// A negative CPU number (only reachable from bindings that accept signed input).
-    NegativeCpu { cpu: i64, width: usize },
-    /// A malformed cpulist token: `column` is 1-based, counted in characters.
-    Parse {
-        text: String,
-        token: String,
-        column: usize,
-        reason: String,
+    BadWidth {
+        /// the width asked for
         width: usize,
+    },
+    /// A CPU number at or above the width.
+    CpuOutOfRange {
+        /// the CPU
+        cpu: u64,
+        /// the map's width
+        width: usize,
+    },
+    /// A negative CPU number (only reachable from bindings that accept signed input).
+    NegativeCpu {
+        /// the CPU
+        cpu: i64,
+        /// the map's width
+        width: usize,
+    },
+    /// A malformed cpulist term.
+    Parse {
+        /// the whole cpulist
+        text: String,
+        /// the term at fault
+        token: String,
+        /// where the term starts: 1-based, counted in characters
+        column: usize,
+        /// what is wrong with it
+        reason: String,
+        /// the map's width
+        width: usize,
+    },
+    /// `to_bytes(maplen)` with a length above [`MAX_MAPLEN`].
+    MaplenTooLong {
+        /// the length asked for
+        maplen: usize,
     },
     /// `to_bytes(maplen)` with a length too short for the highest set CPU.
     MaplenTooShort {
+        /// the length asked for
         maplen: usize,
+        /// the length the highest set CPU needs
         needed: usize,
+        /// the highest set CPU
         cpu: usize,
     },
     /// A binary operation between maps of different widths.
-    WidthMismatch { left: usize, right: usize },
+    WidthMismatch {
+        /// this map's width
+        left: usize,
+        /// the other map's width
+        right: usize,
+    },
 }
 
 /// `0-7`, or `0` for a width of 1: the valid range of CPU numbers.
@@ -81,6 +123,10 @@ impl fmt::Display for CpuMapError {
                 f,
                 "invalid cpulist {text:?}: {token:?} at column {column}: {reason}; valid CPUs are {} (width {width})",
                 valid_range(*width)
+            ),
+            CpuMapError::MaplenTooLong { maplen } => write!(
+                f,
+                "maplen {maplen} is too long: a map has at most {MAX_MAPLEN} bytes ({MAX_WIDTH} CPUs)"
             ),
             CpuMapError::MaplenTooShort { maplen, needed, cpu } => write!(
                 f,
@@ -143,46 +189,6 @@ impl CpuMap {
         let mut m = Self::new(width)?;
         for cpu in cpus {
             m.insert(cpu)?;
-        }
-        Ok(m)
-    }
-
-    /// Unpack the little-endian byte form. `width` defaults to `8 * data.len()`; a wider map
-    /// is zero-extended, a narrower one must not have a bit set at or above `width`.
-    ///
-    /// Whole words are copied straight (this runs twice per vCPU in every bulk read), then
-    /// one check finds any bit beyond the width.
-    pub fn from_bytes(data: &[u8], width: Option<usize>) -> Result<Self, CpuMapError> {
-        let width = width.unwrap_or(data.len() * 8);
-        if width == 0 || width > MAX_WIDTH {
-            return Err(CpuMapError::BadWidth { width });
-        }
-        let nw = words_for(width);
-        let mut words = vec![0u64; nw];
-        for (w, c) in words.iter_mut().zip(data.chunks_exact(8)) {
-            *w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-        }
-        let copied = (data.len() / 8).min(nw);
-        let mut m = CpuMap { width, words };
-        // A partial last word of input that still falls inside the map.
-        if copied < nw {
-            let rest = &data[copied * 8..];
-            let mut buf = [0u8; 8];
-            let k = rest.len().min(8);
-            buf[..k].copy_from_slice(&rest[..k]);
-            m.words[copied] = u64::from_le_bytes(buf);
-        }
-        // Bits above the width: in the last word, or anywhere in bytes past the map.
-        let extra_last = m.words[nw - 1] & !last_word_mask(width);
-        if extra_last != 0 {
-            let cpu = ((nw - 1) * WORD_BITS) as u64 + u64::from(extra_last.trailing_zeros());
-            return Err(CpuMapError::CpuOutOfRange { cpu, width });
-        }
-        if data.len() > nw * 8 {
-            if let Some((i, b)) = data[nw * 8..].iter().enumerate().find(|(_, &b)| b != 0) {
-                let cpu = ((nw * 8 + i) * 8) as u64 + u64::from(b.trailing_zeros());
-                return Err(CpuMapError::CpuOutOfRange { cpu, width });
-            }
         }
         Ok(m)
     }
@@ -372,6 +378,9 @@ impl CpuMap {
     /// A longer `maplen` is zero-padded; a shorter one is an error if it would drop a set CPU.
     pub fn to_bytes(&self, maplen: Option<usize>) -> Result<Vec<u8>, CpuMapError> {
         let maplen = maplen.unwrap_or_else(|| self.byte_len());
+        if maplen > MAX_MAPLEN {
+            return Err(CpuMapError::MaplenTooLong { maplen });
+        }
         let mut out = vec![0u8; maplen];
         self.write_bytes(&mut out)?;
         Ok(out)
@@ -523,150 +532,6 @@ impl CpuMap {
         }
         n
     }
-
-    /// Parse a cpulist (the union of `xl`'s and `virsh`'s grammars) into a map of `width`.
-    ///
-    /// Comma-separated terms, applied left to right to an initially empty map:
-    /// `N`, `A-B` (inclusive) and `all` (or virsh's `r`, reset to all) add CPUs;
-    /// `^N` and `^A-B` remove them; `node:N`, `nodes:A-B` add every CPU of those NUMA
-    /// nodes and `^node:N` removes them (`nodes[cpu]` gives each CPU's node).
-    /// `^all` is rejected (as `xl` rejects it). Whitespace around terms is ignored.
-    /// An exclusion-only list gives an empty map: whether that is acceptable is the caller's call.
-    pub fn parse(text: &str, width: usize, nodes: Option<&[u32]>) -> Result<Self, CpuMapError> {
-        let mut m = Self::new(width)?;
-        let bytes = text.as_bytes();
-        let mut start = 0usize;
-        let err = |tok_start: usize, tok: &str, reason: &str| CpuMapError::Parse {
-            text: text.to_string(),
-            token: tok.to_string(),
-            column: text[..tok_start].chars().count() + 1,
-            reason: reason.to_string(),
-            width,
-        };
-        // A wholly blank text is a list with no terms: the empty map.
-        if text.trim().is_empty() {
-            return Ok(m);
-        }
-        loop {
-            let end = bytes[start..]
-                .iter()
-                .position(|&b| b == b',')
-                .map_or(bytes.len(), |p| start + p);
-            let raw = &text[start..end];
-            let lead = raw.len() - raw.trim_start().len();
-            let tok = raw.trim();
-            let tok_start = start + lead;
-            if tok.is_empty() {
-                return Err(err(tok_start, raw, "empty term"));
-            }
-            let (neg, body) = match tok.strip_prefix('^') {
-                Some(rest) => (true, rest),
-                None => (false, tok),
-            };
-            if body == "all" || body == "r" {
-                if neg {
-                    return Err(err(
-                        tok_start,
-                        tok,
-                        "'^all' is not allowed (it would exclude every CPU)",
-                    ));
-                }
-                m.words.fill(u64::MAX);
-                m.trim();
-            } else if let Some(spec) = body
-                .strip_prefix("nodes:")
-                .or_else(|| body.strip_prefix("node:"))
-            {
-                let Some(nodes) = nodes else {
-                    return Err(err(tok_start, tok, "node terms need the host topology"));
-                };
-                let (lo, hi) = parse_range(spec).map_err(|r| err(tok_start, tok, r))?;
-                let mut any = false;
-                for (cpu, &node) in nodes.iter().enumerate().take(width) {
-                    if u64::from(node) >= lo && u64::from(node) <= hi {
-                        any = true;
-                        m.set_range(cpu, cpu, !neg);
-                    }
-                }
-                if !any {
-                    let known = known_nodes(nodes);
-                    return Err(err(
-                        tok_start,
-                        tok,
-                        &format!("no CPU is in that node (nodes with CPUs: {known})"),
-                    ));
-                }
-            } else {
-                let (lo, hi) = parse_range(body).map_err(|r| err(tok_start, tok, r))?;
-                if hi >= width as u64 {
-                    let bad = if lo >= width as u64 { lo } else { hi };
-                    return Err(err(tok_start, tok, &format!("CPU {bad} is out of range")));
-                }
-                m.set_range(lo as usize, hi as usize, !neg);
-            }
-            if end == bytes.len() {
-                break;
-            }
-            start = end + 1;
-        }
-        Ok(m)
-    }
-}
-
-/// Node numbers that own at least one CPU, as a cpulist.
-fn known_nodes(nodes: &[u32]) -> String {
-    let max = nodes.iter().filter(|&&n| n != u32::MAX).max().copied();
-    match max {
-        None => "none".to_string(),
-        Some(max) => CpuMap::from_cpus(
-            nodes
-                .iter()
-                .filter(|&&n| n != u32::MAX)
-                .map(|&n| u64::from(n)),
-            max as usize + 1,
-        )
-        .map(|m| m.to_cpulist())
-        .unwrap_or_default(),
-    }
-}
-
-/// `N` or `A-B` with `A <= B`, decimal digits only.
-fn parse_range(s: &str) -> Result<(u64, u64), &'static str> {
-    match s.split_once('-') {
-        None => {
-            let n = parse_num(s)?;
-            Ok((n, n))
-        }
-        Some(("", _)) => Err("a range needs a start (negative CPUs do not exist)"),
-        Some((_, "")) => Err("a range needs an end"),
-        Some((a, b)) => {
-            if b.contains('-') {
-                return Err("a range has one '-'");
-            }
-            let (lo, hi) = (parse_num(a)?, parse_num(b)?);
-            if lo > hi {
-                return Err("a range must go upwards");
-            }
-            Ok((lo, hi))
-        }
-    }
-}
-
-fn parse_num(s: &str) -> Result<u64, &'static str> {
-    if s.is_empty() {
-        return Err("a CPU number is missing");
-    }
-    let mut n: u64 = 0;
-    for b in s.bytes() {
-        if !b.is_ascii_digit() {
-            return Err("not a CPU number");
-        }
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(b - b'0')))
-            .ok_or("CPU number too large")?;
-    }
-    Ok(n)
 }
 
 /// "00" to "99": two digits per division when formatting CPU numbers.
@@ -769,7 +634,7 @@ mod tests {
 
     #[test]
     fn seed_byte_order() {
-        // CPU0 = bit 0 of byte 0, CPU9 = bit 1 of byte 1 (reference §3.6).
+        // CPU0 = bit 0 of byte 0, CPU9 = bit 1 of byte 1 (xen-interfaces.md §3.6).
         let m = set(&[0, 9], 16);
         assert_eq!(m.to_bytes(None).unwrap(), vec![0b0000_0001, 0b0000_0010]);
         let m = CpuMap::from_bytes(&[0x80, 0x01], None).unwrap();

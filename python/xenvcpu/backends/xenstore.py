@@ -3,9 +3,9 @@
 For a dom0 where hypercalls are unavailable (the native module cannot load, or privcmd
 cannot be opened) but xenstored answers. ``xenstore:///`` finds xenstored where the
 client looks by default (``XENSTORED_PATH``, the usual sockets, ``/dev/xen/xenbus``);
-``xenstore:///PATH`` uses that socket or device.
+``xenstore:///PATH`` uses that socket or device (see :mod:`xenvcpu.uri`).
 
-What it can do, from xenstore alone (ref §5.4):
+What it can do, from xenstore alone (xen-interfaces.md §5.4):
 
 * list domains (``/local/domain/<id>``), their names, uuids (``vm``), and maximum vCPUs
   (how many ``cpu/<n>`` nodes libxl wrote; 0 when there are none, e.g. for a dom0 that
@@ -22,34 +22,24 @@ xenstore, which the guest may not have acted on yet. ``dying`` is never known (F
 
 from __future__ import annotations
 
-import urllib.parse
+from types import MappingProxyType
 
 from xenvcpu import _impl
-from xenvcpu._backend import ListSnapshot
+from xenvcpu._backend import Capabilities, Capability, ListSnapshot, Parts
 from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
 from xenvcpu.daemon.vcpus import list_domains, max_vcpus_from_xenstore, read_availability
 from xenvcpu.daemon.xenstore import XenstoreClient
 from xenvcpu.errors import DomainNotFound, NotSupported, XenvcpuError
-from xenvcpu.host import Host
 from xenvcpu.toolstack import XenstoreToolstack
+from xenvcpu.uri import Uri
 
-__all__ = ["XenstoreHypervisor", "connect", "no_wait_error", "path_of"]
+__all__ = ["XenstoreHypervisor", "open_parts"]
 
 NO_UUID = "00000000-0000-0000-0000-000000000000"
 
 
-def path_of(uri: str) -> str | None:
-    """The socket/device path of a ``xenstore:`` URI (None: the default places)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme != "xenstore":
-        raise ValueError(f"{uri!r} is not a xenstore URI (xenstore:/// or xenstore:///PATH)")
-    if parts.netloc not in ("", "localhost"):
-        raise ValueError(f"{uri!r}: a xenstore URI has no host (xenstore:///PATH)")
-    return None if parts.path in ("", "/") else parts.path
-
-
-def connect(uri: str = "xenstore:///") -> Host:
-    """A Host over xenstore alone (see the module docstring).
+def open_parts(uri: Uri) -> Parts:
+    """The parts of a Host over xenstore alone (see the module docstring).
 
     Connects at once, so an unreachable xenstored fails here.
 
@@ -57,9 +47,16 @@ def connect(uri: str = "xenstore:///") -> Host:
         XenstoreError: no xenstored endpoint answers (the message lists where it looked).
         PermissionDenied: the socket or device is root-only.
     """
-    toolstack = XenstoreToolstack(path_of(uri))
+    toolstack = XenstoreToolstack(uri.path, uri.run_dir, uri.lib_dir)
     toolstack.client()  # fail early
-    return Host(uri, XenstoreHypervisor(toolstack), toolstack)
+    why = (
+        "needs the hypervisor's view of the online vCPUs (getvcpuinfo through privcmd), "
+        f"which the xenstore:/// backend cannot read: {_why_no_privcmd()}; nothing was "
+        "changed. Call without wait (xenstore then holds the request; "
+        "Domain.online_vcpus reports it, not what the guest did)"
+    )
+    caps = Capabilities(MappingProxyType({Capability.WAIT_ONLINE: why}))
+    return Parts(XenstoreHypervisor(toolstack), toolstack, caps)
 
 
 def _why_no_privcmd() -> str:
@@ -72,17 +69,6 @@ def _unsupported(what: str) -> NotSupported:
     return NotSupported(
         f"{what} needs hypercalls through privcmd, which the xenstore:/// backend does not "
         f"use: {_why_no_privcmd()}; xenstore:/// only lists domains and sets online vCPUs"
-    )
-
-
-def no_wait_error(label: str, domid: int) -> NotSupported:
-    """``set_vcpus(..., wait=True)`` on ``xenstore:///``: nothing has been changed."""
-    return NotSupported(
-        f"{label}: wait=True needs the hypervisor's view of the online vCPUs (getvcpuinfo "
-        f"through privcmd), which the xenstore:/// backend cannot read: {_why_no_privcmd()}; "
-        "nothing was changed. Call without wait (xenstore then holds the request; "
-        "Domain.online_vcpus reports it, not what the guest did)",
-        domain=domid,
     )
 
 
@@ -178,4 +164,12 @@ class XenstoreHypervisor:
         force: bool = False,
         /,
     ) -> list[tuple[int, tuple[CpuMap | None, CpuMap | None] | XenvcpuError]]:
+        raise _unsupported("pinning vCPUs")
+
+    def pin_many(
+        self,
+        requests: list[tuple[int, int, CpuMap | None, CpuMap | None]],
+        force: bool = False,
+        /,
+    ) -> list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError]:
         raise _unsupported("pinning vCPUs")

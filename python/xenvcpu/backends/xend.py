@@ -1,7 +1,7 @@
 """The whole public API over xend, for Xen <= 4.4 hosts (pure Python, no hypercalls).
 
 ``connect("xend+unix:///var/lib/xend/xend-socket")`` or ``connect("xend+http://HOST:8000")``
-returns an ordinary :class:`~xenvcpu.host.Host` whose hypervisor object is
+returns an ordinary :class:`~xenvcpu.Host` whose hypervisor object is
 :class:`XendHypervisor` and whose toolstack is :class:`XendToolstack`. Results are the
 same types as on the hypercall path (the native ``VcpuInfo``/``DomainInfo``/``CpuMap``
 when the native module loads, the pure-Python ones otherwise).
@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Set
 from decimal import Decimal
+from types import MappingProxyType
 
-from xenvcpu._backend import Entry, ListSnapshot
-from xenvcpu._impl import CpuMap, DomainInfo, VcpuInfo
+from xenvcpu._backend import Capabilities, Capability, Entry, ListSnapshot, Parts
+from xenvcpu._impl import MAX_WIDTH, CpuMap, DomainInfo, VcpuInfo
+from xenvcpu._ranges import format_ranges
 from xenvcpu.daemon import sxp
-from xenvcpu.daemon.vcpus import format_vcpus
 from xenvcpu.daemon.xend import XendClient, XendDomain, XendNodeInfo
 from xenvcpu.errors import (
     DaemonError,
@@ -37,10 +38,10 @@ from xenvcpu.errors import (
     VcpuNotFound,
     XenvcpuError,
 )
-from xenvcpu.host import Host
 from xenvcpu.types import SCHEDULERS
+from xenvcpu.uri import Uri
 
-__all__ = ["DEFAULT_VERSION", "XendHypervisor", "XendToolstack", "connect"]
+__all__ = ["DEFAULT_VERSION", "XendHypervisor", "XendToolstack", "open_parts"]
 
 #: Reported when xend's node info has no xen_major/xen_minor.
 DEFAULT_VERSION = (4, 4, 0, 0)
@@ -48,33 +49,54 @@ NO_UUID = "00000000-0000-0000-0000-000000000000"
 _SCHEDULER_IDS = {name: sid for sid, name in SCHEDULERS.items()}
 
 
-def connect(uri: str, *, timeout: float | None = None) -> Host:
-    """A Host over xend at ``uri`` (``xend+unix:///PATH`` or ``xend+http://HOST[:PORT]``).
-
-    Reads xend's node info once (so an unreachable xend fails here).
+def open_parts(uri: Uri) -> Parts:
+    """The parts of a Host over xend at ``uri`` (``xend+unix:///PATH`` or
+    ``xend+http://HOST[:PORT]``). Reads xend's node info once (so an unreachable xend fails
+    here).
 
     Raises:
         XendError: xend cannot be reached or answered an error.
         PermissionDenied: the socket is root-only.
     """
-    client = (
-        XendClient.from_uri(uri) if timeout is None else XendClient.from_uri(uri, timeout=timeout)
+    address = uri.path if uri.scheme == "xend+unix" else uri.host
+    assert address is not None
+    client = XendClient(address)
+    caps = Capabilities(
+        MappingProxyType(
+            {
+                Capability.HVM_HOTPLUG: (
+                    "needs QMP to the guest's device model, which xenvcpu does not drive "
+                    "through xend (Xen <= 4.4): use xm vcpu-set there"
+                )
+            }
+        )
     )
-    return Host(uri, XendHypervisor(client), XendToolstack(client))
+    return Parts(XendHypervisor(client), XendToolstack(client), caps)
 
 
-def _int_field(node: XendNodeInfo, key: str) -> int | None:
+def _int_field(node: XendNodeInfo, key: str, high: int) -> int | None:
+    """An informational field of the node info, or None when it is missing, not a
+    number (sxp.number's caps: ``1e999999999`` took minutes in int(Decimal(...))) or
+    outside ``0..high``."""
     raw = node.fields.get(key)
     if raw is None:
         return None
     try:
-        return int(Decimal(raw))
-    except ArithmeticError:
+        value = int(sxp.number(raw))
+    except ValueError:
         return None
+    return value if 0 <= value <= high else None
 
 
 def _seconds_ns(value: Decimal | None) -> int:
-    return max(0, int((value or Decimal(0)) * 1_000_000_000))
+    """xend's seconds as nanoseconds; 0 when unknown or beyond u64 (as the native types hold)."""
+    ns = int((value or Decimal(0)) * 1_000_000_000)  # sxp.number capped the exponent
+    return ns if 0 <= ns <= _U64_MAX else 0
+
+
+_U64_MAX = (1 << 64) - 1
+# Memory in MiB that fits the page counts (x256) of the native types with room to spare.
+_MIB_MAX = (1 << 44) - 1
 
 
 class XendHypervisor:
@@ -86,7 +108,7 @@ class XendHypervisor:
         self.client = client
         self.node = client.node_info()
         node = self.node
-        major, minor = _int_field(node, "xen_major"), _int_field(node, "xen_minor")
+        major, minor = _int_field(node, "xen_major", 0xFFFF), _int_field(node, "xen_minor", 0xFFFF)
         if major is None or minor is None:
             self._version = DEFAULT_VERSION
         else:
@@ -94,7 +116,9 @@ class XendHypervisor:
             digits = "".join(c for c in extra[:4] if c.isdigit())
             patch = int(digits) if extra[:1].isdigit() and digits else 0
             self._version = (major, minor, patch, 0)
-        max_id = _int_field(node, "max_cpu_id")
+        # nr_cpus is at most MAX_WIDTH (parse_node_info checked it); a max_cpu_id beyond
+        # the widest CPU map is ignored like an unreadable one
+        max_id = _int_field(node, "max_cpu_id", MAX_WIDTH - 1)
         self._width = max(node.nr_cpus, 1, (max_id + 1) if max_id is not None else 0)
 
     def __repr__(self) -> str:
@@ -110,8 +134,8 @@ class XendHypervisor:
 
     def physinfo(self) -> dict[str, int]:
         node = self.node
-        total = _int_field(node, "total_memory") or 0  # MiB
-        free = _int_field(node, "free_memory") or 0
+        total = _int_field(node, "total_memory", _MIB_MAX) or 0  # MiB
+        free = _int_field(node, "free_memory", _MIB_MAX) or 0
         return {
             "threads_per_core": node.threads_per_core or 1,
             "cores_per_socket": node.cores_per_socket or 1,
@@ -153,9 +177,12 @@ class XendHypervisor:
             maxmem = sxp.value_int(raw, "maxmem") or memory
         except ValueError:
             seconds, memory, maxmem = None, 0, 0
+        if not (0 <= memory <= _MIB_MAX and 0 <= maxmem <= _MIB_MAX):
+            memory = maxmem = 0  # unknown, like an unreadable value
+        # parse_domain checked these against MAX_VCPUS
         max_vcpus = rec.max_vcpus or 0
         if rec.online_vcpus is not None:
-            online = rec.online_vcpus
+            online = min(rec.online_vcpus, max_vcpus)
         elif rec.vcpu_avail is not None:
             online = bin(rec.vcpu_avail & ((1 << max_vcpus) - 1)).count("1")
         else:
@@ -177,8 +204,8 @@ class XendHypervisor:
                 blocked=state[1] == "b",
                 cpu_time_ns=_seconds_ns(seconds),
                 cpupool=0,
-                tot_pages=max(memory, 0) * 256,
-                max_pages=max(maxmem, 0) * 256,
+                tot_pages=memory * 256,
+                max_pages=maxmem * 256,
             )
 
         try:
@@ -304,14 +331,51 @@ class XendHypervisor:
             results.append((vcpu, err if err is not None else (after.get(vcpu), None)))
         return results
 
+    def pin_many(
+        self,
+        requests: list[tuple[int, int, CpuMap | None, CpuMap | None]],
+        force: bool = False,
+        /,
+    ) -> list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError]:
+        """xend has no batches: every request is checked first, then one ``op=pincpu`` each
+        (a failure is that pin's result; the others still go)."""
+        known = {d.id: d.max_vcpus for d in self.domains()}
+        for domid, vcpu, hard, soft in requests:
+            self._check_pin(domid, vcpu, hard, soft, force)
+            if domid not in known:
+                raise DomainNotFound(f"xend has no running domain with id {domid}", domain=domid)
+            if not 0 <= vcpu < known[domid]:
+                raise VcpuNotFound(f"domain {domid} has no vCPU {vcpu}", domain=domid, vcpu=vcpu)
+        out: list[tuple[CpuMap | None, CpuMap | None] | XenvcpuError] = []
+        for domid, vcpu, hard, soft in requests:
+            try:
+                out.append(self.pin(domid, vcpu, hard, soft, force))
+            except XenvcpuError as e:
+                out.append(e)
+        return out
+
 
 class XendToolstack:
     """Names and the online-vCPU request, through xend."""
 
     name = "xend"
+    #: xend hosts keep no libxl QMP sockets or locks
+    run_dir = None
+    lib_dir = None
 
     def __init__(self, client: XendClient) -> None:
         self.client = client
+
+    def guest_record(self, domid: int) -> str | None:
+        """xend knows PV and HVM guests (its record's image): "pv" or "hvm"."""
+        image = sxp.child(self.client.domain(domid).raw, "image")
+        return "hvm" if image is not None and any(sxp.name(k) == "hvm" for k in image[1:]) else "pv"
+
+    def has_device_model(self, domid: int) -> bool:
+        return self.guest_record(domid) == "hvm"
+
+    def close(self) -> None:
+        """Nothing to close: every xend request opens its own connection."""
 
     def domain_names(self) -> dict[int, str]:
         """Names of the running domains; an unreachable xend gives no names."""
@@ -330,7 +394,7 @@ class XendToolstack:
         if wanted != frozenset(range(n)):
             raise NotSupported(
                 f"domain {domid}: xend can only set a count (vCPUs 0..n-1 online), not "
-                f"exactly vCPU(s) {format_vcpus(wanted)}; use set_vcpus(n)",
+                f"exactly vCPU(s) {format_ranges(wanted)}; use set_vcpus(n)",
                 domain=domid,
             )
         self.client.set_vcpus(domid, n)

@@ -1,0 +1,3 @@
+#![no_main]
+//! Fuzz target: xenvcpu_core::fuzzing::sim_hypercall (see that module).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| xenvcpu_core::fuzzing::sim_hypercall(data));

@@ -1,0 +1,574 @@
+"""Plans: what a placement spec wants of a host, against what the host has now.
+
+:func:`make_plan` reads the host once (one batched snapshot, the topology and the
+cpupools) and computes, for every domain an entry matches, the hard and soft affinity of
+every vCPU and the online set the spec wants, next to what the host has. It changes
+nothing. Maps are kept as the snapshot's packed bytes and compared block by block, so a
+plan of a thousand domains costs little more than the snapshot it starts from; CpuMap
+objects are made only for the domains that differ.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from xenvcpu._impl import CpuMap
+from xenvcpu._ranges import format_ranges
+from xenvcpu.errors import CpuListError, PlacementError, XenvcpuError
+from xenvcpu.placement.spec import Entry, Spec
+from xenvcpu.types import Topology
+
+if TYPE_CHECKING:
+    from xenvcpu.placement.apply import ApplyResult
+
+__all__ = ["Change", "DomainPlan", "PlacementHost", "Plan", "make_plan"]
+
+
+class _DomainLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def max_vcpus(self) -> int: ...
+
+
+class _Snapshot(Protocol):
+    def __len__(self) -> int: ...
+    def domain_at(self, i: int) -> Any: ...
+    def error_at(self, i: int) -> XenvcpuError | None: ...
+    def column(self, name: str) -> array[int]: ...
+    def maps(self, kind: str) -> bytes: ...
+    def offsets(self) -> list[int]: ...
+    @property
+    def maplen(self) -> int: ...
+
+
+class PlacementHost(Protocol):
+    """What a plan needs of a host (a :class:`xenvcpu.Host`)."""
+
+    @property
+    def uri(self) -> str: ...
+    @property
+    def max_cpus(self) -> int: ...
+    def read_topology(self) -> Topology: ...
+    @property
+    def cpupools(self) -> Sequence[Any]: ...
+    def snapshot(self) -> Any: ...
+    def domains(self) -> Sequence[Any]: ...
+    def domain(self, ref: int | str) -> Any: ...
+    @property
+    def capabilities(self) -> Any: ...
+    @property
+    def _hv(self) -> Any: ...
+
+
+class Change(NamedTuple):
+    """One difference between the host and the spec, as a person reads it."""
+
+    domain: str
+    domid: int
+    vcpu: int | None  # None: the domain's online set
+    key: str  # "hard", "soft" or "online"
+    current: str
+    wanted: str
+
+
+@dataclass
+class DomainPlan:
+    """One matched domain: what it has and what the spec wants (bytes: packed maps)."""
+
+    name: str
+    id: int
+    uuid: str
+    max_vcpus: int
+    width: int
+    maplen: int
+    numbers: tuple[int, ...]
+    hard_now: bytes
+    soft_now: bytes
+    hard_want: bytes | None
+    soft_want: bytes | None
+    online_now: frozenset[int]
+    online_want: frozenset[int] | None
+    entries: tuple[int, ...]  # the entries that matched, by number
+
+    def _differs(self, now: bytes, want: bytes | None) -> list[int]:
+        if want is None or now == want:
+            return []
+        n = self.maplen
+        return [
+            i
+            for i in range(len(self.numbers))
+            if now[i * n : (i + 1) * n] != want[i * n : (i + 1) * n]
+        ]
+
+    def map_at(self, data: bytes, i: int) -> CpuMap:
+        n = self.maplen
+        return CpuMap.from_bytes(data[i * n : (i + 1) * n], self.width)
+
+    @property
+    def hard_changes(self) -> list[int]:
+        """Indexes (into ``numbers``) of the vCPUs whose hard affinity changes."""
+        return self._differs(self.hard_now, self.hard_want)
+
+    @property
+    def soft_changes(self) -> list[int]:
+        return self._differs(self.soft_now, self.soft_want)
+
+    @property
+    def online_changes(self) -> bool:
+        return self.online_want is not None and self.online_want != self.online_now
+
+    def __bool__(self) -> bool:
+        return bool(self.hard_changes or self.soft_changes or self.online_changes)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (id {self.id})"
+
+    def changes(self) -> Iterator[Change]:
+        """vCPU by vCPU (hard, then soft), then the online set."""
+        hard, soft = set(self.hard_changes), set(self.soft_changes)
+        for i in sorted(hard | soft):
+            for key, idx, now, want in (
+                ("hard", hard, self.hard_now, self.hard_want),
+                ("soft", soft, self.soft_now, self.soft_want),
+            ):
+                if i in idx and want is not None:
+                    yield Change(
+                        self.name,
+                        self.id,
+                        self.numbers[i],
+                        key,
+                        self.map_at(now, i).to_cpulist() or "none",
+                        self.map_at(want, i).to_cpulist() or "none",
+                    )
+        if self.online_changes:
+            assert self.online_want is not None
+            yield Change(
+                self.name,
+                self.id,
+                None,
+                "online",
+                format_ranges(self.online_now) or "none",
+                format_ranges(self.online_want),
+            )
+
+
+def _diff_lines(changes: list[Change]) -> Iterator[str]:
+    """The changes of one domain as -/+ pairs; vCPUs whose change is the same are one pair
+    (``vCPUs 0-7 soft``), so a 512-vCPU guest moved as a whole reads as two lines."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for c in changes:
+        if c.vcpu is not None:
+            groups.setdefault((c.key, c.current, c.wanted), []).append(c.vcpu)
+    seen: set[tuple[str, str, str]] = set()
+    for c in changes:
+        if c.vcpu is None:
+            yield f"-online: {c.current}"
+            yield f"+online: {c.wanted}"
+            continue
+        k = (c.key, c.current, c.wanted)
+        if k in seen:
+            continue
+        seen.add(k)
+        vcpus = groups[k]
+        what = f"vCPU {vcpus[0]}" if len(vcpus) == 1 else f"vCPUs {format_ranges(vcpus)}"
+        yield f"-{what} {c.key}: {c.current}"
+        yield f"+{what} {c.key}: {c.wanted}"
+
+
+@dataclass
+class Plan:
+    """What a spec wants of a host and what the host has; reads only.
+
+    ``bool(plan)`` is whether anything would change; :attr:`changes` lists each
+    difference; :meth:`diff` is text a person reads; :meth:`to_json` the same as data;
+    :meth:`apply` makes it so, all or nothing.
+    """
+
+    host: PlacementHost
+    spec: Spec
+    domains: list[DomainPlan]
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __bool__(self) -> bool:
+        return any(self.domains)
+
+    def __repr__(self) -> str:
+        changed = sum(1 for d in self.domains if d)
+        return (
+            f"<Plan of {self.spec.source} on {self.host.uri}: {len(self.domains)} domains "
+            f"matched, {changed} to change>"
+        )
+
+    @property
+    def changes(self) -> list[Change]:
+        """Every difference, domain by domain (vCPU pins first, then the online set)."""
+        return [c for d in self.domains for c in d.changes()]
+
+    def diff(self) -> str:
+        """The changes as a unified-diff-like text (empty when nothing would change).
+
+        One ``@@ name (id N) @@`` hunk per domain; vCPUs with the same change share a line.
+        """
+        lines = []
+        for d in self.domains:
+            changes = list(d.changes())
+            if changes:
+                lines.append(f"@@ {d.label} @@")
+                lines.extend(_diff_lines(changes))
+        if not lines:
+            return ""
+        return "\n".join([f"--- {self.host.uri} (now)", f"+++ {self.spec.source} (wanted)", *lines])
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as data (schema 1)."""
+        return {
+            "schema": 1,
+            "uri": self.host.uri,
+            "spec": self.spec.source,
+            "changes": len(self.changes),
+            "warnings": list(self.warnings),
+            "domains": [
+                {
+                    "name": d.name,
+                    "id": d.id,
+                    "uuid": d.uuid,
+                    "entries": list(d.entries),
+                    "changes": [
+                        {"vcpu": c.vcpu, "key": c.key, "current": c.current, "wanted": c.wanted}
+                        for c in d.changes()
+                    ],
+                }
+                for d in self.domains
+            ],
+        }
+
+    def apply(self, timeout: float = 30.0) -> ApplyResult:
+        """Make the host so, all or nothing (see :func:`xenvcpu.placement.apply_plan`)."""
+        from xenvcpu.placement.apply import apply_plan
+
+        return apply_plan(self, timeout=timeout)
+
+
+# ---- planning --------------------------------------------------------------------------
+
+
+def _merge(entries: list[Entry]) -> dict[str, tuple[Any, Entry]]:
+    """Key by key, a later entry overriding an earlier one; per-vCPU overrides too."""
+    merged: dict[str, tuple[Any, Entry]] = {}
+    for e in entries:
+        for key in ("hard", "soft", "online", "layout"):
+            value = getattr(e, key)
+            if value is not None:
+                merged[key] = (value, e)
+        for n, over in e.vcpus.items():
+            for kind, text in over.items():
+                merged[f"vcpu.{n}.{kind}"] = (text, e)
+    return merged
+
+
+class _Resolver:
+    """Cpulists to packed maps, once per text (a thousand domains share a few texts)."""
+
+    def __init__(self, spec: Spec, topo: Topology, width: int, maplen: int) -> None:
+        self.spec, self.topo, self.width, self.maplen = spec, topo, width, maplen
+        self.cache: dict[str, CpuMap] = {}
+
+    def map(self, text: str, entry: Entry, key: str) -> CpuMap:
+        m = self.cache.get(text)
+        if m is None:
+            try:
+                m = CpuMap.parse(text, self.width, topology=self.topo)
+            except CpuListError as e:
+                err = PlacementError(
+                    f"{self.spec.source}: {entry.where}: {key} = {text!r}: "
+                    f"{e.token!r} at column {e.column}: {e.reason}"
+                    if e.kind == "parse"
+                    else f"{self.spec.source}: {entry.where}: {key} = {text!r}: {e}"
+                )
+                err.source, err.entry, err.key = self.spec.source, entry.number, key
+                err.token, err.column, err.reason = e.token, e.column, e.reason
+                raise err from None
+            if key.endswith("hard") and not m:
+                err = PlacementError(
+                    f"{self.spec.source}: {entry.where}: {key} = {text!r} names no CPU; a vCPU "
+                    "needs at least one"
+                )
+                err.source, err.entry, err.key = self.spec.source, entry.number, key
+                raise err
+            self.cache[text] = m
+        return m
+
+    def packed(self, m: CpuMap) -> bytes:
+        return m.to_bytes(self.maplen)
+
+
+def _fail(res: _Resolver, e: Entry, key: str, message: str) -> PlacementError:
+    err = PlacementError(f"{res.spec.source}: {e.where}: {message}")
+    err.source, err.entry, err.key = res.spec.source, e.number, key
+    return err
+
+
+def _check_pool(
+    res: _Resolver,
+    dom: Any,
+    want: bytes,
+    pool: tuple[str, int],
+    merged: dict[str, tuple[Any, Entry]],
+    numbers: tuple[int, ...],
+) -> None:
+    """Xen refuses a hard affinity with no online CPU of the domain's cpupool (EINVAL):
+    find that at plan time, before anything changes, and name the entry that asked."""
+    name, cpus = pool
+    L = res.maplen
+    seen: set[bytes] = set()
+    for i, v in enumerate(numbers):
+        block = want[i * L : (i + 1) * L]
+        if block in seen:
+            continue
+        seen.add(block)
+        if int.from_bytes(block, "little") & cpus:
+            continue
+        key = f"vcpu.{v}.hard" if f"vcpu.{v}.hard" in merged else "hard"
+        text, e = merged[key] if key in merged else merged["layout"]
+        pool_cpus = CpuMap.from_bytes(cpus.to_bytes(L, "little"), res.width).to_cpulist()
+        raise _fail(
+            res,
+            e,
+            key,
+            f"{key} = {text!r}: {dom.name} (id {dom.id}) vCPU {v} would have no CPU of its "
+            f"cpupool {name} (CPUs {pool_cpus or 'none'}); Xen refuses such a hard affinity",
+        )
+
+
+def _layout_order(cpus: list[int], topo: Topology, layout: str) -> list[int]:
+    """The CPUs of a hard set in the order vCPUs get them: "spread" across nodes, then
+    cores, then threads; "pack" filling one core's threads, then the next core."""
+    node = topo.cpu_to_node
+    sock = topo.cpu_to_socket
+    core = topo.cpu_to_core
+
+    def at(seq: tuple[int | None, ...], c: int) -> int:
+        v = seq[c] if c < len(seq) else None
+        return -1 if v is None else v
+
+    def core_of(c: int) -> tuple[int, int]:
+        s, k = at(sock, c), at(core, c)
+        return (s, k) if k >= 0 else (-2, c)  # a CPU without a core is a core of its own
+
+    if layout == "pack":
+        return sorted(cpus, key=lambda c: (at(node, c), *core_of(c), c))
+    thread_rank: dict[int, int] = {}
+    by_core: dict[tuple[int, int], list[int]] = {}
+    for c in sorted(cpus):
+        by_core.setdefault(core_of(c), []).append(c)
+    core_rank: dict[tuple[int, int], int] = {}
+    per_node: dict[int, int] = {}
+    for key, members in sorted(by_core.items(), key=lambda kv: kv[1][0]):
+        n = at(node, members[0])
+        core_rank[key] = per_node.get(n, 0)
+        per_node[n] = core_rank[key] + 1
+        for i, c in enumerate(members):
+            thread_rank[c] = i
+    return sorted(cpus, key=lambda c: (thread_rank[c], core_rank[core_of(c)], at(node, c), c))
+
+
+def _domain_plan(
+    dom: Any,
+    entries: list[Entry],
+    res: _Resolver,
+    pool: tuple[str, int] | None,
+    hard_all: bytes,
+    soft_all: bytes,
+    online_col: array[int],
+    number_col: array[int],
+    lo: int,
+    hi: int,
+) -> DomainPlan:
+    n, L = hi - lo, res.maplen
+    merged = _merge(entries)
+    numbers = tuple(number_col[lo:hi])
+
+    def per_vcpu(kind: str) -> bytes | None:
+        base = merged.get(kind)
+        layout = merged.get("layout") if kind == "hard" else None
+        overrides = {
+            int(k.split(".")[1]): v
+            for k, v in merged.items()
+            if k.startswith("vcpu.") and k.endswith("." + kind)
+        }
+        for v, (_, e) in overrides.items():
+            if v >= dom.max_vcpus:
+                err = PlacementError(
+                    f"{res.spec.source}: {e.where}: vcpu.{v}.{kind}: {dom.name} (id {dom.id}) "
+                    f"has no vCPU {v}; valid vCPUs are 0-{dom.max_vcpus - 1}"
+                )
+                err.source, err.entry, err.key = res.spec.source, e.number, f"vcpu.{v}.{kind}"
+                raise err
+        if base is None and not overrides:
+            return None
+        if base is not None:
+            base_map = res.map(base[0], base[1], kind)
+        if base is not None and layout is None and not overrides:
+            return res.packed(base_map) * n  # every vCPU alike: one block
+        now = hard_all if kind == "hard" else soft_all
+        order = _layout_order(list(base_map), res.topo, layout[0]) if base and layout else None
+        out = bytearray()
+        for i, v in enumerate(numbers):
+            if v in overrides:
+                text, e = overrides[v]
+                out += res.packed(res.map(text, e, f"vcpu.{v}.{kind}"))
+            elif order:
+                out += CpuMap.from_cpus([order[i % len(order)]], res.width).to_bytes(L)
+            elif base is not None:
+                out += res.packed(base_map)
+            else:  # not named for this vCPU: keep what it has
+                out += now[(lo + i) * L : (lo + i + 1) * L]
+        return bytes(out)
+
+    hard_want = per_vcpu("hard")
+    if hard_want is not None and pool is not None:
+        _check_pool(res, dom, hard_want, pool, merged, numbers)
+    online_now = frozenset(v for v, st in zip(numbers, online_col[lo:hi]) if st != 0)
+    online_want: frozenset[int] | None = None
+    if "online" in merged:
+        value, e = merged["online"]
+        where = f"{res.spec.source}: {e.where}: online = {value!r}"
+        if isinstance(value, int):
+            if value > dom.max_vcpus:
+                err = PlacementError(
+                    f"{where}: {dom.name} (id {dom.id}) has {dom.max_vcpus} vCPUs; the valid "
+                    f"range is 1..{dom.max_vcpus}"
+                )
+                err.source, err.entry, err.key = res.spec.source, e.number, "online"
+                raise err
+            online_want = frozenset(range(value))
+        else:
+            try:
+                online_want = frozenset(CpuMap.parse(value, max(dom.max_vcpus, 1)))
+            except CpuListError as ce:
+                err = PlacementError(f"{where}: {ce}")
+                err.source, err.entry, err.key = res.spec.source, e.number, "online"
+                err.token, err.column, err.reason = ce.token, ce.column, ce.reason
+                raise err from None
+            if not online_want:
+                err = PlacementError(f"{where}: at least one vCPU must stay online")
+                err.source, err.entry, err.key = res.spec.source, e.number, "online"
+                raise err
+    return DomainPlan(
+        name=dom.name,
+        id=dom.id,
+        uuid=dom.uuid,
+        max_vcpus=dom.max_vcpus,
+        width=res.width,
+        maplen=L,
+        numbers=numbers,
+        hard_now=hard_all[lo * L : hi * L],
+        soft_now=soft_all[lo * L : hi * L],
+        hard_want=hard_want,
+        soft_want=per_vcpu("soft"),
+        online_now=online_now,
+        online_want=online_want,
+        entries=tuple(e.number for e in entries if e.number),
+    )
+
+
+def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
+    """The plan of ``spec`` on ``host`` (reads only).
+
+    Everything an apply would trip over is found here, before anything changes: cpulists
+    read against the host's topology, per-vCPU overrides and online sets against each
+    domain's vCPUs, every hard affinity against the domain's cpupool, and whether the
+    online set of each domain can be changed at all (an HVM guest needs its device model).
+
+    ``strict=False`` (the watcher) turns what concerns one domain into a warning and
+    plans the others: an exact name or UUID that matches no domain (shut down, or being
+    restored), a map its cpupool cannot take (the domain is left out), an online set
+    that cannot be changed (left alone).
+
+    Raises:
+        PlacementError: an entry that names a domain exactly (name or UUID) matches none,
+            or a cpulist or online set cannot be read against this host, or cannot be
+            applied to the domain (the message names the file, the entry, the key and,
+            for a cpulist, the token).
+    """
+    t0 = time.perf_counter()
+    topo = host.read_topology()
+    snap: _Snapshot = host.snapshot()
+    width = host.max_cpus
+    res = _Resolver(spec, topo, width, snap.maplen)
+    offsets = snap.offsets()
+    pools = {
+        p.id: (p.name, int.from_bytes(p.cpus.to_bytes(snap.maplen), "little"))
+        for p in host.cpupools
+    }
+    hard_all, soft_all = snap.maps("hard"), snap.maps("soft")
+    state_col, number_col = snap.column("state"), snap.column("number")
+    matched: dict[int, int] = {e.number: 0 for e in spec.entries}
+    warnings: list[str] = []
+    plans: list[DomainPlan] = []
+    for i in range(len(snap)):
+        dom = snap.domain_at(i)
+        entries = [e for e in spec.entries if e.matches(dom.name, dom.uuid)]
+        if not entries:
+            continue
+        for e in entries:
+            matched[e.number] += 1
+        error = snap.error_at(i)
+        if error is not None:
+            warnings.append(
+                f"{dom.name} (id {dom.id}): left out: its vCPUs could not be read ({error})"
+            )
+            continue
+        chain = ([spec.defaults] if spec.defaults else []) + entries
+        try:
+            dplan = _domain_plan(
+                dom,
+                chain,
+                res,
+                pools.get(dom.cpupool),
+                hard_all,
+                soft_all,
+                state_col,
+                number_col,
+                offsets[i],
+                offsets[i + 1],
+            )
+            if dplan.online_changes:
+                try:
+                    dom.check_online_path()
+                except XenvcpuError as why:
+                    value, e_entry = _merge(chain)["online"]
+                    if strict:
+                        raise _fail(res, e_entry, "online", f"online = {value!r}: {why}") from None
+                    warnings.append(f"{dom.name} (id {dom.id}): online set left alone: {why}")
+                    dplan.online_want = None
+        except PlacementError as why:
+            if strict:
+                raise
+            warnings.append(f"{dom.name} (id {dom.id}): left out: {why}")
+            continue
+        plans.append(dplan)
+    for e in spec.entries:
+        if matched[e.number]:
+            continue
+        if e.kind == "glob" or not strict:
+            warnings.append(f"{spec.source}: {e.where} matches no domain")
+        else:
+            err = PlacementError(
+                f"{spec.source}: {e.where} matches no domain (it names one by "
+                f"{'UUID' if e.kind == 'uuid' else 'name'}; use a glob for optional ones)"
+            )
+            err.source, err.entry, err.key = spec.source, e.number, "match"
+            raise err
+    return Plan(host, spec, plans, warnings, time.perf_counter() - t0)
