@@ -311,9 +311,12 @@ def host_tools(out: Path) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     apt_log = out / "apt.log"
     try:
-        rc = run(["apt-get", "update", "-q"], timeout, apt_log, env=env)
+        # another apt-get on the machine (a concurrent `make deps`) holds dpkg's lock for a
+        # while: wait for it instead of calling the lab unavailable
+        lock_wait = ["-o", f"DPkg::Lock::Timeout={max(int(timeout) - 60, 30)}"]
+        rc = run(["apt-get", *lock_wait, "update", "-q"], timeout, apt_log, env=env)
         rc = rc or run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            ["apt-get", *lock_wait, "install", "-y", "-q", "--no-install-recommends", *missing],
             max(60, timeout - (time.monotonic() - t)),
             apt_log,
             env=env,
