@@ -77,14 +77,6 @@ def nr_cpus() -> int:
     return xl_module.nr_cpus()
 
 
-@pytest.fixture(scope="session")
-def guest() -> str:
-    """Name of the running PV guest (vcpus=2, maxvcpus=4); fails if it is not running."""
-    names = [d.name for d in xl_module.domains()]
-    assert GUEST in names, f"the lab's PV guest {GUEST!r} is not running (xl list: {names})"
-    return GUEST
-
-
 def started_guests() -> list[str]:
     """The guest kinds dom0 started in this run (XEN_TEST_GUESTS on the host; "pv" by default)."""
     return os.environ.get("XENVCPU_GUESTS", "pv").replace(",", " ").split()
@@ -96,13 +88,22 @@ def _lab_guest(kind: str) -> str:
         pytest.skip(
             f"the lab did not start its {kind.upper()} guest {name!r} in this run "
             f"(started: {' '.join(started_guests()) or 'none'}): "
-            f"run with XEN_TEST_GUESTS=pv,pvh,hvm"
+            f"add {kind} to XEN_TEST_GUESTS (e.g. XEN_TEST_GUESTS=pv,pvh,hvm)"
         )
     names = [d.name for d in xl_module.domains()]
     assert name in names, (
         f"the lab's {kind.upper()} guest {name!r} is not running (xl list: {names})"
     )
     return name
+
+
+@pytest.fixture(scope="session")
+def guest() -> str:
+    """Name of the running PV guest "domu" (vcpus=2, maxvcpus=4; lab/domu.cfg).
+
+    Skipped when the run did not start it (XEN_TEST_GUESTS without pv, e.g. a PVH- or
+    HVM-only subset); fails if it was started but is not running."""
+    return _lab_guest("pv")
 
 
 @pytest.fixture(scope="session")
