@@ -107,7 +107,8 @@ KNOBS = {  # name: (default, meaning)
 
 # Defaults that change when the run starts the HVM guest (XEN_TEST_GUESTS has hvm), unless the
 # variable is set: under single-threaded TCG the HVM guest never gets out of SeaBIOS's real mode,
-# and it takes 12-15 min to boot under multi-threaded TCG (docs/lab.md).
+# and it takes 12-15 min to boot under multi-threaded TCG on a quiet host, more than the 1800 s
+# boot timeout on a busy one (docs/lab.md).
 HVM_DEFAULTS = {
     "XEN_TEST_TCG_THREAD": "multi",
     "XEN_TEST_GUEST_TIMEOUT": "1500",
