@@ -20,6 +20,8 @@ import pytest
 
 SKIP_REASON = "needs the Xen lab: run `make xen-test`"
 GUEST = "domu"  # the lab's PV guest: vcpus=2, maxvcpus=4 (tests/xen/lab/domu.cfg)
+# every guest the lab can start: kind (as in XEN_TEST_GUESTS) -> xl name (lab/<name>.cfg)
+LAB_GUESTS = {"pv": GUEST, "pvh": "domu-pvh", "hvm": "domu-hvm"}
 HERE = Path(__file__).resolve().parent
 
 
@@ -75,12 +77,83 @@ def nr_cpus() -> int:
     return xl_module.nr_cpus()
 
 
+def started_guests() -> list[str]:
+    """The guest kinds dom0 started in this run (XEN_TEST_GUESTS on the host; "pv" by default)."""
+    return os.environ.get("XENVCPU_GUESTS", "pv").replace(",", " ").split()
+
+
+def _lab_guest(kind: str) -> str:
+    name = LAB_GUESTS[kind]
+    if kind not in started_guests():
+        pytest.skip(
+            f"the lab did not start its {kind.upper()} guest {name!r} in this run "
+            f"(started: {' '.join(started_guests()) or 'none'}): "
+            f"add {kind} to XEN_TEST_GUESTS (e.g. XEN_TEST_GUESTS=pv,pvh,hvm)"
+        )
+    names = [d.name for d in xl_module.domains()]
+    assert name in names, (
+        f"the lab's {kind.upper()} guest {name!r} is not running (xl list: {names})"
+    )
+    return name
+
+
 @pytest.fixture(scope="session")
 def guest() -> str:
-    """Name of the running PV guest (vcpus=2, maxvcpus=4); fails if it is not running."""
-    names = [d.name for d in xl_module.domains()]
-    assert GUEST in names, f"the lab's PV guest {GUEST!r} is not running (xl list: {names})"
-    return GUEST
+    """Name of the running PV guest "domu" (vcpus=2, maxvcpus=4; lab/domu.cfg).
+
+    Skipped when the run did not start it (XEN_TEST_GUESTS without pv, e.g. a PVH- or
+    HVM-only subset); fails if it was started but is not running."""
+    return _lab_guest("pv")
+
+
+@pytest.fixture(scope="session")
+def pvh_guest() -> str:
+    """Name of the running PVH guest "domu-pvh" (vcpus=2, maxvcpus=4; lab/domu-pvh.cfg).
+
+    Skipped when the run did not start it (XEN_TEST_GUESTS without pvh); fails if it was
+    started but is not running. `xl.domid(pvh_guest)` gives its id."""
+    return _lab_guest("pvh")
+
+
+@pytest.fixture(scope="session")
+def hvm_guest() -> str:
+    """Name of the running HVM guest "domu-hvm" (vcpus=2, maxvcpus=4, qemu-xen device model
+    whose QMP socket is qmp.QMP_PATH; lab/domu-hvm.cfg). Its vCPUs can be added (QMP
+    device_add) but never removed, so a test that adds some leaves them there. Under TCG it
+    needs minutes to boot (docs/lab.md), so only XEN_TEST_GUESTS=...,hvm starts it.
+
+    Skipped when the run did not start it (XEN_TEST_GUESTS without hvm); fails if it was
+    started but is not running."""
+    return _lab_guest("hvm")
+
+
+HVM_PAUSED = "domu-hvm-paused"
+
+
+@pytest.fixture(scope="module")
+def hvm_paused() -> Iterator[str]:
+    """Name of a paused HVM guest made for the test module: lab/domu-hvm.cfg created with
+    `xl create -p` as "domu-hvm-paused" (its device model runs and answers QMP, its vCPUs never
+    run), destroyed after the module's last test, so other modules never see it. Cheap (~3 s),
+    so default runs have it: the toolstack side of HVM vCPU changes (QMP device_add, xenstore)
+    does not need the guest to run. Skipped when Xen offers no HVM (an XEN_TEST_CPU without
+    svm)."""
+    caps = str(xl_module.info()["virt_caps"]).split()
+    if "hvm" not in caps:
+        pytest.skip(f"Xen offers no HVM guests here (virt_caps: {' '.join(caps)}): XEN_TEST_CPU")
+    log = xl_module.CONSOLE_LOG.format(name=HVM_PAUSED)
+    xl_module.xl(
+        "create",
+        "-p",
+        "/xenvcpu-lab/domu-hvm.cfg",
+        f'name="{HVM_PAUSED}"',
+        f'serial="file:{log}"',
+        timeout=120,
+    )
+    try:
+        yield HVM_PAUSED
+    finally:
+        xl_module.xl("destroy", HVM_PAUSED, timeout=120)
 
 
 @pytest.fixture

@@ -11,9 +11,10 @@ Stages, each with a hard timeout:
                              cached in $XEN_LAB_DIR and rebuilt when its recipe changes
   4. boot image              ext4 image of the rootfs + lab/ scripts, hypervisor, kernel,
                              initrd, the domU's busybox initramfs (cached, cheap to rebuild)
-  5. boot + tests            qemu-system-x86_64 -cpu qemu64 -smp 4: Xen, a PV dom0 with
-                             2 vCPUs, the PV guest "domu" (vcpus=2, maxvcpus=4); dom0 installs
-                             the wheel and runs `pytest -m xen tests/xen` as root
+  5. boot + tests            qemu-system-x86_64 -cpu qemu64,+svm,+npt -smp 4: Xen, a PV dom0
+                             with 2 vCPUs, the PV guest "domu" (vcpus=2, maxvcpus=4; with
+                             XEN_TEST_GUESTS also the PVH "domu-pvh" and the HVM "domu-hvm");
+                             dom0 installs the wheel and runs `pytest -m xen tests/xen` as root
   6. results                 junit.xml, pytest.log, serial logs, summary.json in the run dir
 
 Exit codes: 0 all tests passed; 1 a test failed, the run did not finish, or the project
@@ -65,30 +66,63 @@ KNOBS = {  # name: (default, meaning)
     "XEN_TEST_MIRROR": ("", "Debian mirror (default: the host's apt sources)"),
     "XEN_TEST_REBUILD": ("0", "1: debootstrap the rootfs again even if cached"),
     "XEN_TEST_SHELL": ("0", "1: interactive root shell in dom0 instead of the tests (no timeouts)"),
-    "XEN_TEST_NO_DOMU": ("0", "1: do not start the PV guest"),
+    "XEN_TEST_GUESTS": (
+        "pv",
+        "guests dom0 starts: any of pv (domu), pvh (domu-pvh), hvm (domu-hvm), comma-separated; "
+        "none for no guest",
+    ),
+    "XEN_TEST_NO_DOMU": ("0", "1: start no guest (same as XEN_TEST_GUESTS=none)"),
+    "XEN_TEST_GUEST_TIMEOUT": (
+        "240",
+        "s, dom0 waits this long for each guest's init to report (1500 with hvm)",
+    ),
     "XEN_TEST_VERBOSE": ("0", "1: echo every serial console line"),
+    "XEN_TEST_CPU": (
+        "qemu64,+svm,+npt",
+        "qemu -cpu model; SVM lets Xen run PVH and HVM guests, +npt adds HAP (docs/lab.md)",
+    ),
     "XEN_TEST_SMP": ("4", "emulated pCPUs"),
     "XEN_TEST_MEM": ("2G", "qemu RAM"),
     "XEN_TEST_DOM0_MEM": ("768M", "dom0 RAM"),
     "XEN_TEST_DOM0_VCPUS": ("2", "dom0 vCPUs (4 doubles the boot time on 2 host cores)"),
     "XEN_TEST_TCG_THREAD": (
         "single",
-        "qemu TCG threading: single, or multi (a thread per pCPU: the guest stalls under load)",
+        "qemu TCG threading: single, or multi (a thread per pCPU: the PV guest stalls under "
+        "load; multi with hvm, whose guest never leaves SeaBIOS under single)",
     ),
     "XEN_TEST_DEADLINE": (
         "1500",
-        "s, the whole harness; every stage's timeout is capped by what is left",
+        "s, the whole harness; every stage's timeout is capped by what is left (3300 with hvm)",
     ),
     "XEN_TEST_APT_TIMEOUT": ("300", "s, apt-get update + install"),
     "XEN_TEST_DEBOOTSTRAP_TIMEOUT": ("600", "s, debootstrap"),
     "XEN_TEST_BUILD_TIMEOUT": ("900", "s, maturin build --release (runs alongside debootstrap)"),
-    "XEN_TEST_BOOT_TIMEOUT": ("600", "s, qemu start until pytest starts in dom0"),
+    "XEN_TEST_BOOT_TIMEOUT": (
+        "600",
+        "s, qemu start until pytest starts in dom0 (1800 with hvm)",
+    ),
     "XEN_TEST_TEST_TIMEOUT": ("600", "s, the pytest run inside dom0"),
 }
 
 
+# Defaults that change when the run starts the HVM guest (XEN_TEST_GUESTS has hvm), unless the
+# variable is set: under single-threaded TCG the HVM guest never gets out of SeaBIOS's real mode,
+# and it takes 12-15 min to boot under multi-threaded TCG on a quiet host, more than the 1800 s
+# boot timeout on a busy one (docs/lab.md).
+HVM_DEFAULTS = {
+    "XEN_TEST_TCG_THREAD": "multi",
+    "XEN_TEST_GUEST_TIMEOUT": "1500",
+    "XEN_TEST_BOOT_TIMEOUT": "1800",
+    "XEN_TEST_DEADLINE": "3300",
+}
+
+
 def knob(name: str) -> str:
-    return os.environ.get(name, "") or KNOBS[name][0]
+    if os.environ.get(name, ""):
+        return os.environ[name]
+    if name in HVM_DEFAULTS and "hvm" in guests():
+        return HVM_DEFAULTS[name]
+    return KNOBS[name][0]
 
 
 def knob_int(name: str) -> int:
@@ -132,6 +166,9 @@ PACKAGES = [
     "kmod",
     "procps",
     "strace",
+    # the HVM guest's device model (qemu-system-i386 built for Xen; pulls in seabios, which
+    # hvmloader embeds); hvmloader itself is in xen-utils-4.17 (/usr/lib/xen-4.17/boot)
+    "qemu-system-xen",
 ]
 ROOTFS_RECIPE = {"suite": SUITE, "variant": "minbase", "packages": PACKAGES, "layout": 1}
 IMAGE_SIZE = "3G"
@@ -139,12 +176,15 @@ IMAGE_SIZE = "3G"
 # serial-console milestones: name -> regex (the first match's time is recorded)
 MARKS = {
     "xen_banner": r"Xen version 4\.17",
+    "xen_hvm": r"HVM: (SVM|VMX) enabled",
     "xen_hands_over": r"Freed \d+kB init memory",
     "dom0_userspace": r"XENVCPU-LAB: dom0 userspace reached",
     "xenstored_up": r"XENVCPU-LAB: xenstored up",
     "shares_mounted": r"XENVCPU-LAB: shares mounted",
     "wheel_installed": r"XENVCPU-LAB: wheel installed",
     "domu_up": r"XENVCPU-LAB: domu up",
+    "pvh_up": r"XENVCPU-LAB: domu-pvh up",
+    "hvm_up": r"XENVCPU-LAB: domu-hvm up",
     "pytest_start": r"XENVCPU-LAB: pytest start",
     "pytest_done": r"XENVCPU-LAB: pytest done",
     "lab_done": r"^XENVCPU-LAB-DONE",
@@ -279,9 +319,12 @@ def host_tools(out: Path) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     apt_log = out / "apt.log"
     try:
-        rc = run(["apt-get", "update", "-q"], timeout, apt_log, env=env)
+        # another apt-get on the machine (a concurrent `make deps`) holds dpkg's lock for a
+        # while: wait for it instead of calling the lab unavailable
+        lock_wait = ["-o", f"DPkg::Lock::Timeout={max(int(timeout) - 60, 30)}"]
+        rc = run(["apt-get", *lock_wait, "update", "-q"], timeout, apt_log, env=env)
         rc = rc or run(
-            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            ["apt-get", *lock_wait, "install", "-y", "-q", "--no-install-recommends", *missing],
             max(60, timeout - (time.monotonic() - t)),
             apt_log,
             env=env,
@@ -473,11 +516,12 @@ def build_image(lab: Path, out: Path) -> dict[str, Path]:
     labdir.mkdir()
     shutil.copy2(GUEST / "dom0-init.sh", labdir)
     (labdir / "dom0-init.sh").chmod(0o755)
-    shutil.copy2(GUEST / "domu.cfg", labdir)
+    for cfg in sorted(GUEST.glob("*.cfg")):  # domu.cfg, domu-pvh.cfg, domu-hvm.cfg
+        shutil.copy2(cfg, labdir)
     shutil.copy2(GUEST / "install_wheel.py", labdir)
     shutil.copy2(
         kernels[-1], labdir / "vmlinuz"
-    )  # Debian's kernel doubles as the PV guest's kernel
+    )  # Debian's kernel doubles as the guests' kernel (PV, PVH and HVM)
     busybox = (rootfs / "bin/busybox").read_bytes()
     initrd = cpio_newc(
         [(d, 0o040755, b"", 0) for d in ("bin", "dev", "etc", "proc", "sbin", "sys", "tmp")]
@@ -564,7 +608,7 @@ def qemu_command(files: dict[str, Path], share: Path) -> list[str]:
         "-machine",
         "pc",
         "-cpu",
-        "qemu64",
+        knob("XEN_TEST_CPU"),
         "-smp",
         knob("XEN_TEST_SMP"),
         "-m",
@@ -621,6 +665,23 @@ def build_c_baselines(share: Path) -> None:
         )
 
 
+GUEST_KINDS = ("pv", "pvh", "hvm")  # dom0-init.sh names them domu, domu-pvh, domu-hvm
+
+
+def guests() -> list[str]:
+    """The guests dom0 starts (XEN_TEST_GUESTS, or none with XEN_TEST_NO_DOMU=1), in order."""
+    if os.environ.get("XEN_TEST_NO_DOMU") == "1":
+        return []
+    text = os.environ.get("XEN_TEST_GUESTS") or KNOBS["XEN_TEST_GUESTS"][0]
+    kinds = text.replace(",", " ").split()
+    if kinds == ["none"]:
+        return []
+    bad = [g for g in kinds if g not in GUEST_KINDS]
+    if bad:
+        raise SystemExit(f"xen-test: XEN_TEST_GUESTS: unknown {bad}; use {','.join(GUEST_KINDS)}")
+    return [g for g in GUEST_KINDS if g in kinds]
+
+
 def write_lab_env(share: Path) -> None:
     # dom0 runs pytest in /mnt/host, the checkout
     args = shlex.split(knob("XEN_TEST_PATHS")) + shlex.split(knob("XEN_TEST_ARGS"))
@@ -628,7 +689,8 @@ def write_lab_env(share: Path) -> None:
         "XENVCPU_PYTEST_ARGS": shlex.join(args),
         "XENVCPU_TEST_TIMEOUT": str(knob_int("XEN_TEST_TEST_TIMEOUT")),
         "XENVCPU_SHELL": knob("XEN_TEST_SHELL"),
-        "XENVCPU_NO_DOMU": knob("XEN_TEST_NO_DOMU"),
+        "XENVCPU_GUESTS": " ".join(guests()),
+        "XENVCPU_GUEST_TIMEOUT": str(knob_int("XEN_TEST_GUEST_TIMEOUT")),
     }
     lines = [f"{k}={shlex.quote(v)}\n" for k, v in env.items()]
     for pair in shlex.split(knob("XEN_TEST_ENV")):
@@ -797,6 +859,11 @@ def main() -> int:
         "out": str(out),
         "timings_s": TIMINGS,
         "started_utc": time.strftime("%FT%TZ", time.gmtime()),
+        "settings": {
+            "guests": guests(),
+            "cpu": knob("XEN_TEST_CPU"),
+            "tcg_thread": knob("XEN_TEST_TCG_THREAD"),
+        },
     }
     status, reason, rc = "failed", "", EXIT_FAIL
     wheel_proc = None
@@ -834,9 +901,11 @@ def main() -> int:
                 f"qemu did not boot Xen (rc {result['qemu_rc']}, {result['killed'] or 'exited'}):\n"
                 f"{tail(out / 'serial.log')}"
             )
-        for name in ("pytest.log", "pytest.rc", "junit.xml", "lab.log", "domu-console.log"):
+        for name in ("pytest.log", "pytest.rc", "junit.xml", "lab.log"):
             if (share / name).exists():
                 shutil.copy2(share / name, out / name)
+        for path in [*share.glob("*-console.log"), *share.glob("qemu-dm-*.log")]:
+            shutil.copy2(path, out / path.name)
         junit = out / "junit.xml"
         if (share / "pytest.rc").exists() and junit.exists():
             pytest_rc = int((share / "pytest.rc").read_text().strip() or 99)

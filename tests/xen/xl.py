@@ -239,3 +239,51 @@ def vcpu_set(dom: object, count: int, timeout: float = 60) -> None:
                 f"domain {dom}: {n} vCPUs online {timeout} s after `xl vcpu-set {dom} {count}`"
             )
         time.sleep(0.5)
+
+
+# --- the lab guests' side ------------------------------------------------------------------
+CONSOLE_LOG = "/var/log/xen/console/guest-{name}.log"
+
+
+def console_log(name: str) -> str:
+    """The console log of a lab guest, without the CRs (xenconsoled's log of the PV console for
+    domu and domu-pvh; the emulated serial port of domu-hvm, which qemu writes there)."""
+    with open(CONSOLE_LOG.format(name=name), "rb") as f:
+        return f.read().decode("utf-8", "replace").replace("\r", "")
+
+
+def guest_online(name: str) -> frozenset[int]:
+    """The online CPU set the guest's own init last reported ("DOMU online=0-1" lines of
+    lab/domu-init.sh, printed within about a second of a change)."""
+    lines = re.findall(r"^DOMU online=(\S*)$", console_log(name), re.M)
+    if not lines:
+        raise LookupError(f"{name} has not reported its online CPUs on its console yet")
+    return parse_cpulist(lines[-1])
+
+
+def wait_guest_online(name: str, want: Iterable[int], timeout: float = 60) -> float:
+    """Wait until the guest reports `want` online; return how long that took (s)."""
+    want = frozenset(want)
+    t0 = time.monotonic()
+    while True:
+        try:
+            if guest_online(name) == want:
+                return time.monotonic() - t0
+        except LookupError:
+            pass
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(
+                f"{name} did not report online={format_cpulist(want)} in {timeout} s"
+            )
+        time.sleep(0.5)
+
+
+def xenstore_read(path: str) -> str | None:
+    """`xenstore-read PATH`, None if the node does not exist."""
+    p = subprocess.run(["xenstore-read", path], capture_output=True, text=True, timeout=30)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def xenstore_exists(path: str) -> bool:
+    p = subprocess.run(["xenstore-exists", path], capture_output=True, timeout=30)
+    return p.returncode == 0

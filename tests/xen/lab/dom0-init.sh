@@ -2,9 +2,10 @@
 # PID 1 of the lab's Xen dom0 (kernel argument init=/xenvcpu-lab/dom0-init.sh).
 #
 # Starts the minimum Xen userspace (modules, xenfs, oxenstored, xen-init-dom0,
-# xenconsoled), mounts the two 9p shares the harness gives us, starts the PV
-# guest "domu", installs the project's wheel, runs the `xen` tests with pytest
-# and powers the emulated machine off.  Everything is printed on hvc0, which
+# xenconsoled), mounts the two 9p shares the harness gives us, starts the guests
+# (the PV guest "domu"; on request also the PVH "domu-pvh" and the HVM "domu-hvm"),
+# installs the project's wheel, runs the `xen` tests with pytest and powers the
+# emulated machine off.  Everything is printed on hvc0, which
 # Xen forwards to com1, which qemu hands to tests/xen/harness.py.
 #
 # Shares:  /mnt/host  the project checkout (9p tag "host", read-only)
@@ -27,14 +28,20 @@ finish() {
     echo o > /proc/sysrq-trigger
     sleep 3600
 }
-# domU console log from xenconsoled has CRLF line endings: strip the CRs first
-wait_domu_log() {
-    local i
-    for i in $(seq 1 "$2"); do
-        tr -d '\r' < /var/log/xen/console/guest-domu.log 2>/dev/null | grep -Eq "$1" && return 0
+# The guests the harness asked for (XENVCPU_GUESTS in lab.env, XEN_TEST_GUESTS on the host):
+# kind -> xl domain name; each one's config is /xenvcpu-lab/<name>.cfg.
+guest_name() { case $1 in pv) echo domu;; pvh) echo domu-pvh;; hvm) echo domu-hvm;; *) return 1;; esac; }
+# xenconsoled writes guest-<name>.log for the PV console (PV, PVH); the HVM guest's emulated
+# serial port goes to the same path through qemu (serial="file:..." in domu-hvm.cfg)
+console_log() { echo "/var/log/xen/console/guest-$1.log"; }
+# guest console logs have CRLF line endings: strip the CRs first
+wait_guest_log() {
+    local i log; log=$(console_log "$1")
+    for i in $(seq 1 "$3"); do
+        tr -d '\r' < "$log" 2>/dev/null | grep -Eq "$2" && return 0
         sleep 1
     done
-    echo "timeout after $2 s waiting for /$1/ on the domu console"; return 1
+    echo "timeout after $3 s waiting for /$2/ on the $1 console"; return 1
 }
 
 mountpoint -q /proc || mount -t proc proc /proc
@@ -67,16 +74,28 @@ mark "xenstored up"
 mkdir -p /mnt/host /mnt/out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro host /mnt/host || { mark "ERROR: 9p host share"; finish no-host-share; }
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /mnt/out || { mark "ERROR: 9p out share"; finish no-out-share; }
-# lab.env: settings from the harness (XENVCPU_PYTEST_ARGS, XENVCPU_TEST_TIMEOUT, XENVCPU_SHELL, XENVCPU_NO_DOMU)
+# lab.env: settings from the harness (XENVCPU_PYTEST_ARGS, XENVCPU_TEST_TIMEOUT, XENVCPU_SHELL,
+# XENVCPU_GUESTS, XENVCPU_GUEST_TIMEOUT)
 [ -r /mnt/out/lab.env ] && . /mnt/out/lab.env
+GUESTS=${XENVCPU_GUESTS-pv}
+GUESTS=${GUESTS//,/ }
+export XENVCPU_GUESTS="$GUESTS"  # the pytest fixtures skip guests that were not started
 exec > >(tee -a /mnt/out/lab.log) 2>&1
 mark "shares mounted"
 
-# --- the PV guest and the project -----------------------------------------------
-# The guest is built (xl create takes ~15 s under TCG) and boots while the wheel is installed.
-if [ "${XENVCPU_NO_DOMU:-0}" != 1 ]; then
-    run xl create /xenvcpu-lab/domu.cfg &
-    DOMU_CREATE=$!
+# --- the guests and the project -------------------------------------------------------
+# Each guest is built (xl create of the PV guest takes ~15 s under TCG) and boots while the
+# wheel is installed.  They are created one after the other (in the background), so the
+# cheap PV guest is up first.
+if [ -n "$GUESTS" ]; then
+    (
+        for kind in $GUESTS; do
+            name=$(guest_name "$kind") || { echo "unknown guest kind $kind"; continue; }
+            run xl create "/xenvcpu-lab/$name.cfg" || mark "ERROR: xl create $name failed"
+            mark "$name created"
+        done
+    ) &
+    CREATE=$!
 fi
 # The disk is a qemu snapshot: installing into the system is thrown away at poweroff.
 WHEEL=$(ls /mnt/out/dist/*.whl 2>/dev/null | head -1)
@@ -85,14 +104,18 @@ if [ -n "$WHEEL" ] && run python3 /xenvcpu-lab/install_wheel.py "$WHEEL"; then
 else
     mark "ERROR: no wheel installed (/mnt/out/dist: $(ls /mnt/out/dist 2>&1))"
 fi
-if [ "${XENVCPU_NO_DOMU:-0}" != 1 ]; then
+if [ -n "$GUESTS" ]; then
+    wait "$CREATE"
     # domu-init.sh reports its online CPUs on its console
-    if wait "$DOMU_CREATE" && wait_domu_log '^DOMU online=0-1$' 240; then
-        mark "domu up"
-    else
-        mark "ERROR: domu did not come up"
-        tr -d '\r' < /var/log/xen/console/guest-domu.log 2>/dev/null | tail -20
-    fi
+    for kind in $GUESTS; do
+        name=$(guest_name "$kind") || continue
+        if wait_guest_log "$name" '^DOMU online=0-1$' "${XENVCPU_GUEST_TIMEOUT:-240}"; then
+            mark "$name up"
+        else
+            mark "ERROR: $name did not come up"
+            tr -d '\r' < "$(console_log "$name")" 2>/dev/null | tail -20
+        fi
+    done
 fi
 run xl list
 run xl vcpu-list
@@ -121,11 +144,13 @@ echo "$rc" > /mnt/out/pytest.rc
 sync
 mark "pytest done rc=$rc"
 
-if [ "${XENVCPU_NO_DOMU:-0}" != 1 ]; then
-    tr -d '\r' < /var/log/xen/console/guest-domu.log > /mnt/out/domu-console.log 2>/dev/null
-    echo "--- domu console (tail; all of it in domu-console.log)"
-    tail -8 /mnt/out/domu-console.log
-fi
+for kind in $GUESTS; do
+    name=$(guest_name "$kind") || continue
+    tr -d '\r' < "$(console_log "$name")" > "/mnt/out/$name-console.log" 2>/dev/null
+    echo "--- $name console (tail; all of it in $name-console.log)"
+    tail -8 "/mnt/out/$name-console.log"
+done
+ls /var/log/xen/qemu-dm-*.log >/dev/null 2>&1 && cp /var/log/xen/qemu-dm-*.log /mnt/out/
 echo "--- xl dmesg (tail)"
 xl dmesg | tail -10
 echo "XENVCPU-LAB-DONE rc=$rc"

@@ -1,17 +1,20 @@
 #!/bin/busybox sh
-# PID 1 of the lab's PV guest "domu" (a busybox initramfs, no disk, no network).
+# PID 1 of the lab's guests "domu" (PV), "domu-pvh" and "domu-hvm" (a busybox
+# initramfs, no disk, no network; xenlab_guest=<kind> on the kernel command line).
 #
-# A Linux PV guest does not bring new vCPUs online by itself: when the toolstack
-# raises the count (cpu/N/availability=online in xenstore) the kernel only marks
-# the CPU present, and userspace -- normally a udev rule -- writes 1 to
+# Linux does not bring new vCPUs online by itself: when the toolstack raises the
+# count -- cpu/N/availability=online in xenstore for PV and PVH, an ACPI CPU
+# hotplug event from the device model for HVM -- the kernel only marks the CPU
+# present, and userspace -- normally a udev rule -- writes 1 to
 # /sys/devices/system/cpu/cpuN/online.  This loop plays that udev rule and
-# reports the online set on hvc0 whenever it changes ("DOMU online=0-1").
-# Lowering the count is done by the kernel alone.
+# reports the online set on the console whenever it changes ("DOMU online=0-1").
+# Lowering the count (PV, PVH) is done by the kernel alone.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo "DOMU-UP kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
+kind=$(sed -n 's/.*xenlab_guest=\([a-z]*\).*/\1/p' /proc/cmdline)
+echo "DOMU-UP guest=${kind:-pv} kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
 last=
 while true; do
     for c in /sys/devices/system/cpu/cpu[0-9]*; do
