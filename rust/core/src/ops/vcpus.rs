@@ -283,7 +283,7 @@ impl MapCache {
     pub(super) fn read(&mut self, bytes: &mut [u8], width: usize, slot: usize) -> CpuMap {
         let mb = width.div_ceil(8);
         let bytes = &mut bytes[..mb];
-        if width % 8 != 0 {
+        if !width.is_multiple_of(8) {
             bytes[mb - 1] &= (1u8 << (width % 8)) - 1;
         }
         let slot = slot % 2;
