@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
+use xenvcpu_core::cpumap::CpuMap;
 use xenvcpu_core::error::Error;
 use xenvcpu_core::ops::{DomainInfo, VcpuInfo};
 
@@ -257,13 +258,25 @@ impl PySnapshot {
             }
         };
         let maplen = self.width.div_ceil(8);
-        let total = maplen * self.index.len();
         let vcpus: Vec<&VcpuInfo> = self.all_vcpus().collect();
+        let total = maplen.checked_mul(vcpus.len()).ok_or_else(|| {
+            PyValueError::new_err("the snapshot's maps are larger than memory can hold")
+        })?;
         PyBytes::new_with(py, total, |buf| {
-            for (chunk, v) in buf.chunks_mut(maplen.max(1)).zip(&vcpus) {
+            // vCPUs next to each other mostly share a map (a domain pinned as a whole): a
+            // map equal to the previous one is a copy of its bytes, not a new encoding.
+            let mut prev: Option<(&CpuMap, usize)> = None;
+            for (chunk_at, v) in (0..total).step_by(maplen.max(1)).zip(&vcpus) {
                 let m = if hard { &v.hard } else { &v.soft };
-                // Maps are host-wide, so they always fit maplen bytes.
-                let _ = m.write_bytes(chunk);
+                let end = chunk_at + maplen;
+                match prev {
+                    Some((p, at)) if p == m => buf.copy_within(at..at + maplen, chunk_at),
+                    _ => {
+                        // Maps are host-wide, so they always fit maplen bytes.
+                        let _ = m.write_bytes(&mut buf[chunk_at..end]);
+                        prev = Some((m, chunk_at));
+                    }
+                }
             }
             Ok(())
         })
