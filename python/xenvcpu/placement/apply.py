@@ -51,30 +51,60 @@ def _present(host: Any) -> dict[int, str]:
     return {d.id: str(d.uuid) for d in host.domains()}
 
 
-def _pins(d: DomainPlan, *, back: bool, maps: dict[bytes, CpuMap] | None = None) -> list[PinReq]:
-    """The pins that take ``d`` to its plan (or, ``back``, to the state read at plan time).
+class _MapCache:
+    """One CpuMap per distinct map across an apply's requests (thousands of vCPUs usually
+    move to a handful of maps), and per wanted-maps object shared by domains alike (the
+    planner hands them the same bytes) one list of them, so such a domain costs a lookup."""
 
-    ``maps`` shares one CpuMap per distinct map across the requests (thousands of vCPUs
-    usually move to a handful of maps)."""
-    hard, soft = set(d.hard_changes), set(d.soft_changes)
-    cache: dict[bytes, CpuMap] = {} if maps is None else maps
-    L = d.maplen
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.by_bytes: dict[bytes, CpuMap] = {}
+        self.by_source: dict[int, tuple[bytes | memoryview, list[CpuMap]]] = {}
 
-    def map_at(data: bytes | memoryview, i: int) -> CpuMap:
-        block = bytes(data[i * L : (i + 1) * L])
-        m = cache.get(block)
+    def block(self, data: bytes | memoryview, i: int, maplen: int) -> CpuMap:
+        raw = bytes(data[i * maplen : (i + 1) * maplen])
+        m = self.by_bytes.get(raw)
         if m is None:
-            m = cache[block] = CpuMap.from_bytes(block, d.width)
+            m = self.by_bytes[raw] = CpuMap.from_bytes(raw, self.width)
         return m
 
-    out: list[PinReq] = []
+    def all_of(self, data: bytes | memoryview, n: int, maplen: int) -> list[CpuMap]:
+        """The n maps of ``data``; remembered by the object when it is immutable bytes."""
+        if not isinstance(data, bytes):
+            return [self.block(data, i, maplen) for i in range(n)]
+        hit = self.by_source.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        maps = [self.block(data, i, maplen) for i in range(n)]
+        self.by_source[id(data)] = (data, maps)  # holding data keeps its id unique
+        return maps
+
+
+def _pins(d: DomainPlan, *, back: bool, maps: _MapCache | None = None) -> list[PinReq]:
+    """The pins that take ``d`` to its plan (or, ``back``, to the state read at plan time)."""
+    hard, soft = d.hard_changes, d.soft_changes
+    cache = _MapCache(d.width) if maps is None else maps
+    n, L = len(d.numbers), d.maplen
     h_src = d.hard_now if back else d.hard_want
     s_src = d.soft_now if back else d.soft_want
-    for i in sorted(hard | soft):
-        h = map_at(h_src, i) if i in hard and h_src is not None else None
-        s = map_at(s_src, i) if i in soft and s_src is not None else None
-        out.append((d.id, d.numbers[i], h, s))
-    return out
+    h_maps = cache.all_of(h_src, n, L) if hard and h_src is not None else None
+    s_maps = cache.all_of(s_src, n, L) if soft and s_src is not None else None
+    if h_maps is not None and s_maps is not None and hard == soft:
+        return [(d.id, d.numbers[i], h_maps[i], s_maps[i]) for i in hard]
+    if s_maps is None and h_maps is not None:
+        return [(d.id, d.numbers[i], h_maps[i], None) for i in hard]
+    if h_maps is None and s_maps is not None:
+        return [(d.id, d.numbers[i], None, s_maps[i]) for i in soft]
+    hs, ss = set(hard), set(soft)
+    return [
+        (
+            d.id,
+            d.numbers[i],
+            h_maps[i] if h_maps is not None and i in hs else None,
+            s_maps[i] if s_maps is not None and i in ss else None,
+        )
+        for i in sorted(hs | ss)
+    ]
 
 
 def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
@@ -114,12 +144,11 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
             )
         todo.append(d)
     # ---- pins: one batch across every domain
-    shared: dict[bytes, CpuMap] = {}
+    shared = _MapCache(plan.domains[0].width if plan.domains else 0)
     requests = [r for d in todo for r in _pins(d, back=False, maps=shared)]
     by_domain = {d.id: d for d in todo}
     gone_checked: dict[int, bool] = {}
     pinned: list[DomainPlan] = []
-    made = 0
     try:
         results: list[Any] = host._hv.pin_many(requests) if requests else []
     except XenvcpuError as e:
@@ -127,28 +156,32 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
         failed.append((host.uri, None, "pin", str(e)))
         pinned = [d for d in todo if d.hard_changes or d.soft_changes]
         results = []
-    ok_domains: set[int] = set()
+    # Only the failures are looked at one by one: a batch of thousands that all went
+    # through costs no Python work per pin.
+    bad = [k for k, r in enumerate(results) if isinstance(r, XenvcpuError)]
+    made = len(results) - len(bad)
     # The pins that went through (None: unknown, the batch as a whole failed).
-    done: set[tuple[int, int]] | None = set() if results else None
-    for (domid, vcpu, _, _), r in zip(requests, results):
-        d = by_domain[domid]
-        if not isinstance(r, XenvcpuError):
-            ok_domains.add(domid)
-            made += 1
-            assert done is not None
-            done.add((domid, vcpu))
-            continue
-        if r.errno == _errno.ESRCH:
-            if domid not in gone_checked:
-                gone_checked[domid] = _gone(host, d)
-            if gone_checked[domid]:
-                continue
-        failed.append((d.label, vcpu, "pin", str(r)))
-    for domid, gone in gone_checked.items():
-        if gone:
-            vanished.append(by_domain[domid].label)
-            ok_domains.discard(domid)
+    done: set[tuple[int, int]] | None = None
     if results:
+        pinned = [d for d in todo if d.hard_changes or d.soft_changes]
+    if bad:
+        bad_set = set(bad)
+        done = {(r[0], r[1]) for k, r in enumerate(requests) if k not in bad_set}
+        ok_domains = {domid for domid, _ in done}
+        for k in bad:
+            domid, vcpu = requests[k][0], requests[k][1]
+            r = results[k]
+            d = by_domain[domid]
+            if r.errno == _errno.ESRCH:
+                if domid not in gone_checked:
+                    gone_checked[domid] = _gone(host, d)
+                if gone_checked[domid]:
+                    continue
+            failed.append((d.label, vcpu, "pin", str(r)))
+        for domid, gone in gone_checked.items():
+            if gone:
+                vanished.append(by_domain[domid].label)
+                ok_domains.discard(domid)
         pinned = [d for d in todo if d.id in ok_domains]
     onlined: list[DomainPlan] = []
     if not failed:
@@ -281,7 +314,7 @@ def _roll_back(
     except XenvcpuError as e:
         return rolled, [*failed, *(f"{d.label} pins: {e}" for d in pinned)]
     pinned = [d for d in pinned if present.get(d.id) == d.uuid]  # vanished: nothing to put back
-    shared: dict[bytes, CpuMap] = {}
+    shared = _MapCache(pinned[0].width)
     requests = [
         r
         for d in pinned
