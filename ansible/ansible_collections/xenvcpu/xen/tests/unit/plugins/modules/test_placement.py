@@ -118,6 +118,7 @@ def test_failed_apply_reports_what_was_rolled_back(
     sim = host.sim
     assert sim is not None
     spec = {"domain": [{"match": "web", "hard": "node:1"}]}
+    host.plan(spec)  # a Host reads the CPU topology on its first plan only
     ops = sim.ops()
     host.plan(spec)  # reads only: how many operations the module's plan takes
     sim.fail_nth(sim.ops() - ops + 4, "EINVAL")  # the apply: vCPU 1's pin in the batch
