@@ -177,9 +177,10 @@ class DomainPlan:
             )
 
 
-def _diff_lines(changes: list[Change]) -> Iterator[str]:
-    """The changes of one domain as -/+ pairs; vCPUs whose change is the same are one pair
-    (``vCPUs 0-7 soft``), so a 512-vCPU guest moved as a whole reads as two lines."""
+def grouped_changes(changes: list[Change]) -> Iterator[tuple[str, str, str]]:
+    """The changes of one domain as ``(what, current, wanted)``, vCPUs whose change is the
+    same sharing one (``"vCPUs 0-7 soft"``; the online set is ``"online"``), so a 512-vCPU
+    guest moved as a whole is one item."""
     groups: dict[tuple[str, str, str], list[int]] = {}
     for c in changes:
         if c.vcpu is not None:
@@ -187,8 +188,7 @@ def _diff_lines(changes: list[Change]) -> Iterator[str]:
     seen: set[tuple[str, str, str]] = set()
     for c in changes:
         if c.vcpu is None:
-            yield f"-online: {c.current}"
-            yield f"+online: {c.wanted}"
+            yield "online", c.current, c.wanted
             continue
         k = (c.key, c.current, c.wanted)
         if k in seen:
@@ -196,8 +196,14 @@ def _diff_lines(changes: list[Change]) -> Iterator[str]:
         seen.add(k)
         vcpus = groups[k]
         what = f"vCPU {vcpus[0]}" if len(vcpus) == 1 else f"vCPUs {format_ranges(vcpus)}"
-        yield f"-{what} {c.key}: {c.current}"
-        yield f"+{what} {c.key}: {c.wanted}"
+        yield f"{what} {c.key}", c.current, c.wanted
+
+
+def _diff_lines(changes: list[Change]) -> Iterator[str]:
+    """The changes of one domain as -/+ pairs (:func:`grouped_changes`)."""
+    for what, current, wanted in grouped_changes(changes):
+        yield f"-{what}: {current}"
+        yield f"+{what}: {wanted}"
 
 
 @dataclass(frozen=True)

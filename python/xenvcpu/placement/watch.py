@@ -29,7 +29,7 @@ from typing import Any
 
 from xenvcpu._backend import DomainEvents
 from xenvcpu.errors import PlacementError, PlanFailed, XenvcpuError
-from xenvcpu.placement.plan import DomainPlan, PlacementHost, Plan, _diff_lines, make_plan
+from xenvcpu.placement.plan import DomainPlan, PlacementHost, Plan, grouped_changes, make_plan
 from xenvcpu.placement.spec import Spec, load_spec
 
 __all__ = ["TRANSIENT_SUFFIXES", "Event", "Watcher"]
@@ -50,12 +50,9 @@ def _now() -> str:
 
 def summary(d: DomainPlan) -> str:
     """One line of what changes for a domain: ``vCPUs 0-3 hard: 0-63 -> 4-7; online: ...``."""
-    lines = list(_diff_lines(list(d.changes())))
-    parts = []
-    for minus, plus in zip(lines[::2], lines[1::2]):
-        what, _, now = minus[1:].partition(": ")
-        parts.append(f"{what}: {now} -> {plus.partition(': ')[2]}")
-    return "; ".join(parts)
+    return "; ".join(
+        f"{what}: {now} -> {want}" for what, now, want in grouped_changes(list(d.changes()))
+    )
 
 
 class Watcher:
