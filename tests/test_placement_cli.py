@@ -466,3 +466,19 @@ def test_watch_keeps_pins_through_restore_pool_move_and_manual_pin(tmp_path: Pat
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_a_domain_left_out_for_a_pass_has_not_appeared(host: xenvcpu.Host, tmp_path: Path) -> None:
+    """Moved to a cpupool its placement does not fit, the domain is left out (a warning);
+    moved back, it is corrected as drifted, not reported as a new domain."""
+    spec = tmp_path / "p.toml"
+    spec.write_text('[[domain]]\nmatch = "web"\nhard = "8-15"\n')
+    events: list[Event] = []
+    w = _watcher(host, spec, events)
+    assert [e["reason"] for e in w.cycle()] == ["initial"]
+    assert host.sim is not None
+    host.sim.cpupool_migrate("web", "batch-pool")
+    assert w.cycle() == []
+    assert events[-1]["event"] == "warning" and "left out" in events[-1]["message"]
+    host.sim.cpupool_migrate("web", "Pool-0")
+    assert [e["reason"] for e in w.cycle()] == ["drifted"]

@@ -40,6 +40,9 @@ TRANSIENT_SUFFIXES = ("--incoming", "--migratedaway")
 #: One thing the watcher did or saw: ``{"time", "event", "message", ...}``.
 Event = dict[str, Any]
 
+# How many (domid, uuid) pairs the watcher remembers between passes.
+_MAX_KNOWN = 1 << 16
+
 # Longest single wait, so that stop and reload requests are seen promptly.
 _SLICE = 0.5
 
@@ -83,7 +86,7 @@ class Watcher:
         self._emit = emit
         self._host: PlacementHost | None = None
         self._events: DomainEvents | None = None
-        self._seen: set[tuple[int, str]] | None = None  # domains matched in the last pass
+        self._seen: set[tuple[int, str]] | None = None  # domains planned in any pass so far
         self._warned: set[str] = set()
         self._stop = False
         self._reload = False
@@ -161,8 +164,15 @@ class Watcher:
                 self._event("warning", w)
         self._warned = set(plan.warnings)
         kept = [d for d in plan.domains if not d.name.endswith(TRANSIENT_SUFFIXES)]
-        seen = {(d.id, d.uuid) for d in kept}
-        previous, self._seen = self._seen, seen
+        # Every domain planned in some pass so far, not only the last one: a domain left out
+        # for a pass (say, while it sat in a cpupool its placement does not fit) has not
+        # appeared when it comes back. Bounded: a long-lived watcher starts over at the cap.
+        first = self._seen is None
+        keys = [(d.id, d.uuid) for d in kept]
+        known_before = set() if self._seen is None else {k for k in keys if k in self._seen}
+        if self._seen is None or len(self._seen) > _MAX_KNOWN:
+            self._seen = set()
+        self._seen.update(keys)
         todo = [d for d in kept if d]
         if not todo:
             return []
@@ -188,8 +198,8 @@ class Watcher:
                 continue
             reason = (
                 "initial"
-                if previous is None
-                else ("drifted" if (d.id, d.uuid) in previous else "appeared")
+                if first
+                else ("drifted" if (d.id, d.uuid) in known_before else "appeared")
             )
             event: Event = {
                 "time": _now(),
