@@ -45,6 +45,7 @@ from xenvcpu.placement import Plan, SpecSource
 from xenvcpu.records import Cpupool, Pinning
 from xenvcpu.sim import SimControl
 from xenvcpu.types import SCHEDULERS, CpuTopology, GuestType, HostInfo, Topology
+from xenvcpu.types import default_domain_name as default_name
 
 if TYPE_CHECKING:
     from xenvcpu.metrics import Sample
@@ -409,9 +410,27 @@ class Snapshot(Sequence["DomainVcpus"]):
         """One field of every vCPU as an ``array.array`` (see ``_native.Snapshot.column``)."""
         return self.native.column(name)
 
-    def maps(self, kind: str) -> bytes:
-        """Every vCPU's ``"hard"`` or ``"soft"`` map, ``maplen`` bytes each, back to back."""
-        return self.native.maps(kind)
+    def maps(self, kind: str, start: int = 0, stop: int | None = None) -> bytes:
+        """Every vCPU's ``"hard"`` or ``"soft"`` map, ``maplen`` bytes each, back to back
+        (with ``start``/``stop``, those of the flat vCPUs ``start:stop`` only)."""
+        return self.native.maps(kind, start, stop)
+
+    def domain_columns(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """Per domain: ids, max_vcpus, cpupools and shapes (vCPUs read, numbered 0..n-1;
+        -1: unreadable; -2: numbers with gaps), without a record per domain."""
+        return self.native.domain_columns()
+
+    def differences(
+        self,
+        domains: list[int],
+        hard: Sequence[CpuMap | None] | None = None,
+        soft: Sequence[CpuMap | None] | None = None,
+        online: Sequence[int] | None = None,
+    ) -> list[tuple[int, int, int, bool]]:
+        """Which of ``domains`` (indexes) differ from the wanted maps (one per vCPU, None:
+        not compared) and online set: ``(index, hard differing, soft differing, online
+        differs)`` for each that does (see ``_native.Snapshot.differences``)."""
+        return self.native.differences(domains, hard, soft, online)
 
     def offsets(self) -> list[int]:
         """Where each domain's vCPUs are in the columns: domain i's are
@@ -422,10 +441,6 @@ class Snapshot(Sequence["DomainVcpus"]):
     def maplen(self) -> int:
         """Bytes of one map in :meth:`maps`."""
         return self.native.maplen
-
-
-def default_name(domid: int) -> str:
-    return "Domain-0" if domid == 0 else f"domain-{domid}"
 
 
 class Domain:

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
 from xenvcpu._limits import timeout_arg
 from xenvcpu.errors import DomainNotFound, XenvcpuError
+from xenvcpu.types import default_domain_name
 
 if TYPE_CHECKING:
     from xenvcpu._backend import SnapshotBackend
@@ -415,7 +416,7 @@ class Sampler:
         for i, ((start, stop), info, uuid) in enumerate(zip(blocks, infos, uuids)):
             # a UUID two live domains share (a toolstack that sets none) is told apart by domid
             key = uuid if seen[uuid] == 1 else f"{uuid}/{info.id}"
-            name = names.get(info.id) or _default_name(info.id)
+            name = names.get(info.id) or default_domain_name(info.id)
             err = native.error(i)
             before = self._last.get(key)
             previous_id: int | None = None
@@ -502,10 +503,6 @@ class Sampler:
             else:
                 s.resets.append(start + j)
         return total
-
-
-def _default_name(domid: int) -> str:
-    return "Domain-0" if domid == 0 else f"domain-{domid}"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ __all__ = [
     "HostInfo",
     "Topology",
     "VcpuState",
+    "default_domain_name",
 ]
 
 
@@ -116,3 +117,8 @@ class HostInfo:
     cpu_mhz: int
     total_memory_mib: int
     free_memory_mib: int
+
+
+def default_domain_name(domid: int) -> str:
+    """The name a domain without a toolstack name goes by (as ``xl list`` shows dom0)."""
+    return "Domain-0" if domid == 0 else f"domain-{domid}"
