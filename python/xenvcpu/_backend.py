@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, Union
@@ -142,7 +142,15 @@ class SnapshotBackend(Protocol):
     def vcpu(self, k: int, /) -> VcpuInfo: ...
     def affinity(self, k: int, kind: str, /) -> CpuMap: ...
     def column(self, name: str, /) -> array[int]: ...
-    def maps(self, kind: str, /) -> bytes: ...
+    def maps(self, kind: str, /, start: int = 0, stop: int | None = None) -> bytes: ...
+    def domain_columns(self) -> tuple[list[int], list[int], list[int], list[int]]: ...
+    def differences(
+        self,
+        domains: list[int],
+        hard: Sequence[CpuMap | None] | None = None,
+        soft: Sequence[CpuMap | None] | None = None,
+        online: Sequence[int] | None = None,
+    ) -> list[tuple[int, int, int, bool]]: ...
 
 
 class HypervisorBackend(Protocol):
@@ -295,10 +303,59 @@ class ListSnapshot:
             f"unknown column {name!r}: expected domain, number, state, cpu or cpu_time_ns"
         )
 
-    def maps(self, kind: str, /) -> bytes:
+    def maps(self, kind: str, /, start: int = 0, stop: int | None = None) -> bytes:
         if kind not in ("hard", "soft"):
             raise ValueError(f"map kind {kind!r}: expected 'hard' or 'soft'")
         n = self.maplen
         return b"".join(
-            (v.hard_affinity if kind == "hard" else v.soft_affinity).to_bytes(n) for v in self._flat
+            (v.hard_affinity if kind == "hard" else v.soft_affinity).to_bytes(n)
+            for v in self._flat[start:stop]
         )
+
+    def domain_columns(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        ids, maxv, pools, shapes = [], [], [], []
+        for d, r in self._entries:
+            ids.append(d.id)
+            maxv.append(d.max_vcpus)
+            pools.append(d.cpupool)
+            if isinstance(r, XenvcpuError):
+                shapes.append(-1)
+            elif all(v.number == k for k, v in enumerate(r)):
+                shapes.append(len(r))
+            else:
+                shapes.append(-2)
+        return ids, maxv, pools, shapes
+
+    def differences(
+        self,
+        domains: list[int],
+        hard: Sequence[CpuMap | None] | None = None,
+        soft: Sequence[CpuMap | None] | None = None,
+        online: Sequence[int] | None = None,
+    ) -> list[tuple[int, int, int, bool]]:
+        want_online = None if online is None else set(online)
+        out = []
+        for i in domains:
+            d, r = self._entry(i)
+            if isinstance(r, XenvcpuError):
+                raise ValueError(f"domain index {i} (id {d.id}): its vCPUs could not be read")
+            counts = []
+            for kind, want in (("hard", hard), ("soft", soft)):
+                if want is not None and len(want) != len(r):
+                    raise ValueError(
+                        f"domain {d.id} has {len(r)} vCPUs, {len(want)} {kind} maps were given"
+                    )
+                counts.append(
+                    0
+                    if want is None
+                    else sum(
+                        1
+                        for v, w in zip(r, want)
+                        if w is not None
+                        and (v.hard_affinity if kind == "hard" else v.soft_affinity) != w
+                    )
+                )
+            o = want_online is not None and {v.number for v in r if v.online} != want_online
+            if counts[0] or counts[1] or o:
+                out.append((i, counts[0], counts[1], o))
+        return out

@@ -246,19 +246,28 @@ impl PySnapshot {
     }
 
     /// Every vCPU's hard or soft map packed back to back (maplen bytes each, little-endian
-    /// as Xen's bitmaps): vCPU k's map is `data[k * maplen:(k + 1) * maplen]`.
-    fn maps<'py>(&self, py: Python<'py>, kind: &str) -> PyResult<Bound<'py, PyBytes>> {
-        let hard = match kind {
-            "hard" => true,
-            "soft" => false,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "map kind {other:?}: expected 'hard' or 'soft'"
-                )))
-            }
-        };
+    /// as Xen's bitmaps): vCPU k's map is `data[k * maplen:(k + 1) * maplen]`. With `start`
+    /// and `stop`, only the flat vCPUs `start..stop` (clamped as a slice is).
+    #[pyo3(signature = (kind, start=0, stop=None))]
+    fn maps<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        start: usize,
+        stop: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let hard = map_kind(kind)?;
         let maplen = self.width.div_ceil(8);
-        let vcpus: Vec<&VcpuInfo> = self.all_vcpus().collect();
+        let n = self.index.len();
+        let stop = stop.unwrap_or(n).min(n);
+        let start = start.min(stop);
+        let vcpus: Vec<&VcpuInfo> = self.index[start..stop]
+            .iter()
+            .filter_map(|&(d, v)| {
+                let vs = self.entries.get(d as usize)?.1.as_ref().ok()?;
+                vs.get(v as usize)
+            })
+            .collect();
         let total = maplen.checked_mul(vcpus.len()).ok_or_else(|| {
             PyValueError::new_err("the snapshot's maps are larger than memory can hold")
         })?;
@@ -282,6 +291,82 @@ impl PySnapshot {
         })
     }
 
+    /// Per domain, in order: (ids, max_vcpus, cpupools, shapes), where a shape is the
+    /// number of vCPUs read when they are numbered 0..n-1 (as Xen numbers them), -1 when the
+    /// domain's vCPUs could not be read, -2 when their numbers have gaps. One call instead
+    /// of a record per domain, for a plan over thousands of domains.
+    #[allow(clippy::type_complexity)]
+    fn domain_columns(&self) -> (Vec<u32>, Vec<u32>, Vec<u32>, Vec<i64>) {
+        let n = self.entries.len();
+        let (mut ids, mut maxv, mut pools, mut shapes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for (d, r) in &self.entries {
+            ids.push(d.id);
+            maxv.push(d.max_vcpus);
+            pools.push(d.cpupool);
+            shapes.push(match r {
+                Err(_) => -1,
+                Ok(v) if v.iter().zip(0u32..).all(|(x, k)| x.number == k) => {
+                    i64::try_from(v.len()).unwrap_or(-2)
+                }
+                Ok(_) => -2,
+            });
+        }
+        (ids, maxv, pools, shapes)
+    }
+
+    /// Which of `domains` (indexes) differ from what is wanted, as (index, hard maps that
+    /// differ, soft maps that differ, whether the online set differs), for those that do.
+    /// `hard` and `soft` give one map per vCPU of each domain, in its order (None: that
+    /// vCPU is not compared); `online`, the vCPU numbers wanted online. Maps are compared
+    /// in place: no bytes, no objects per vCPU (a plan's steady state is all equal).
+    #[pyo3(signature = (domains, hard=None, soft=None, online=None))]
+    #[allow(clippy::type_complexity)]
+    fn differences(
+        &self,
+        domains: Vec<usize>,
+        hard: Option<Vec<Option<PyRef<'_, PyCpuMap>>>>,
+        soft: Option<Vec<Option<PyRef<'_, PyCpuMap>>>>,
+        online: Option<Vec<u32>>,
+    ) -> PyResult<Vec<(usize, usize, usize, bool)>> {
+        let hard: Option<Vec<Option<&CpuMap>>> = hard
+            .as_ref()
+            .map(|v| v.iter().map(|m| m.as_ref().map(|m| &m.inner)).collect());
+        let soft: Option<Vec<Option<&CpuMap>>> = soft
+            .as_ref()
+            .map(|v| v.iter().map(|m| m.as_ref().map(|m| &m.inner)).collect());
+        let mut online = online;
+        if let Some(o) = online.as_mut() {
+            o.sort_unstable();
+            o.dedup();
+        }
+        let mut hard_memo = Memo::default();
+        let mut soft_memo = Memo::default();
+        let mut out = Vec::new();
+        for i in domains {
+            let (d, r) = self.entry(i)?;
+            let vcpus = r.as_ref().map_err(|_| {
+                PyValueError::new_err(format!(
+                    "domain index {i} (id {}): its vCPUs could not be read",
+                    d.id
+                ))
+            })?;
+            let h = count_differing(vcpus, hard.as_deref(), true, &mut hard_memo, d.id)?;
+            let s = count_differing(vcpus, soft.as_deref(), false, &mut soft_memo, d.id)?;
+            let o = online
+                .as_deref()
+                .is_some_and(|want| online_differs(vcpus, want));
+            if h > 0 || s > 0 || o {
+                out.push((i, h, s, o));
+            }
+        }
+        Ok(out)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Snapshot({} domains, {} vCPUs, width {})",
@@ -290,4 +375,93 @@ impl PySnapshot {
             self.width
         )
     }
+}
+
+fn map_kind(kind: &str) -> PyResult<bool> {
+    match kind {
+        "hard" => Ok(true),
+        "soft" => Ok(false),
+        other => Err(PyValueError::new_err(format!(
+            "map kind {other:?}: expected 'hard' or 'soft'"
+        ))),
+    }
+}
+
+/// The last snapshot map found equal to, and the last found different from, each wanted
+/// map (by storage: a snapshot shares one map among every vCPU that has it), so comparing
+/// thousands of vCPUs against a few wanted maps compares each distinct pair once.
+#[derive(Default)]
+struct Memo {
+    equal: Vec<Option<(CpuMap, CpuMap)>>,
+    differ: Vec<Option<(CpuMap, CpuMap)>>,
+}
+
+impl Memo {
+    fn same(&mut self, k: usize, now: &CpuMap, want: &CpuMap) -> bool {
+        if self.equal.len() <= k {
+            self.equal.resize(k + 1, None);
+            self.differ.resize(k + 1, None);
+        }
+        let hit = |slot: &Option<(CpuMap, CpuMap)>| {
+            slot.as_ref()
+                .is_some_and(|(n, w)| n.shares_words(now) && w.shares_words(want))
+        };
+        if hit(&self.equal[k]) {
+            return true;
+        }
+        if hit(&self.differ[k]) {
+            return false;
+        }
+        let same = now == want;
+        let slot = if same {
+            &mut self.equal[k]
+        } else {
+            &mut self.differ[k]
+        };
+        *slot = Some((now.clone(), want.clone()));
+        same
+    }
+}
+
+fn count_differing(
+    vcpus: &[VcpuInfo],
+    want: Option<&[Option<&CpuMap>]>,
+    hard: bool,
+    memo: &mut Memo,
+    domid: u32,
+) -> PyResult<usize> {
+    let Some(want) = want else { return Ok(0) };
+    if want.len() != vcpus.len() {
+        return Err(PyValueError::new_err(format!(
+            "domain {domid} has {} vCPUs, {} {} maps were given",
+            vcpus.len(),
+            want.len(),
+            if hard { "hard" } else { "soft" }
+        )));
+    }
+    // One memo slot per vCPU position: the domains of a plan group share the wanted list,
+    // and their vCPUs mostly share the map they have, so each slot compares once.
+    let mut n = 0;
+    for (k, (v, w)) in vcpus.iter().zip(want).enumerate() {
+        let Some(w) = w else { continue };
+        let now = if hard { &v.hard } else { &v.soft };
+        if !memo.same(k, now, w) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Whether the online vCPUs differ from `want` (sorted, no repeats).
+fn online_differs(vcpus: &[VcpuInfo], want: &[u32]) -> bool {
+    let mut found = 0usize;
+    for v in vcpus {
+        let wanted = want.binary_search(&v.number).is_ok();
+        if v.online != wanted {
+            return true;
+        }
+        found += usize::from(wanted);
+    }
+    // a vCPU wanted online that the domain does not have
+    found != want.len()
 }
