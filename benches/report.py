@@ -331,6 +331,15 @@ def _ansible_version() -> str:
     return version("ansible-core")
 
 
+def placement_section(data: dict[str, object]) -> str:
+    return (
+        f"{PLACEMENT_BEGIN}\n"
+        "Measured in the same run (1000 domains x 8 vCPUs, 4096 CPUs). Plan rows are "
+        "against the snapshot a plan starts from; apply rows against `Plan.apply`.\n\n"
+        f"{placement_table(data)}\n{PLACEMENT_END}"
+    )
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--lab"]:
         main_lab(Path(sys.argv[2]))
@@ -344,6 +353,13 @@ def main() -> None:
         return
     if sys.argv[1:2] == ["--fleet"]:
         main_fleet(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["--placement"]:
+        data = run(sys.argv[2:], ["benches/bench_placement.py"])
+        section = placement_section(data)
+        text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
+        OUT.write_text(splice(text, PLACEMENT_BEGIN, PLACEMENT_END, section))
+        print(section)
         return
     data = run(sys.argv[1:])
     cpu = data["machine_info"]["cpu"]["brand_raw"]  # type: ignore[index]
@@ -359,12 +375,7 @@ def main() -> None:
         "benches/report.py). Ratios are per vCPU: below 1 means cheaper.\n\n"
         f"{scale_table(data)}\n{SCALE_END}"
     )
-    placement = (
-        f"{PLACEMENT_BEGIN}\n"
-        "Measured in the same run (1000 domains x 8 vCPUs, 4096 CPUs). Plan rows are "
-        "against the snapshot a plan starts from; apply rows against `Plan.apply`.\n\n"
-        f"{placement_table(data)}\n{PLACEMENT_END}"
-    )
+    placement = placement_section(data)
     text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
     text = splice(text, BEGIN, END, section)
     text = splice(text, SCALE_BEGIN, SCALE_END, scale)

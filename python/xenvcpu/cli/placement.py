@@ -76,7 +76,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                     plan.diff()
                     if args.diff
                     else f"{len(plan.changes)} changes pending "
-                    f"(domains: {sum(1 for d in plan.domains if d)}); --diff shows them"
+                    f"(domains: {len(plan.changed_domains())}); --diff shows them"
                 )
             else:
                 print(f"{plan.spec.source}: no changes")

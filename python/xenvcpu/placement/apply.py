@@ -129,9 +129,7 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
     except XenvcpuError as e:  # nothing has changed yet
         failed.append((host.uri, None, "read", str(e)))
         raise _plan_failed(plan, failed, [], [], vanished) from e
-    for d in plan.domains:
-        if not d:
-            continue
+    for d in plan.changed_domains():
         now = current.get(d.id)
         if now is None or str(now.uuid) != d.uuid:
             vanished.append(d.label)
@@ -144,7 +142,7 @@ def apply_plan(plan: Plan, timeout: float = 30.0) -> ApplyResult:
             )
         todo.append(d)
     # ---- pins: one batch across every domain
-    shared = _MapCache(plan.domains[0].width if plan.domains else 0)
+    shared = _MapCache(todo[0].width if todo else 0)
     requests = [r for d in todo for r in _pins(d, back=False, maps=shared)]
     by_domain = {d.id: d for d in todo}
     gone_checked: dict[int, bool] = {}

@@ -15,13 +15,13 @@ import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol, overload
 
 from xenvcpu._impl import CpuMap
 from xenvcpu._ranges import format_ranges
 from xenvcpu.errors import CpuListError, PlacementError, XenvcpuError
 from xenvcpu.placement.spec import Entry, Spec
-from xenvcpu.types import Topology
+from xenvcpu.types import Topology, default_domain_name
 
 __all__ = ["ApplyResult", "Change", "DomainPlan", "PlacementHost", "Plan", "make_plan"]
 
@@ -38,12 +38,23 @@ class _DomainLike(Protocol):
 
 
 class _Snapshot(Protocol):
+    names: dict[int, str]
+    native: Any
+
     def __len__(self) -> int: ...
     def domain_at(self, i: int) -> Any: ...
     def error_at(self, i: int) -> XenvcpuError | None: ...
     def column(self, name: str) -> array[int]: ...
-    def maps(self, kind: str) -> bytes: ...
+    def maps(self, kind: str, start: int = 0, stop: int | None = None) -> bytes: ...
     def offsets(self) -> list[int]: ...
+    def domain_columns(self) -> tuple[list[int], list[int], list[int], list[int]]: ...
+    def differences(
+        self,
+        domains: list[int],
+        hard: Sequence[CpuMap | None] | None = None,
+        soft: Sequence[CpuMap | None] | None = None,
+        online: Sequence[int] | None = None,
+    ) -> list[tuple[int, int, int, bool]]: ...
     @property
     def maplen(self) -> int: ...
 
@@ -238,15 +249,28 @@ class Plan:
 
     host: PlacementHost
     spec: Spec
-    domains: list[DomainPlan]
+    #: every matched domain, in domain-id order (records made when first asked for)
+    domains: Sequence[DomainPlan]
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: positions in :attr:`domains` of those with changes, when planning found them
+    #: already (None: found by looking at each domain)
+    changed_at: Sequence[int] | None = None
 
     def __bool__(self) -> bool:
+        if self.changed_at is not None:
+            return bool(self.changed_at)
         return any(self.domains)
 
+    def changed_domains(self) -> list[DomainPlan]:
+        """The domains with something to change, in order (the others' records are not
+        made)."""
+        if self.changed_at is not None:
+            return [self.domains[k] for k in self.changed_at]
+        return [d for d in self.domains if d]
+
     def __repr__(self) -> str:
-        changed = sum(1 for d in self.domains if d)
+        changed = len(self.changed_domains())
         return (
             f"<Plan of {self.spec.source} on {self.host.uri}: {len(self.domains)} domains "
             f"matched, {changed} to change>"
@@ -255,7 +279,7 @@ class Plan:
     @property
     def changes(self) -> list[Change]:
         """Every difference, domain by domain (vCPU pins first, then the online set)."""
-        return [c for d in self.domains for c in d.changes()]
+        return [c for d in self.changed_domains() for c in d.changes()]
 
     def diff(self) -> str:
         """The changes as a unified-diff-like text (empty when nothing would change).
@@ -263,7 +287,7 @@ class Plan:
         One ``@@ name (id N) @@`` hunk per domain; vCPUs with the same change share a line.
         """
         lines = []
-        for d in self.domains:
+        for d in self.changed_domains():
             changes = list(d.changes())
             if changes:
                 lines.append(f"@@ {d.label} @@")
@@ -330,6 +354,7 @@ class _Resolver:
     def __init__(self, spec: Spec, topo: Topology, width: int, maplen: int) -> None:
         self.spec, self.topo, self.width, self.maplen = spec, topo, width, maplen
         self.cache: dict[str, CpuMap] = {}
+        self.singles: dict[int, CpuMap] = {}
 
     def map(self, text: str, entry: Entry, key: str) -> CpuMap:
         m = self.cache.get(text)
@@ -359,6 +384,13 @@ class _Resolver:
     def packed(self, m: CpuMap) -> bytes:
         return m.to_bytes(self.maplen)
 
+    def single(self, cpu: int) -> CpuMap:
+        """The map of one CPU (a layout gives each vCPU one), one object per CPU."""
+        m = self.singles.get(cpu)
+        if m is None:
+            m = self.singles[cpu] = CpuMap.from_cpus([cpu], self.width)
+        return m
+
 
 def _fail(res: _Resolver, e: Entry, key: str, message: str) -> PlacementError:
     err = PlacementError(f"{res.spec.source}: {e.where}: {message}")
@@ -368,8 +400,8 @@ def _fail(res: _Resolver, e: Entry, key: str, message: str) -> PlacementError:
 
 def _check_pool(
     res: _Resolver,
-    dom: Any,
-    want: bytes,
+    dom: _Row,
+    want: list[CpuMap | None],
     pool: tuple[str, int],
     merged: dict[str, tuple[Any, Entry]],
     numbers: tuple[int, ...],
@@ -378,13 +410,12 @@ def _check_pool(
     find that at plan time, before anything changes, and name the entry that asked."""
     name, cpus = pool
     L = res.maplen
-    seen: set[bytes] = set()
-    for i, v in enumerate(numbers):
-        block = want[i * L : (i + 1) * L]
-        if block in seen:
+    seen: set[int] = set()
+    for m, v in zip(want, numbers):
+        if m is None or id(m) in seen:
             continue
-        seen.add(block)
-        if int.from_bytes(block, "little") & cpus:
+        seen.add(id(m))
+        if int.from_bytes(res.packed(m), "little") & cpus:
             continue
         key = f"vcpu.{v}.hard" if f"vcpu.{v}.hard" in merged else "hard"
         text, e = merged[key] if key in merged else merged["layout"]
@@ -430,110 +461,107 @@ def _layout_order(cpus: list[int], topo: Topology, layout: str) -> list[int]:
     return sorted(cpus, key=lambda c: (thread_rank[c], core_rank[core_of(c)], at(node, c), c))
 
 
-Wants = tuple["bytes | None", "bytes | None", "frozenset[int] | None"]
+class _Row(NamedTuple):
+    """What planning needs of one domain (no :class:`Domain` object per domain)."""
+
+    id: int
+    name: str
+    max_vcpus: int
 
 
-def _depends_on_now(merged: dict[str, tuple[Any, Entry]]) -> bool:
-    """Whether what is wanted takes anything from the domain's current maps: per-vCPU
-    overrides of a kind the entries give no map for (the other vCPUs keep theirs)."""
-    return any(k.startswith("vcpu.") and k.rsplit(".", 1)[1] not in merged for k in merged)
+#: Per vCPU position of a domain, the map wanted (None: that vCPU keeps what it has).
+WantMaps = list["CpuMap | None"]
 
 
-def _domain_plan(
-    dom: Any,
-    entries: list[Entry],
-    merged: dict[str, tuple[Any, Entry]],
-    res: _Resolver,
-    pool: tuple[str, int] | None,
-    hard_all: memoryview,
-    soft_all: memoryview,
-    online_col: array[int],
-    numbers: tuple[int, ...],
-    lo: int,
-    hi: int,
-    wants: Wants | None,
-) -> DomainPlan:
-    """The plan of one domain; ``wants`` (hard, soft, online wanted) when a domain like it
-    (same entries, vCPU numbers, cpupool) was planned already."""
-    n, L = hi - lo, res.maplen
+@dataclass
+class _Group:
+    """Domains alike (the same entries, vCPU numbers, vCPU count and cpupool) want the
+    same: it is computed once, and compared in the core for all of them at once."""
 
-    def per_vcpu(kind: str) -> bytes | None:
-        base = merged.get(kind)
-        layout = merged.get("layout") if kind == "hard" else None
-        overrides = {
-            int(k.split(".")[1]): v
-            for k, v in merged.items()
-            if k.startswith("vcpu.") and k.endswith("." + kind)
-        }
-        for v, (_, e) in overrides.items():
-            if v >= dom.max_vcpus:
-                err = PlacementError(
-                    f"{res.spec.source}: {e.where}: vcpu.{v}.{kind}: {dom.name} (id {dom.id}) "
-                    f"has no vCPU {v}; valid vCPUs are 0-{dom.max_vcpus - 1}"
-                )
-                err.source, err.entry, err.key = res.spec.source, e.number, f"vcpu.{v}.{kind}"
-                raise err
-        if base is None and not overrides:
+    chain: list[Entry]
+    merged: dict[str, tuple[Any, Entry]]
+    numbers: tuple[int, ...]
+    hard: WantMaps | None = None
+    soft: WantMaps | None = None
+    online: frozenset[int] | None = None
+    packed: dict[int, bytes] = field(default_factory=dict)
+    members: list[int] = field(default_factory=list)  # snapshot indexes
+
+    def pack(self, want: WantMaps | None, now: bytes, L: int) -> bytes | None:
+        """The wanted maps of one domain as packed bytes (kept vCPUs from ``now``); the
+        same bytes object for every domain of the group unless some vCPU keeps its map."""
+        if want is None:
             return None
-        if base is not None:
-            base_map = res.map(base[0], base[1], kind)
-        if base is not None and layout is None and not overrides:
-            return res.packed(base_map) * n  # every vCPU alike: one block
-        now = hard_all if kind == "hard" else soft_all
-        order = _layout_order(list(base_map), res.topo, layout[0]) if base and layout else None
-        out = bytearray()
-        for i, v in enumerate(numbers):
-            if v in overrides:
-                text, e = overrides[v]
-                out += res.packed(res.map(text, e, f"vcpu.{v}.{kind}"))
-            elif order:
-                out += CpuMap.from_cpus([order[i % len(order)]], res.width).to_bytes(L)
-            elif base is not None:
-                out += res.packed(base_map)
-            else:  # not named for this vCPU: keep what it has
-                out += now[(lo + i) * L : (lo + i + 1) * L]
-        return bytes(out)
-
-    states = online_col[lo:hi]
-    online_now = (
-        frozenset(numbers)
-        if 0 not in states  # state 0 is offline; most domains have every vCPU online
-        else frozenset(v for v, st in zip(numbers, states) if st != 0)
-    )
-    if wants is not None:
-        hard_want, soft_want, online_want = wants
-    else:
-        hard_want, soft_want, online_want = _wants(dom, merged, res, pool, numbers, per_vcpu)
-    return DomainPlan(
-        name=dom.name,
-        id=dom.id,
-        uuid=dom.uuid,
-        max_vcpus=dom.max_vcpus,
-        width=res.width,
-        maplen=L,
-        numbers=numbers,
-        hard_now=hard_all[lo * L : hi * L],
-        soft_now=soft_all[lo * L : hi * L],
-        hard_want=hard_want,
-        soft_want=soft_want,
-        online_now=online_now,
-        online_want=online_want,
-        entries=tuple(e.number for e in entries if e.number),
-    )
+        done = self.packed.get(id(want))
+        if done is not None:
+            return done
+        if None in want:
+            return b"".join(
+                m.to_bytes(L) if m is not None else now[i * L : (i + 1) * L]
+                for i, m in enumerate(want)
+            )
+        first = want[0] if want else None
+        if first is not None and all(m is first for m in want):
+            out = first.to_bytes(L) * len(want)
+        else:
+            out = b"".join(m.to_bytes(L) for m in want if m is not None)
+        self.packed[id(want)] = out
+        return out
 
 
-def _wants(
-    dom: Any,
+def _want_maps(
+    dom: _Row,
     merged: dict[str, tuple[Any, Entry]],
     res: _Resolver,
-    pool: tuple[str, int] | None,
+    kind: str,
     numbers: tuple[int, ...],
-    per_vcpu: Callable[[str], bytes | None],
-) -> Wants:
-    hard_want = per_vcpu("hard")
-    if hard_want is not None and pool is not None:
-        _check_pool(res, dom, hard_want, pool, merged, numbers)
-    online_want: frozenset[int] | None = None
+) -> WantMaps | None:
+    """The map each vCPU of ``dom`` should have for ``kind`` (hard or soft), or None when
+    the spec says nothing about that kind for it."""
+    base = merged.get(kind)
+    layout = merged.get("layout") if kind == "hard" else None
+    overrides = {
+        int(k.split(".")[1]): v
+        for k, v in merged.items()
+        if k.startswith("vcpu.") and k.endswith("." + kind)
+    }
+    for v, (_, e) in overrides.items():
+        if v >= dom.max_vcpus:
+            err = PlacementError(
+                f"{res.spec.source}: {e.where}: vcpu.{v}.{kind}: {dom.name} (id {dom.id}) "
+                f"has no vCPU {v}; valid vCPUs are 0-{dom.max_vcpus - 1}"
+            )
+            err.source, err.entry, err.key = res.spec.source, e.number, f"vcpu.{v}.{kind}"
+            raise err
+    if base is None and not overrides:
+        return None
+    base_map = res.map(base[0], base[1], kind) if base is not None else None
+    if base_map is not None and layout is None and not overrides:
+        return [base_map] * len(numbers)  # every vCPU alike: one object
+    order = (
+        _layout_order(list(base_map), res.topo, layout[0])
+        if base_map is not None and layout
+        else None
+    )
+    out: WantMaps = []
+    for i, v in enumerate(numbers):
+        if v in overrides:
+            text, e = overrides[v]
+            out.append(res.map(text, e, f"vcpu.{v}.{kind}"))
+        elif order:
+            out.append(res.single(order[i % len(order)]))
+        else:
+            out.append(base_map)  # None: not named for this vCPU, it keeps what it has
+    return out
+
+
+def _wants(g: _Group, dom: _Row, res: _Resolver, pool: tuple[str, int] | None) -> None:
+    """Fill in what the domains of ``g`` want (``dom``: the one named in errors)."""
+    merged, numbers = g.merged, g.numbers
+    g.hard = _want_maps(dom, merged, res, "hard", numbers)
+    if g.hard is not None and pool is not None:
+        _check_pool(res, dom, g.hard, pool, merged, numbers)
+    g.online = None
     if "online" in merged:
         value, e = merged["online"]
         where = f"{res.spec.source}: {e.where}: online = {value!r}"
@@ -545,20 +573,102 @@ def _wants(
                 )
                 err.source, err.entry, err.key = res.spec.source, e.number, "online"
                 raise err
-            online_want = frozenset(range(value))
+            g.online = frozenset(range(value))
         else:
             try:
-                online_want = frozenset(CpuMap.parse(value, max(dom.max_vcpus, 1)))
+                g.online = frozenset(CpuMap.parse(value, max(dom.max_vcpus, 1)))
             except CpuListError as ce:
                 err = PlacementError(f"{where}: {ce}")
                 err.source, err.entry, err.key = res.spec.source, e.number, "online"
                 err.token, err.column, err.reason = ce.token, ce.column, ce.reason
                 raise err from None
-            if not online_want:
+            if not g.online:
                 err = PlacementError(f"{where}: at least one vCPU must stay online")
                 err.source, err.entry, err.key = res.spec.source, e.number, "online"
                 raise err
-    return hard_want, per_vcpu("soft"), online_want
+    g.soft = _want_maps(dom, merged, res, "soft", numbers)
+
+
+class _PlanRows(Sequence[DomainPlan]):
+    """A plan's domains, each :class:`DomainPlan` made when first asked for and kept: a
+    plan of a thousand domains that all match the host builds none of them."""
+
+    def __init__(
+        self,
+        snap: _Snapshot,
+        order: list[int],  # the snapshot index of each
+        groups: list[_Group],  # and its group
+        kept_online: set[int],  # those whose online set is left alone
+        names: list[str],
+        ids: list[int],
+        maxv: list[int],
+        width: int,
+    ) -> None:
+        self._snap, self._order, self._groups, self._kept_online = snap, order, groups, kept_online
+        self._names, self._ids, self._maxv, self._width = names, ids, maxv, width
+        self._made: list[DomainPlan | None] = [None] * len(order)
+        self._offsets: list[int] | None = None
+        self._states: array[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, k: int) -> DomainPlan: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[DomainPlan]: ...
+
+    def __getitem__(self, k: int | slice) -> DomainPlan | list[DomainPlan]:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        made = self._made[k]  # IndexError as a list gives it
+        if made is None:
+            made = self._made[k] = self._build(k % len(self._order))
+        return made
+
+    def __iter__(self) -> Iterator[DomainPlan]:
+        for k in range(len(self._order)):
+            yield self[k]
+
+    def _build(self, k: int) -> DomainPlan:
+        i, g = self._order[k], self._groups[k]
+        snap = self._snap
+        if self._offsets is None:
+            self._offsets, self._states = snap.offsets(), snap.column("state")
+        assert self._states is not None
+        lo, hi = self._offsets[i], self._offsets[i + 1]
+        L = snap.maplen
+        hard_now, soft_now = snap.maps("hard", lo, hi), snap.maps("soft", lo, hi)
+        states = self._states[lo:hi]
+        online_now = (
+            frozenset(g.numbers)
+            if 0 not in states  # state 0 is offline; most domains have every vCPU online
+            else frozenset(v for v, st in zip(g.numbers, states) if st != 0)
+        )
+        return DomainPlan(
+            name=self._names[i],
+            id=self._ids[i],
+            uuid=snap.native.domain(i).uuid,
+            max_vcpus=self._maxv[i],
+            width=self._width,
+            maplen=L,
+            numbers=g.numbers,
+            hard_now=hard_now,
+            soft_now=soft_now,
+            hard_want=g.pack(g.hard, hard_now, L),
+            soft_want=g.pack(g.soft, soft_now, L),
+            online_now=online_now,
+            online_want=None if i in self._kept_online else g.online,
+            entries=tuple(e.number for e in g.chain if e.number),
+        )
+
+
+def _new_group(spec: Spec, key: tuple[Any, ...], numbers: tuple[int, ...] | None) -> _Group:
+    """A group for ``key`` (entry numbers, vCPU count or numbers, max_vcpus, cpupool)."""
+    by_number = {e.number: e for e in spec.entries}
+    chain = ([spec.defaults] if spec.defaults else []) + [by_number[n] for n in key[0]]
+    return _Group(chain, _merge(chain), numbers if numbers is not None else tuple(range(key[1])))
 
 
 def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
@@ -574,6 +684,11 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
     restored), a map its cpupool cannot take (the domain is left out), an online set
     that cannot be changed (left alone).
 
+    How it stays near the cost of the snapshot it starts from: domains are matched by
+    columns (names, then one pass per entry), grouped by what makes their wants alike,
+    each group's wants are computed once, and the core compares every domain of a group
+    with them in place; :class:`DomainPlan` records are made only when asked for.
+
     Raises:
         PlacementError: an entry that names a domain exactly (name or UUID) matches none,
             or a cpulist or online set cannot be read against this host, or cannot be
@@ -588,72 +703,108 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
     cpupools = host.cpupools
     topo = dataclasses.replace(host.topology, pools={p.name: tuple(p.cpus) for p in cpupools})
     res = _Resolver(spec, topo, width, snap.maplen)
-    offsets = snap.offsets()
     pools = {
         p.id: (p.name, int.from_bytes(p.cpus.to_bytes(snap.maplen), "little")) for p in cpupools
     }
-    merged_by_chain: dict[tuple[int, ...], dict[str, tuple[Any, Entry]]] = {}
-    wants_by_kind: dict[tuple[Any, ...], Wants] = {}
-    hard_all, soft_all = memoryview(snap.maps("hard")), memoryview(snap.maps("soft"))
-    state_col, number_col = snap.column("state"), snap.column("number")
-    matched: dict[int, int] = {e.number: 0 for e in spec.entries}
+    ids, maxv, pool_col, shapes = snap.domain_columns()
+    known = snap.names
+    names: list[str] = list(map(known.get, ids))  # type: ignore[arg-type]
+    if not all(names):
+        names = [n or default_domain_name(d) for n, d in zip(names, ids)]
+    uuids: list[str] = []
+
+    def all_uuids() -> list[str]:
+        if not uuids:
+            uuids.extend(d.uuid for d in snap.native.domains())
+        return uuids
+
+    # Which entries match each domain (in entry order), one pass over the names per entry.
+    chains: dict[int, tuple[int, ...]] = {}
+    matched: dict[int, int] = {}
+    for e in spec.entries:
+        hits = e.select(names, all_uuids)
+        matched[e.number] = len(hits)
+        if not chains:
+            chains = dict.fromkeys(hits, (e.number,))
+            continue
+        for i in hits:
+            chains[i] = (*chains.get(i, ()), e.number)
     warnings: list[str] = []
-    plans: list[DomainPlan] = []
-    for i in range(len(snap)):
-        dom = snap.domain_at(i)
-        entries = [e for e in spec.entries if e.matches(dom.name, dom.uuid)]
-        if not entries:
-            continue
-        for e in entries:
-            matched[e.number] += 1
-        error = snap.error_at(i)
-        if error is not None:
-            warnings.append(
-                f"{dom.name} (id {dom.id}): left out: its vCPUs could not be read ({error})"
-            )
-            continue
-        chain = ([spec.defaults] if spec.defaults else []) + entries
-        chain_key = tuple(e.number for e in entries)
-        merged = merged_by_chain.get(chain_key)
-        if merged is None:
-            merged = merged_by_chain[chain_key] = _merge(chain)
-        lo, hi = offsets[i], offsets[i + 1]
-        numbers = tuple(number_col[lo:hi])
-        # Domains alike (same entries, vCPU numbers and cpupool) want the same: compute once.
-        kind_key = (chain_key, numbers, dom.max_vcpus, dom.cpupool)
-        wants = wants_by_kind.get(kind_key)
+    idx = sorted(chains)
+    keys: list[tuple[Any, ...]] = list(
+        zip(
+            map(chains.__getitem__, idx),
+            map(shapes.__getitem__, idx),
+            map(maxv.__getitem__, idx),
+            map(pool_col.__getitem__, idx),
+        )
+    )
+    groups: dict[tuple[Any, ...], _Group] = {}
+    if len(set(keys)) == 1 and keys[0][1] >= 0:  # all alike, the common case: one group
+        g = groups[keys[0]] = _new_group(spec, keys[0], None)
+        g.members = order = idx
+        row_groups = [g] * len(idx)
+    else:
+        order, row_groups = [], []
+        offsets: list[int] | None = None
+        number_col: array[int] | None = None
+        for i, key in zip(idx, keys):
+            shape = key[1]
+            if shape == -1:
+                warnings.append(
+                    f"{names[i]} (id {ids[i]}): left out: its vCPUs could not be read "
+                    f"({snap.error_at(i)})"
+                )
+                continue
+            numbers = None
+            if shape < -1:  # vCPU numbers with gaps: part of what makes domains alike
+                if offsets is None:
+                    offsets, number_col = snap.offsets(), snap.column("number")
+                assert number_col is not None
+                numbers = tuple(number_col[offsets[i] : offsets[i + 1]])
+                key = (key[0], numbers, *key[2:])
+            found = groups.get(key)
+            if found is None:
+                found = groups[key] = _new_group(spec, key, numbers)
+            found.members.append(i)
+            order.append(i)
+            row_groups.append(found)
+    left_out: set[int] = set()
+    kept_online: set[int] = set()
+    changed: set[int] = set()
+    for g in groups.values():
+        members = g.members
+        first = members[0]
         try:
-            dplan = _domain_plan(
-                dom,
-                chain,
-                merged,
-                res,
-                pools.get(dom.cpupool),
-                hard_all,
-                soft_all,
-                state_col,
-                numbers,
-                lo,
-                hi,
-                wants,
-            )
-            if wants is None and not _depends_on_now(merged):
-                wants_by_kind[kind_key] = (dplan.hard_want, dplan.soft_want, dplan.online_want)
-            if dplan.online_changes:
-                try:
-                    dom.check_online_path()
-                except XenvcpuError as why:
-                    value, e_entry = _merge(chain)["online"]
-                    if strict:
-                        raise _fail(res, e_entry, "online", f"online = {value!r}: {why}") from None
-                    warnings.append(f"{dom.name} (id {dom.id}): online set left alone: {why}")
-                    dplan.online_want = None
-        except PlacementError as why:
+            _wants(g, _Row(ids[first], names[first], maxv[first]), res, pools.get(pool_col[first]))
+        except PlacementError:
             if strict:
                 raise
-            warnings.append(f"{dom.name} (id {dom.id}): left out: {why}")
+            for i in members:  # each domain's own message (they differ only in name and id)
+                try:
+                    _wants(g, _Row(ids[i], names[i], maxv[i]), res, pools.get(pool_col[i]))
+                except PlacementError as why:
+                    warnings.append(f"{names[i]} (id {ids[i]}): left out: {why}")
+                left_out.add(i)
             continue
-        plans.append(dplan)
+        online = sorted(g.online) if g.online is not None else None
+        diffs = snap.differences(members, g.hard, g.soft, online)
+        if online is None:  # only maps compared: every domain found has changes
+            changed.update(r[0] for r in diffs)
+            continue
+        for i, nh, ns, od in diffs:
+            if od:
+                try:
+                    snap.domain_at(i).check_online_path()
+                except XenvcpuError as why:
+                    value, e_entry = g.merged["online"]
+                    if strict:
+                        raise _fail(res, e_entry, "online", f"online = {value!r}: {why}") from None
+                    warnings.append(f"{names[i]} (id {ids[i]}): online set left alone: {why}")
+                    kept_online.add(i)
+                    od = False
+            if nh or ns or od:
+                changed.add(i)
     for e in spec.entries:
         if matched[e.number]:
             continue
@@ -666,4 +817,10 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
             )
             err.source, err.entry, err.key = spec.source, e.number, "match"
             raise err
-    return Plan(host, spec, plans, warnings, time.perf_counter() - t0)
+    if left_out:
+        kept = [k for k, i in enumerate(order) if i not in left_out]
+        order = [order[k] for k in kept]
+        row_groups = [row_groups[k] for k in kept]
+    changed_at = [k for k, i in enumerate(order) if i in changed] if changed else []
+    domains = _PlanRows(snap, order, row_groups, kept_online, names, ids, maxv, width)
+    return Plan(host, spec, domains, warnings, time.perf_counter() - t0, changed_at)

@@ -29,7 +29,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
@@ -106,6 +106,20 @@ class Entry:
 
     def matches(self, name: str, uuid: str) -> bool:
         return self._matcher(name, uuid)
+
+    def select(self, names: Sequence[str], uuids: Callable[[], Sequence[str]]) -> list[int]:
+        """The positions of the domains this entry matches, given every domain's name (and,
+        asked only by a UUID entry, every UUID): one pass per entry, not a call per domain."""
+        m, kind = self.match, self.kind
+        if m is None:
+            return list(range(len(names)))
+        if kind == "uuid":
+            want = m.replace("-", "").lower()
+            return [i for i, u in enumerate(uuids()) if u.replace("-", "").lower() == want]
+        if kind == "glob":
+            test = re.compile(fnmatch.translate(m)).match
+            return [i for i, n in enumerate(names) if test(n) is not None]
+        return [i for i, n in enumerate(names) if n == m]
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,7 @@ class Watcher:
         if self._seen is None or len(self._seen) > _MAX_KNOWN:
             self._seen = set()
         self._seen.update(keys)
-        todo = [d for d in kept if d]
+        todo = [d for d in plan.changed_domains() if not d.name.endswith(TRANSIENT_SUFFIXES)]
         if not todo:
             return []
         plan = Plan(host, plan.spec, todo, plan.warnings, plan.seconds)
