@@ -87,8 +87,15 @@ def _pins(d: DomainPlan, *, back: bool, maps: _MapCache | None = None) -> list[P
     n, L = len(d.numbers), d.maplen
     h_src = d.hard_now if back else d.hard_want
     s_src = d.soft_now if back else d.soft_want
-    h_maps = cache.all_of(h_src, n, L) if hard and h_src is not None else None
-    s_maps = cache.all_of(s_src, n, L) if soft and s_src is not None else None
+    h_maps: list[CpuMap] | list[CpuMap | None] | None
+    s_maps: list[CpuMap] | list[CpuMap | None] | None
+    if not back and d.want_maps is not None:  # the planner's objects: nothing to decode
+        h_maps, s_maps = d.want_maps
+        h_maps = h_maps if hard else None
+        s_maps = s_maps if soft else None
+    else:
+        h_maps = cache.all_of(h_src, n, L) if hard and h_src is not None else None
+        s_maps = cache.all_of(s_src, n, L) if soft and s_src is not None else None
     if h_maps is not None and s_maps is not None and hard == soft:
         return [(d.id, d.numbers[i], h_maps[i], s_maps[i]) for i in hard]
     if s_maps is None and h_maps is not None:

@@ -102,14 +102,29 @@ class DomainPlan:
     width: int
     maplen: int
     numbers: tuple[int, ...]
-    # Views into the snapshot's maps (no copy per domain); compare equal to bytes.
-    hard_now: bytes | memoryview
-    soft_now: bytes | memoryview
+    # The hard and soft maps read at plan time (packed), or how to read them from the
+    # snapshot when first asked: an apply that goes through never needs them.
+    now: tuple[bytes, bytes] | Callable[[], tuple[bytes, bytes]] = field(repr=False)
     hard_want: bytes | None
     soft_want: bytes | None
     online_now: frozenset[int]
     online_want: frozenset[int] | None
     entries: tuple[int, ...]  # the entries that matched, by number
+
+    def _now(self) -> tuple[bytes, bytes]:
+        now = self.now
+        if callable(now):
+            now = self.now = now()
+        return now
+
+    @property
+    def hard_now(self) -> bytes:
+        """Every vCPU's hard map as read at plan time, packed back to back."""
+        return self._now()[0]
+
+    @property
+    def soft_now(self) -> bytes:
+        return self._now()[1]
 
     def _differs(self, now: bytes | memoryview, want: bytes | None) -> list[int]:
         if want is None or now == want:
@@ -129,6 +144,11 @@ class DomainPlan:
     # attribute, not functools.cached_property, whose lock costs more than the compare.
     _hard_changes: list[int] | None = field(default=None, init=False, repr=False, compare=False)
     _soft_changes: list[int] | None = field(default=None, init=False, repr=False, compare=False)
+    #: The wanted maps as objects, one per vCPU (None: kept), when the planner has them:
+    #: an apply pins with them instead of decoding ``hard_want``/``soft_want`` again.
+    want_maps: tuple[list[CpuMap | None] | None, list[CpuMap | None] | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def hard_changes(self) -> list[int]:
@@ -486,8 +506,20 @@ class _Group:
     online: frozenset[int] | None = None
     packed: dict[int, bytes] = field(default_factory=dict)
     members: list[int] = field(default_factory=list)  # snapshot indexes
+    online_sets: dict[bytes, frozenset[int]] = field(default_factory=dict)
 
-    def pack(self, want: WantMaps | None, now: bytes, L: int) -> bytes | None:
+    entry_numbers: tuple[int, ...] = ()  # the entries that matched (not [defaults])
+
+    def __post_init__(self) -> None:
+        self.entry_numbers = tuple(e.number for e in self.chain if e.number)
+
+    def pack(
+        self,
+        want: WantMaps | None,
+        now_maps: tuple[bytes, bytes] | Callable[[], tuple[bytes, bytes]],
+        kind: int,
+        L: int,
+    ) -> bytes | None:
         """The wanted maps of one domain as packed bytes (kept vCPUs from ``now``); the
         same bytes object for every domain of the group unless some vCPU keeps its map."""
         if want is None:
@@ -496,6 +528,8 @@ class _Group:
         if done is not None:
             return done
         if None in want:
+            assert not callable(now_maps)  # read already: the kept vCPUs need it
+            now = now_maps[kind]
             return b"".join(
                 m.to_bytes(L) if m is not None else now[i * L : (i + 1) * L]
                 for i, m in enumerate(want)
@@ -607,6 +641,9 @@ class _PlanRows(Sequence[DomainPlan]):
         self._snap, self._order, self._groups, self._kept_online = snap, order, groups, kept_online
         self._names, self._ids, self._maxv, self._width = names, ids, maxv, width
         self._made: list[DomainPlan | None] = [None] * len(order)
+        self._maplen = snap.maplen
+        #: snapshot index -> (hard maps, soft maps) that differ, as the core counted them
+        self.counts: dict[int, tuple[int, int]] = {}
         self._offsets: list[int] | None = None
         self._states: array[int] | None = None
 
@@ -638,15 +675,24 @@ class _PlanRows(Sequence[DomainPlan]):
             self._offsets, self._states = snap.offsets(), snap.column("state")
         assert self._states is not None
         lo, hi = self._offsets[i], self._offsets[i + 1]
-        L = snap.maplen
-        hard_now, soft_now = snap.maps("hard", lo, hi), snap.maps("soft", lo, hi)
-        states = self._states[lo:hi]
-        online_now = (
-            frozenset(g.numbers)
-            if 0 not in states  # state 0 is offline; most domains have every vCPU online
-            else frozenset(v for v, st in zip(g.numbers, states) if st != 0)
-        )
-        return DomainPlan(
+        L = self._maplen
+
+        def read_now() -> tuple[bytes, bytes]:
+            return snap.maps("hard", lo, hi), snap.maps("soft", lo, hi)
+
+        now: tuple[bytes, bytes] | Callable[[], tuple[bytes, bytes]] = read_now
+        if (g.hard is not None and None in g.hard) or (g.soft is not None and None in g.soft):
+            now = read_now()  # vCPUs that keep their maps: the wanted bytes include them
+        # Domains alike mostly have the same vCPUs online: one set per distinct pattern.
+        states = self._states[lo:hi].tobytes()
+        online_now = g.online_sets.get(states)
+        if online_now is None:
+            online_now = g.online_sets[states] = frozenset(
+                v
+                for v, st in zip(g.numbers, states)
+                if st != 0  # state 0 is offline
+            )
+        made = DomainPlan(
             name=self._names[i],
             id=self._ids[i],
             uuid=snap.native.domain(i).uuid,
@@ -654,14 +700,23 @@ class _PlanRows(Sequence[DomainPlan]):
             width=self._width,
             maplen=L,
             numbers=g.numbers,
-            hard_now=hard_now,
-            soft_now=soft_now,
-            hard_want=g.pack(g.hard, hard_now, L),
-            soft_want=g.pack(g.soft, soft_now, L),
+            now=now,
+            hard_want=g.pack(g.hard, now, 0, L),
+            soft_want=g.pack(g.soft, now, 1, L),
             online_now=online_now,
             online_want=None if i in self._kept_online else g.online,
-            entries=tuple(e.number for e in g.chain if e.number),
+            entries=g.entry_numbers,
+            want_maps=(g.hard, g.soft),
         )
+        # What the core counted spares comparing bytes in the two common cases: every
+        # vCPU differs, or none does.
+        n = len(g.numbers)
+        nh, ns = self.counts.get(i, (0, 0))
+        if nh in (0, n):
+            made._hard_changes = list(range(nh))
+        if ns in (0, n):
+            made._soft_changes = list(range(ns))
+        return made
 
 
 def _new_group(spec: Spec, key: tuple[Any, ...], numbers: tuple[int, ...] | None) -> _Group:
@@ -772,6 +827,7 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
     left_out: set[int] = set()
     kept_online: set[int] = set()
     changed: set[int] = set()
+    counts: dict[int, tuple[int, int]] = {}
     for g in groups.values():
         members = g.members
         first = members[0]
@@ -789,6 +845,7 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
             continue
         online = sorted(g.online) if g.online is not None else None
         diffs = snap.differences(members, g.hard, g.soft, online)
+        counts.update((r[0], (r[1], r[2])) for r in diffs)
         if online is None:  # only maps compared: every domain found has changes
             changed.update(r[0] for r in diffs)
             continue
@@ -823,4 +880,5 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
         row_groups = [row_groups[k] for k in kept]
     changed_at = [k for k, i in enumerate(order) if i in changed] if changed else []
     domains = _PlanRows(snap, order, row_groups, kept_online, names, ids, maxv, width)
+    domains.counts = counts
     return Plan(host, spec, domains, warnings, time.perf_counter() - t0, changed_at)
