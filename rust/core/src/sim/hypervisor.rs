@@ -151,7 +151,6 @@ impl SimHost {
 
     fn domctl(&mut self, mem: &mut Mem, addr: u64) -> std::result::Result<u64, i32> {
         self.count_op()?;
-        let now = self.now();
         // A stack copy: the request block is read once per multicall entry.
         let mut block = [0u8; abi::XenDomctl::SIZE];
         block.copy_from_slice(mem.slice(addr, abi::XenDomctl::SIZE)?);
@@ -172,13 +171,14 @@ impl SimHost {
                     self.domains.get(&domid)
                 };
                 let d = found.ok_or(libc::ESRCH)?;
-                let info = self.raw_info(d, now);
+                let info = self.raw_info(d, self.now());
                 let out = mem.slice_mut(addr, abi::XenDomctl::SIZE)?;
                 info.domain.put(&mut out[8..]); // echoed into xen_domctl.domain (xen-interfaces.md §3.4)
                 info.encode(&mut out[abi::DOMCTL_U..], iface.dominfo_size);
                 Ok(0)
             }
             abi::domctl::GETVCPUINFO => {
+                let now = self.now();
                 let d = self.domains.get(&domid).ok_or(libc::ESRCH)?;
                 let vcpu = u32::get(u);
                 if vcpu as usize >= d.vcpus.len() {
@@ -243,12 +243,11 @@ impl SimHost {
         }
         if cmd == abi::domctl::GETVCPUAFFINITY {
             // configured maps, no intersection (xen-interfaces.md §3.6 get semantics)
-            let (h, s) = (v.hard.clone(), v.soft.clone());
             if want_hard {
-                Self::write_bitmap(mem, a.cpumap_hard, &h)?;
+                Self::write_bitmap(mem, a.cpumap_hard, &v.hard)?;
             }
             if want_soft {
-                Self::write_bitmap(mem, a.cpumap_soft, &s)?;
+                Self::write_bitmap(mem, a.cpumap_soft, &v.soft)?;
             }
             return Ok(0);
         }
