@@ -344,21 +344,25 @@ def main() -> None:
     if sys.argv[1:2] == ["--lab"]:
         main_lab(Path(sys.argv[2]))
         return
-    if sys.argv[1:2] == ["--metrics"]:
-        data = run(sys.argv[2:], ["benches/bench_metrics.py"])
-        section = metrics_section(data)
-        text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
-        OUT.write_text(splice(text, METRICS_BEGIN, METRICS_END, section))
-        print(section)
-        return
+    # One file's table alone: (its bench file, how its section is made, its markers).
+    alone = {
+        "--metrics": ("benches/bench_metrics.py", metrics_section, METRICS_BEGIN, METRICS_END),
+        "--placement": (
+            "benches/bench_placement.py",
+            placement_section,
+            PLACEMENT_BEGIN,
+            PLACEMENT_END,
+        ),
+    }
     if sys.argv[1:2] == ["--fleet"]:
         main_fleet(sys.argv[2:])
         return
-    if sys.argv[1:2] == ["--placement"]:
-        data = run(sys.argv[2:], ["benches/bench_placement.py"])
-        section = placement_section(data)
+    mode = sys.argv[1] if len(sys.argv) > 1 else ""
+    if mode in alone:
+        bench_file, make, begin, end = alone[mode]
+        section = make(run(sys.argv[2:], [bench_file]))
         text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
-        OUT.write_text(splice(text, PLACEMENT_BEGIN, PLACEMENT_END, section))
+        OUT.write_text(splice(text, begin, end, section))
         print(section)
         return
     data = run(sys.argv[1:])

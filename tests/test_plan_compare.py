@@ -96,6 +96,12 @@ def test_differences_agree_with_the_python_snapshot_and_with_bytes(seed: int) ->
             if nh or ns or od:
                 expect.append((i, nh, ns, od))
         assert got == expect
+        # positions are in the list given, whatever order it is in
+        sub = doms[::-2]
+        by_index = {row[0]: row[1:] for row in expect}
+        assert native.differences(sub, hard, soft, online) == [  # type: ignore[attr-defined]
+            (k, *by_index[i]) for k, i in enumerate(sub) if i in by_index
+        ]
 
 
 def test_differences_refuse_what_does_not_fit() -> None:

@@ -335,7 +335,7 @@ class ListSnapshot:
     ) -> list[tuple[int, int, int, bool]]:
         want_online = None if online is None else set(online)
         out = []
-        for i in domains:
+        for k, i in enumerate(domains):
             d, r = self._entry(i)
             if isinstance(r, XenvcpuError):
                 raise ValueError(f"domain index {i} (id {d.id}): its vCPUs could not be read")
@@ -357,5 +357,5 @@ class ListSnapshot:
                 )
             o = want_online is not None and {v.number for v in r if v.online} != want_online
             if counts[0] or counts[1] or o:
-                out.append((i, counts[0], counts[1], o))
+                out.append((k, counts[0], counts[1], o))
         return out

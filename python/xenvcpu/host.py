@@ -428,8 +428,9 @@ class Snapshot(Sequence["DomainVcpus"]):
         online: Sequence[int] | None = None,
     ) -> list[tuple[int, int, int, bool]]:
         """Which of ``domains`` (indexes) differ from the wanted maps (one per vCPU, None:
-        not compared) and online set: ``(index, hard differing, soft differing, online
-        differs)`` for each that does (see ``_native.Snapshot.differences``)."""
+        not compared) and online set: ``(position in domains, hard differing, soft
+        differing, online differs)`` for each that does, in order (see
+        ``_native.Snapshot.differences``)."""
         return self.native.differences(domains, hard, soft, online)
 
     def offsets(self) -> list[int]:

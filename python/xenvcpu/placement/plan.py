@@ -507,6 +507,9 @@ class _Group:
     packed: dict[int, bytes] = field(default_factory=dict)
     members: list[int] = field(default_factory=list)  # snapshot indexes
     online_sets: dict[bytes, frozenset[int]] = field(default_factory=dict)
+    #: what the core found: (position in members, hard, soft differing, online differs)
+    diffs: list[tuple[int, int, int, bool]] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)  # positions in members with changes
 
     entry_numbers: tuple[int, ...] = ()  # the entries that matched (not [defaults])
 
@@ -642,8 +645,7 @@ class _PlanRows(Sequence[DomainPlan]):
         self._names, self._ids, self._maxv, self._width = names, ids, maxv, width
         self._made: list[DomainPlan | None] = [None] * len(order)
         self._maplen = snap.maplen
-        #: snapshot index -> (hard maps, soft maps) that differ, as the core counted them
-        self.counts: dict[int, tuple[int, int]] = {}
+        self._counted: dict[int, tuple[int, int]] | None = None
         self._offsets: list[int] | None = None
         self._states: array[int] | None = None
 
@@ -667,6 +669,16 @@ class _PlanRows(Sequence[DomainPlan]):
     def __iter__(self) -> Iterator[DomainPlan]:
         for k in range(len(self._order)):
             yield self[k]
+
+    def _counts(self) -> dict[int, tuple[int, int]]:
+        """Snapshot index -> (hard maps, soft maps) that differ, as the core counted them."""
+        if self._counted is None:
+            self._counted = {
+                g.members[k]: (nh, ns)
+                for g in {id(g): g for g in self._groups}.values()
+                for k, nh, ns, _ in g.diffs
+            }
+        return self._counted
 
     def _build(self, k: int) -> DomainPlan:
         i, g = self._order[k], self._groups[k]
@@ -711,7 +723,7 @@ class _PlanRows(Sequence[DomainPlan]):
         # What the core counted spares comparing bytes in the two common cases: every
         # vCPU differs, or none does.
         n = len(g.numbers)
-        nh, ns = self.counts.get(i, (0, 0))
+        nh, ns = self._counts().get(i, (0, 0))
         if nh in (0, n):
             made._hard_changes = list(range(nh))
         if ns in (0, n):
@@ -826,8 +838,6 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
             row_groups.append(found)
     left_out: set[int] = set()
     kept_online: set[int] = set()
-    changed: set[int] = set()
-    counts: dict[int, tuple[int, int]] = {}
     for g in groups.values():
         members = g.members
         first = members[0]
@@ -844,12 +854,12 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
                 left_out.add(i)
             continue
         online = sorted(g.online) if g.online is not None else None
-        diffs = snap.differences(members, g.hard, g.soft, online)
-        counts.update((r[0], (r[1], r[2])) for r in diffs)
+        g.diffs = diffs = snap.differences(members, g.hard, g.soft, online)
         if online is None:  # only maps compared: every domain found has changes
-            changed.update(r[0] for r in diffs)
+            g.changed = [r[0] for r in diffs]
             continue
-        for i, nh, ns, od in diffs:
+        for k, nh, ns, od in diffs:
+            i = members[k]
             if od:
                 try:
                     snap.domain_at(i).check_online_path()
@@ -861,7 +871,7 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
                     kept_online.add(i)
                     od = False
             if nh or ns or od:
-                changed.add(i)
+                g.changed.append(k)
     for e in spec.entries:
         if matched[e.number]:
             continue
@@ -878,7 +888,10 @@ def make_plan(host: PlacementHost, spec: Spec, *, strict: bool = True) -> Plan:
         kept = [k for k, i in enumerate(order) if i not in left_out]
         order = [order[k] for k in kept]
         row_groups = [row_groups[k] for k in kept]
-    changed_at = [k for k, i in enumerate(order) if i in changed] if changed else []
+    if order is idx and len(groups) == 1:  # one group, none left out: its positions
+        changed_at = next(iter(groups.values())).changed
+    else:
+        changed_set = {g.members[k] for g in groups.values() for k in g.changed}
+        changed_at = [k for k, i in enumerate(order) if i in changed_set] if changed_set else []
     domains = _PlanRows(snap, order, row_groups, kept_online, names, ids, maxv, width)
-    domains.counts = counts
     return Plan(host, spec, domains, warnings, time.perf_counter() - t0, changed_at)

@@ -319,8 +319,9 @@ impl PySnapshot {
         (ids, maxv, pools, shapes)
     }
 
-    /// Which of `domains` (indexes) differ from what is wanted, as (index, hard maps that
-    /// differ, soft maps that differ, whether the online set differs), for those that do.
+    /// Which of `domains` (indexes) differ from what is wanted, as (position in `domains`,
+    /// hard maps that differ, soft maps that differ, whether the online set differs), for
+    /// those that do, in order.
     /// `hard` and `soft` give one map per vCPU of each domain, in its order (None: that
     /// vCPU is not compared); `online`, the vCPU numbers wanted online. Maps are compared
     /// in place: no bytes, no objects per vCPU (a plan's steady state is all equal).
@@ -347,7 +348,7 @@ impl PySnapshot {
         let mut hard_memo = Memo::default();
         let mut soft_memo = Memo::default();
         let mut out = Vec::new();
-        for i in domains {
+        for (k, i) in domains.into_iter().enumerate() {
             let (d, r) = self.entry(i)?;
             let vcpus = r.as_ref().map_err(|_| {
                 PyValueError::new_err(format!(
@@ -361,7 +362,7 @@ impl PySnapshot {
                 .as_deref()
                 .is_some_and(|want| online_differs(vcpus, want));
             if h > 0 || s > 0 || o {
-                out.push((i, h, s, o));
+                out.push((k, h, s, o));
             }
         }
         Ok(out)
