@@ -284,11 +284,12 @@ def _remaining(deadline: float) -> float:
     return left
 
 
-def _poll_in(fd: int) -> bool:
-    """Whether ``fd`` has input (or end of stream, or an error) now; never waits."""
+def _poller(fd: int) -> select.poll:
+    """A poll object for input on ``fd``: ``bool(p.poll(0))`` says whether it has input
+    (or end of stream, or an error) now, in one system call and without waiting."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+    return poller
 
 
 class _Transport:
@@ -313,6 +314,7 @@ class _SocketTransport(_Transport):
     def __init__(self, sock: socket.socket, name: str) -> None:
         self.sock = sock
         self.name = name
+        self._input = _poller(sock.fileno())
 
     def send(self, data: bytes, deadline: float) -> None:
         try:
@@ -329,7 +331,7 @@ class _SocketTransport(_Transport):
             raise _Timeout() from exc
 
     def readable(self) -> bool:
-        return _poll_in(self.sock.fileno())
+        return bool(self._input.poll(0))
 
     def close(self) -> None:
         self.sock.close()
@@ -341,6 +343,7 @@ class _FdTransport(_Transport):
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
         self.name = name
+        self._input = _poller(fd)
 
     def _wait(self, events: int, deadline: float) -> None:
         poller = select.poll()
@@ -362,7 +365,7 @@ class _FdTransport(_Transport):
         return os.read(self.fd, 65536)
 
     def readable(self) -> bool:
-        return _poll_in(self.fd)
+        return bool(self._input.poll(0))
 
     def close(self) -> None:
         os.close(self.fd)
@@ -1053,9 +1056,12 @@ class XenstoreClient:
                 then); events received before are lost with it.
             ValueError, TypeError: ``max_bytes`` is not 1 to 2**30.
         """
-        count_arg(max_bytes, "max_bytes", 1, 1 << 30)
+        if max_bytes is not POLL_BYTES:
+            count_arg(max_bytes, "max_bytes", 1, 1 << 30)
         with self._lock:
             transport = self._live()
+            if not self._events and not transport.readable():
+                return WatchPoll([], 0, False)  # the usual case, in one system call
             received = 0
             try:
                 while received < max_bytes and transport.readable():
