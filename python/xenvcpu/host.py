@@ -597,8 +597,10 @@ class Domain:
         failed: list[tuple[int, XenvcpuError]]
         fast = getattr(self.host._backend, "_pin_all_records", None)
         if fast is not None:
-            # the native backend builds the Pinning records itself (no loop here)
-            pins, failed, narrowed_at = fast(self.id, h, s, force, Pinning)
+            # the native backend builds the Pinning records itself (no loop here), and
+            # reads the domain again in the pins' own batch (this object's record says
+            # which vCPUs it has): no getdomaininfo hypercall before them
+            pins, failed, narrowed_at = fast(self.id, h, s, force, Pinning, self._record)
         else:
             results = self.host._backend.pin_all(self.id, h, s, force)
             pins = [
