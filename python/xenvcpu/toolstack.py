@@ -106,8 +106,10 @@ class XenstoreToolstack:
         self._xs: XenstoreClient | None = None
         self.run_dir = run_dir if run_dir is not None else XEN_RUN_DIR
         self.lib_dir = lib_dir if lib_dir is not None else XEN_LIB_DIR
-        #: The names of :meth:`names_of`, kept while a watch says they hold.
-        self.names = DomainNameCache(lambda: XenstoreClient(self._path))
+        #: The names of :meth:`names_with`, kept while a watch says they hold.
+        # (the path, not self, in the closure: no cycle, so a Host dropped without close()
+        # still closes both connections at once through __del__)
+        self.names = DomainNameCache(lambda: XenstoreClient(path))
 
     def guest_record(self, domid: int) -> str | None:
         """``/libxl/<domid>/type`` ("pv", "pvh", "hvm"), or None where it is missing."""

@@ -246,3 +246,19 @@ def test_more_waiting_than_one_look_reads_forgets_everything(
     finally:
         cache.close()
         theirs.close()
+
+
+def test_a_dropped_toolstack_closes_its_watch_connection_at_once(
+    xenstored_path: str, xs: XenstoreClient, domid: int
+) -> None:
+    """No reference cycle holds the toolstack: dropping it (a Host dropped without
+    close()) closes the names watch's connection right away, not at some later garbage
+    collection (where an unclosed socket would warn)."""
+    ts = XenstoreToolstack(xenstored_path)
+    xs.write(name_path(domid), "x")
+    for _ in range(2):
+        names(ts, domid)
+    watch = ts.names._watch
+    assert watch is not None and not watch.closed
+    del ts
+    assert watch.closed

@@ -25,7 +25,7 @@ def paused(tmp_path: Path) -> Iterator[int]:
     cfg.write_text(
         f'name = "{NAME}"\ntype = "pv"\nkernel = "/xenvcpu-lab/vmlinuz"\n'
         'ramdisk = "/xenvcpu-lab/domu-initrd.cpio.gz"\nextra = "console=hvc0"\n'
-        "memory = 64\nvcpus = 1\n"
+        "memory = 128\nvcpus = 1\n"
     )
     xl.xl("create", "-p", cfg, timeout=120)
     domid = xl.domid(NAME)
