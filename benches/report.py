@@ -255,7 +255,12 @@ def lab_table(data: dict[str, object]) -> str:
         base = impls.get(base_name)
         for impl, (t, per) in sorted(impls.items()):
             pv = t / per
-            ratio = f"{pv / (base[0] / base[1]):.2f}x {base_name}" if base else "—"
+            ratio = "—"
+            if base:
+                r = pv / (base[0] / base[1])
+                ratio = f"{r:.2f}x {base_name}"
+                if r < 0.1:  # a speed-up: 0.00x would hide it
+                    ratio = f"{r:.3f}x {base_name} ({1 / r:,.0f}x faster)"
             lines.append(
                 f"| {op} | {impl} | {fmt_time(t)} | {per} | {pv * 1e6:,.1f} µs | {ratio} |"
             )

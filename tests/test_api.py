@@ -411,6 +411,41 @@ def test_batched_and_single_calls_agree() -> None:
     assert n_single >= 32 and n_batched * 4 <= n_single
 
 
+def test_pin_all_is_one_hypercall_batched() -> None:
+    """Domain.pin_all reads the domain again inside the pins' own multicall (its first
+    entry) instead of a getdomaininfo hypercall before it: one trap in all."""
+    h = xenvcpu.connect("sim:///default")
+    batch = h.domain("batch")
+    cpus = CpuMap.parse("48-51", h.max_cpus)  # a map: a cpulist string reads the topology
+    n0, ops0 = sim(h).hypercalls(), sim(h).ops()
+    pins = batch.pin_all(hard=cpus)
+    assert sim(h).hypercalls() - n0 == 1
+    assert sim(h).ops() - ops0 == batch.max_vcpus + 1  # the pins and the getdomaininfo
+    assert [p.vcpu for p in pins] == list(range(batch.max_vcpus))
+    assert {str(p.hard) for p in pins} == {"48-51"}
+
+
+def test_pin_all_of_a_domain_gone_or_dying(host: Host) -> None:
+    web = host.domain("web")
+    sim(host).set_dying(1, True)
+    with pytest.raises(DomainDying, match="being destroyed"):
+        web.pin_all(hard="1")
+    sim(host).set_dying(1, False)
+    sim(host).remove_domain_at(1, 1)
+    with pytest.raises(DomainNotFound, match="no domain with id 1"):
+        web.pin_all(hard="1")
+
+
+def test_pin_all_names_the_cpupool_its_batch_found(host: Host) -> None:
+    """Moved to another cpupool after the Domain object was made: the EINVAL message
+    names the pool the batch's own getdomaininfo found, with that pool's CPUs."""
+    web = host.domain("web")
+    assert web.cpupool == 0
+    sim(host).cpupool_migrate("web", 1)
+    with pytest.raises(InvalidAffinity, match="cpupool 1, whose CPUs are 48-63"):
+        web.pin_all(hard="0-3")
+
+
 def test_one_failing_entry_does_not_hide_the_others() -> None:
     h = xenvcpu.connect("sim:///default")
     web = h.domain("web")

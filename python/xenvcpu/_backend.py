@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, Union
@@ -97,6 +97,16 @@ class Toolstack(Protocol):
     def has_device_model(self, domid: int) -> bool: ...
 
     def domain_names(self) -> dict[int, str]: ...
+
+    def names_with(
+        self, read: Callable[[], Sequence[DomainInfo]], complete: bool = True
+    ) -> tuple[Sequence[DomainInfo], dict[int, str]]:
+        """``read()`` (the hypervisor's domains) and ``{domid: name}`` of the domains it
+        returned (a domain without a name is left out). What the toolstack knows is taken
+        before ``read()`` runs, so a domain that goes away meanwhile keeps a name it had;
+        names may be cached where the toolstack can tell when one changes. ``complete``:
+        ``read()`` returns every domain of the host."""
+        ...
 
     def pool_name(self, pool: int) -> str | None: ...
 

@@ -255,6 +255,7 @@ class Hypervisor:
         soft: CpuMap | None,
         force: bool,
         record: type[_R],
+        known: DomainInfo | None = None,
     ) -> tuple[list[_R], list[tuple[int, XenvcpuError]], list[int]]: ...
     def _bench_snapshot(self, rounds: int) -> tuple[int, float]: ...
 

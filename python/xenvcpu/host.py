@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Union, overload
 
 from xenvcpu import _impl, backends, placement
@@ -259,16 +259,21 @@ class Host:
 
     # ---- domains -----------------------------------------------------------------------
 
-    def _names(self) -> dict[int, str]:
-        return self.toolstack.domain_names()
+    def _names(
+        self, read: Callable[[], Sequence[DomainInfo]], complete: bool = True
+    ) -> tuple[Sequence[DomainInfo], dict[int, str]]:
+        # read() and the names of its domains: the toolstack keeps the names it has seen,
+        # by domid and UUID, while it can tell that they hold (xenstore: a watch), so most
+        # listings read none; what it knows is taken before read() runs
+        return self.toolstack.names_with(read, complete)
 
     def _domain(self, info: DomainInfo, names: dict[int, str]) -> Domain:
         return Domain(self, info, names.get(info.id) or default_name(info.id))
 
     def domains(self) -> list[Domain]:
         """Every domain, by id."""
-        names = self._names()
-        return [self._domain(d, names) for d in self._backend.domains()]
+        infos, names = self._names(self._backend.domains)
+        return [self._domain(d, names) for d in infos]
 
     def domain(self, ref: int | str | Domain) -> Domain:
         """A domain by id, by name, or a decimal id given as a string.
@@ -278,13 +283,14 @@ class Host:
         """
         if isinstance(ref, Domain):
             return ref
-        names = self._names()
         domid: int | None = None
+        names: dict[int, str] | None = None
         if isinstance(ref, bool):
             raise TypeError("a domain is an id (int) or a name (str)")
         if isinstance(ref, int):
             domid = ref
         elif isinstance(ref, str):
+            names = self._all_names()
             matches = [i for i, n in names.items() if n == ref]
             if matches:
                 domid = matches[0]
@@ -296,15 +302,29 @@ class Host:
             raise DomainNotFound(
                 f"no domain named {ref!r}; known domains: {self._known(names)}", domain=ref
             )
+        read = self._backend.domain
         try:
-            info = self._backend.domain(domid)
+            if names is None:
+                (info,), names = self._names(lambda: [read(domid)], complete=False)
+            else:
+                info = read(domid)
         except DomainNotFound:
             raise DomainNotFound(
                 f"no domain with id {domid}; known domains: {self._known(names)}", domain=domid
             ) from None
         return self._domain(info, names)
 
-    def _known(self, names: dict[int, str]) -> str:
+    def _all_names(self) -> dict[int, str]:
+        """Every domain's name: where the domain list is one hypercall (privcmd, sim), by
+        its domids through the toolstack's cache; elsewhere (xenstore:///, xend, whose
+        list costs a request or more per domain) the toolstack's own listing."""
+        if self.backend in ("privcmd", "sim"):
+            return self._names(self._backend.domains)[1]
+        return self.toolstack.domain_names()
+
+    def _known(self, names: dict[int, str] | None) -> str:
+        if names is None:
+            names = self._all_names()
         ids = [d.id for d in self._backend.domains()]
         return ", ".join(f"{names.get(i) or default_name(i)} ({i})" for i in ids) or "none"
 
@@ -331,8 +351,14 @@ class Host:
         A domain that vanished or failed midway carries its error instead of vCPUs, so
         one domain cannot hide the others.
         """
-        names = self._names()  # first: a domain that vanishes midway still has its name
-        return Snapshot(self, self._backend.snapshot(), names)
+        taken: list[SnapshotBackend] = []
+
+        def read() -> list[DomainInfo]:
+            taken.append(self._backend.snapshot())
+            return taken[0].domains()
+
+        infos, names = self._names(read)
+        return Snapshot(self, taken[0], names, infos)
 
     def sample(self, interval: float = 1.0) -> Sample:
         """Utilisation of every vCPU, domain and pCPU over the next ``interval`` seconds:
@@ -351,10 +377,17 @@ class Snapshot(Sequence["DomainVcpus"]):
     """Every vCPU of every domain at one moment; ``snap[i]`` is the i-th domain's
     :class:`DomainVcpus`. Columns over all vCPUs: :meth:`column`, :meth:`maps`."""
 
-    def __init__(self, host: Host, native: SnapshotBackend, names: dict[int, str]) -> None:
+    def __init__(
+        self,
+        host: Host,
+        native: SnapshotBackend,
+        names: dict[int, str],
+        infos: Sequence[DomainInfo] | None = None,
+    ) -> None:
         self.host = host
         self.native = native
         self.names = names
+        self._infos = infos  # native.domains(), when the caller has it already
 
     def __repr__(self) -> str:
         return f"<Snapshot of {self.host.uri}: {len(self)} domains, {self.vcpu_count} vCPUs>"
@@ -390,7 +423,8 @@ class Snapshot(Sequence["DomainVcpus"]):
         # what self[i] gives for each i, without its per-index checks: iterating is how a
         # whole snapshot is read, and a host has thousands of domains
         native, host, names, new = self.native, self.host, self.names, tuple.__new__
-        for i, info in enumerate(native.domains()):
+        infos = self._infos if self._infos is not None else native.domains()
+        for i, info in enumerate(infos):
             row: tuple[Domain, list[VcpuInfo], XenvcpuError | None]
             try:
                 row = (host._domain(info, names), native.vcpus(i), None)
@@ -532,8 +566,16 @@ class Domain:
             raise InvalidAffinity(
                 f"{self.label}: give a hard or a soft affinity (or both)", domain=self.id
             )
-        h = None if hard is None else self.host.cpumap(hard, what="hard affinity")
-        s = None if soft is None else self.host.cpumap(soft, what="soft affinity")
+        host = self.host
+        width = host._backend.width
+        # a CpuMap of the host's width is used as it is (what tools that pin often pass):
+        # no conversion call, which costs tens of microseconds of a pin_all under TCG
+        h = hard if type(hard) is CpuMap and hard.width == width else None
+        if h is None and hard is not None:
+            h = host.cpumap(hard, what="hard affinity")
+        s = soft if type(soft) is CpuMap and soft.width == width else None
+        if s is None and soft is not None:
+            s = host.cpumap(soft, what="soft affinity")
         if h is not None and not h:
             raise InvalidAffinity(
                 f"{self.label}: the hard affinity is empty; a vCPU needs at least one CPU "
@@ -579,8 +621,10 @@ class Domain:
         failed: list[tuple[int, XenvcpuError]]
         fast = getattr(self.host._backend, "_pin_all_records", None)
         if fast is not None:
-            # the native backend builds the Pinning records itself (no loop here)
-            pins, failed, narrowed_at = fast(self.id, h, s, force, Pinning)
+            # the native backend builds the Pinning records itself (no loop here), and
+            # reads the domain again in the pins' own batch (this object's record says
+            # which vCPUs it has): no getdomaininfo hypercall before them
+            pins, failed, narrowed_at = fast(self.id, h, s, force, Pinning, self._record)
         else:
             results = self.host._backend.pin_all(self.id, h, s, force)
             pins = [

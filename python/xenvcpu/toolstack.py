@@ -7,13 +7,15 @@ host (xen-interfaces.md §5.4); a simulated host keeps its own. Both satisfy
 
 from __future__ import annotations
 
-from collections.abc import Set
+import threading
+from collections.abc import Callable, Sequence, Set
 from typing import TYPE_CHECKING
 
-from xenvcpu._limits import MAX_DOMAIN_NAME
+from xenvcpu._impl import DomainInfo
+from xenvcpu._limits import DOMID_FIRST_RESERVED, MAX_DOMAIN_NAME, ascii_uint
 from xenvcpu.daemon import vcpus as _vcpus
-from xenvcpu.daemon.xenstore import XenstoreClient
-from xenvcpu.errors import XenstoreError
+from xenvcpu.daemon.xenstore import POLL_BYTES, WatchEvent, XenstoreClient
+from xenvcpu.errors import XenstoreError, XenvcpuError
 
 if TYPE_CHECKING:
     from xenvcpu._native import SimControl
@@ -26,6 +28,7 @@ XEN_LIB_DIR = "/var/lib/xen"
 __all__ = [
     "XEN_LIB_DIR",
     "XEN_RUN_DIR",
+    "DomainNameCache",
     "SimToolstack",
     "XenstoreDomainEvents",
     "XenstoreToolstack",
@@ -71,6 +74,14 @@ class SimToolstack:
     def domain_names(self) -> dict[int, str]:
         return dict(self._sim.domain_names())
 
+    def names_with(
+        self, read: Callable[[], Sequence[DomainInfo]], complete: bool = True
+    ) -> tuple[Sequence[DomainInfo], dict[int, str]]:
+        """The simulated host's names are in this process: taken before ``read()``, no
+        cache needed."""
+        names = dict(self._sim.domain_names())
+        return read(), names
+
     def pool_name(self, pool: int) -> str | None:
         return self._sim.pool_name(pool)
 
@@ -95,6 +106,10 @@ class XenstoreToolstack:
         self._xs: XenstoreClient | None = None
         self.run_dir = run_dir if run_dir is not None else XEN_RUN_DIR
         self.lib_dir = lib_dir if lib_dir is not None else XEN_LIB_DIR
+        #: The names of :meth:`names_with`, kept while a watch says they hold.
+        # (the path, not self, in the closure: no cycle, so a Host dropped without close()
+        # still closes both connections at once through __del__)
+        self.names = DomainNameCache(lambda: XenstoreClient(path))
 
     def guest_record(self, domid: int) -> str | None:
         """``/libxl/<domid>/type`` ("pv", "pvh", "hvm"), or None where it is missing."""
@@ -115,15 +130,19 @@ class XenstoreToolstack:
         return self._xs
 
     def close(self) -> None:
-        """Close the xenstored connection (a later call opens a new one)."""
+        """Close the xenstored connections (a later call opens new ones)."""
         if self._xs is not None:
             self._xs.close()
+        self.names.close()
 
     def __del__(self) -> None:
-        # A Host dropped without close() must not leak its xenstored socket.
+        # A Host dropped without close() must not leak its xenstored sockets.
         xs = getattr(self, "_xs", None)
         if xs is not None and not xs.closed:
             xs.close()
+        names = getattr(self, "names", None)
+        if names is not None:
+            names.close()
 
     def domain_events(self) -> XenstoreDomainEvents:
         """Events of xenstored's ``@introduceDomain`` / ``@releaseDomain`` watches, on a
@@ -137,6 +156,15 @@ class XenstoreToolstack:
             return {d: n for d, n in _vcpus.list_domains(self.client()).items() if n}
         except (XenstoreError, OSError):
             return {}
+
+    def names_with(
+        self, read: Callable[[], Sequence[DomainInfo]], complete: bool = True
+    ) -> tuple[Sequence[DomainInfo], dict[int, str]]:
+        """``read()`` and the names of the domains it returned, from :attr:`names`: at most
+        one pipelined batch of reads, none while a watch says the cached ones hold
+        (:class:`DomainNameCache`). An unreadable xenstore gives no names for the domains
+        not cached."""
+        return self.names.names(self.client, read, complete)
 
     def pool_name(self, pool: int) -> str | None:
         try:
@@ -152,6 +180,198 @@ class XenstoreToolstack:
 
     def availability(self, domid: int) -> dict[int, bool]:
         return _vcpus.read_availability(self.client(), domid)
+
+
+#: Where the domain names are, and what :class:`DomainNameCache` watches.
+NAMES_ROOT = "/local/domain"
+# How many times the names watch may be lost (xenstored closed its connection) before a
+# cache stops setting it up again and reads every time.
+_WATCH_LOSSES = 3
+
+
+class DomainNameCache:
+    """Domain names kept between listings, keyed by (domid, UUID), so that a listing reads
+    xenstore only for the domains it has not seen: a domid reused by another domain has
+    another UUID and is read again.
+
+    A watch on ``/local/domain``, on a xenstored connection of its own (from ``connect``),
+    says when cached names may be stale: an event for ``/local/domain/<id>`` (a domain's
+    node made or removed) or ``/local/domain/<id>/name`` (a rename) forgets that domid;
+    one for ``/local/domain`` itself, events dropped from the client's bounded queue, or
+    more input waiting than one look reads (:data:`~xenvcpu.daemon.xenstore.POLL_BYTES`:
+    xenstored may be holding events back) forget every name. The events are collected
+    without waiting at the start of each call, so a cached name is one no event has
+    touched by then: a rename made before the call shows as soon as its event has reached
+    this process (xenstored sends it with the reply to the write that renamed; measured
+    on the lab's oxenstored, docs/benchmarks.md).
+
+    The watch is set up on the second call, not the first: a command that lists once
+    pays no second connection. Until then, and for good when the watch cannot be set up
+    (:attr:`disabled` says why) or its connection was lost more than a few times, every
+    call reads the names it needs in one pipelined batch (no transaction). Memory: one
+    entry per domid (below DOMID_FIRST_RESERVED), names of at most MAX_DOMAIN_NAME bytes,
+    entries of destroyed domains forgotten by their events and by complete listings.
+    """
+
+    def __init__(
+        self, connect: Callable[[], XenstoreClient], *, poll_bytes: int = POLL_BYTES
+    ) -> None:
+        self._connect = connect
+        self._poll_bytes = poll_bytes
+        self._watch: XenstoreClient | None = None
+        self._token = ""
+        self._dropped = 0
+        self._cached: dict[int, tuple[str, str]] = {}  # domid -> (uuid, name)
+        self._calls = 0
+        self._losses = 0
+        self._initial = False
+        self._lock = threading.Lock()
+        #: Why the names are read every time (the watch could not be kept), or None.
+        self.disabled: str | None = None
+        #: Name reads sent to xenstored so far (for tests and benchmarks).
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self._cached)
+
+    def __contains__(self, domid: object) -> bool:
+        """Whether a name of this domid is kept."""
+        return domid in self._cached
+
+    @property
+    def watching(self) -> bool:
+        """Whether the watch is set: cached names are used."""
+        return self._watch is not None
+
+    def close(self) -> None:
+        """Drop the watch and every cached name (a later call starts over)."""
+        self._cached.clear()
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+    def sync(self) -> None:
+        """One round trip on the watch connection: the events of every change xenstored
+        made before it have then arrived, so the next call applies them. For a caller that
+        must see a change another process has just made; a listing does not wait so."""
+        with self._lock:
+            if self._watch is None:
+                return
+            try:
+                self._watch.get_domain_path(0)
+            except XenstoreError:
+                self._lost()
+
+    def names(
+        self,
+        client: Callable[[], XenstoreClient],
+        read: Callable[[], Sequence[DomainInfo]],
+        complete: bool = True,
+    ) -> tuple[Sequence[DomainInfo], dict[int, str]]:
+        """``read()`` (the hypervisor's domains) and ``{domid: name}`` of the domains it
+        returned (a domain without a name is left out), read through ``client()`` where
+        not cached. The events are applied before ``read()`` runs, so a cached domain that
+        goes away meanwhile keeps its name in this call. ``complete``: ``read()`` returns
+        every domain there is, so cached names of any other domid are dropped.
+
+        One call at a time per cache (a lock): a name read must not be kept after an
+        event another call applied meanwhile has forgotten it.
+        """
+        with self._lock:
+            trusted = self._refresh()
+            infos = read()
+            keys = [(d.id, d.uuid) for d in infos]
+            cached = self._cached
+            out: dict[int, str] = {}
+            missing: list[tuple[int, str]] = []
+            for domid, uuid in keys:
+                hit = cached.get(domid) if trusted else None
+                if hit is not None and hit[0] == uuid:
+                    out[domid] = hit[1]
+                else:
+                    missing.append((domid, uuid))
+            if missing:
+                self.reads += len(missing)
+                try:
+                    got = _vcpus.read_names(client(), [d for d, _ in missing])
+                except (XenstoreError, OSError):
+                    got = {}
+                for domid, uuid in missing:
+                    name = got.get(domid)
+                    if name is None:
+                        cached.pop(domid, None)
+                        continue
+                    out[domid] = name
+                    if trusted:
+                        cached[domid] = (uuid, name)
+            if complete and len(cached) > len(keys):
+                listed = {d for d, _ in keys}
+                for domid in [d for d in cached if d not in listed]:
+                    del cached[domid]
+            return infos, out
+
+    def _refresh(self) -> bool:
+        """Apply the events that came since the last call; False when there is no watch
+        (nothing cached may be used, nothing read may be kept)."""
+        if self.disabled is not None:
+            return False
+        self._calls += 1
+        if self._watch is None:
+            if self._calls < 2:
+                return False
+            return self._start()
+        try:
+            polled = self._watch.poll_watches(self._poll_bytes)
+        except XenstoreError:
+            self._lost()
+            return False
+        if polled.backlog or self._watch.dropped_events != self._dropped:
+            self._dropped = self._watch.dropped_events
+            self._cached.clear()
+        for event in polled.events:
+            self._event(event)
+        return True
+
+    def _start(self) -> bool:
+        self._cached.clear()
+        try:
+            watch = self._connect()
+        except (XenvcpuError, OSError) as e:
+            self.disabled = f"the names watch cannot be set up: {e}"
+            return False
+        try:
+            self._token = watch.watch(NAMES_ROOT)
+        except (XenvcpuError, OSError) as e:
+            watch.close()
+            self.disabled = f"the names watch cannot be set up: {e}"
+            return False
+        self._watch = watch
+        self._dropped = watch.dropped_events
+        self._initial = True  # xenstored fires a new watch once: not a change
+        return True
+
+    def _lost(self) -> None:
+        self.close()
+        self._losses += 1
+        if self._losses >= _WATCH_LOSSES:
+            self.disabled = f"the names watch was lost {self._losses} times"
+
+    def _event(self, event: WatchEvent) -> None:
+        if event.token != self._token:
+            return
+        path = event.path
+        if path == NAMES_ROOT:  # the first firing, or the whole tree changed
+            if self._initial:
+                self._initial = False
+            else:
+                self._cached.clear()
+            return
+        head, _, tail = path[len(NAMES_ROOT) + 1 :].partition("/")
+        if not path.startswith(NAMES_ROOT + "/") or tail not in ("", "name"):
+            return
+        domid = ascii_uint(head, DOMID_FIRST_RESERVED)
+        if domid is not None:
+            self._cached.pop(domid, None)
 
 
 #: The special watches xenstored fires when a domain is introduced (created, restored,

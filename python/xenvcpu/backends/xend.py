@@ -21,7 +21,7 @@ What xend cannot do, and what happens instead:
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Sequence, Set
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -387,6 +387,13 @@ class XendToolstack:
             return {r.domid: r.name for r in self.client.domains() if r.domid is not None}
         except DaemonError:
             return {}
+
+    def names_with(
+        self, read: Callable[[], Sequence[DomainInfo]], complete: bool = True
+    ) -> tuple[Sequence[DomainInfo], dict[int, str]]:
+        """xend sends no events to keep names by: asked every time, before ``read()``."""
+        names = self.domain_names()
+        return read(), names
 
     def pool_name(self, pool: int) -> str | None:
         return "Pool-0" if pool == 0 else None

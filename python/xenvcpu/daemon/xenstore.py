@@ -71,11 +71,13 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ERROR_NAMES",
     "PAYLOAD_MAX",
+    "POLL_BYTES",
     "REL_PATH_MAX",
     "EndpointStatus",
     "Op",
     "Transaction",
     "WatchEvent",
+    "WatchPoll",
     "XenstoreClient",
     "candidate_endpoints",
     "probe_endpoints",
@@ -102,6 +104,8 @@ _U32_MAX = 0xFFFFFFFF
 _ABANDONED_KEPT = 1024
 #: How many requests :meth:`XenstoreClient.try_read_many` sends in one write.
 PIPELINE = 64
+#: How many bytes :meth:`XenstoreClient.poll_watches` reads at most by default.
+POLL_BYTES = 1 << 18
 
 _PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/_@")
 
@@ -162,6 +166,17 @@ class WatchEvent(NamedTuple):
 
     path: str
     token: str
+
+
+class WatchPoll(NamedTuple):
+    """What :meth:`XenstoreClient.poll_watches` found."""
+
+    #: every event received and not yet handed out, oldest first
+    events: list[WatchEvent]
+    #: bytes read from the connection by this call
+    received: int
+    #: True when input was still waiting after the bytes this call may read
+    backlog: bool
 
 
 def _errno_of(name: str) -> int | None:
@@ -269,6 +284,14 @@ def _remaining(deadline: float) -> float:
     return left
 
 
+def _poller(fd: int) -> select.poll:
+    """A poll object for input on ``fd``: ``bool(p.poll(0))`` says whether it has input
+    (or end of stream, or an error) now, in one system call and without waiting."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return poller
+
+
 class _Transport:
     name: str
 
@@ -279,6 +302,10 @@ class _Transport:
         """Return some bytes (b"" at end of stream) or raise _Timeout."""
         raise NotImplementedError
 
+    def readable(self) -> bool:
+        """Whether a recv() would return at once (data or end of stream): never waits."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -287,6 +314,7 @@ class _SocketTransport(_Transport):
     def __init__(self, sock: socket.socket, name: str) -> None:
         self.sock = sock
         self.name = name
+        self._input = _poller(sock.fileno())
 
     def send(self, data: bytes, deadline: float) -> None:
         try:
@@ -302,6 +330,9 @@ class _SocketTransport(_Transport):
         except socket.timeout as exc:
             raise _Timeout() from exc
 
+    def readable(self) -> bool:
+        return bool(self._input.poll(0))
+
     def close(self) -> None:
         self.sock.close()
 
@@ -312,6 +343,7 @@ class _FdTransport(_Transport):
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
         self.name = name
+        self._input = _poller(fd)
 
     def _wait(self, events: int, deadline: float) -> None:
         poller = select.poll()
@@ -331,6 +363,9 @@ class _FdTransport(_Transport):
     def recv(self, deadline: float) -> bytes:
         self._wait(select.POLLIN, deadline)
         return os.read(self.fd, 65536)
+
+    def readable(self) -> bool:
+        return bool(self._input.poll(0))
 
     def close(self) -> None:
         os.close(self.fd)
@@ -541,27 +576,40 @@ class XenstoreClient:
         """Next complete message from the stream (type, req_id, tx_id, payload)."""
         transport = self._live()
         while True:
-            if len(self._buf) >= _HEADER.size:
-                mtype, rid, tx, length = _HEADER.unpack_from(self._buf)
-                limit = MAX_XS_EVENT if mtype == Op.WATCH_EVENT else MAX_XS_MESSAGE
-                if length > limit:  # checked before any of it is awaited or kept
-                    kind = "watch event" if mtype == Op.WATCH_EVENT else "message"
-                    raise self._broken(
-                        f"xenstore stream from {self.endpoint} is corrupt: a {kind} of "
-                        f"{length} bytes, over the limit of {limit}"
-                    )
-                end = _HEADER.size + length
-                if len(self._buf) >= end:
-                    payload = bytes(self._buf[_HEADER.size : end])
-                    del self._buf[:end]
-                    return mtype, rid, tx, payload
-            chunk = transport.recv(deadline)
-            if not chunk:
-                partial = " in the middle of a message" if self._buf else ""
-                raise self._broken(
-                    f"xenstored closed the connection ({self.endpoint}){partial}", "ECONNRESET"
-                )
-            self._buf += chunk
+            message = self._take_message()
+            if message is not None:
+                return message
+            self._receive(transport, deadline)
+
+    def _take_message(self) -> tuple[int, int, int, bytes] | None:
+        """The next complete message already received, or None (nothing is read)."""
+        if len(self._buf) < _HEADER.size:
+            return None
+        mtype, rid, tx, length = _HEADER.unpack_from(self._buf)
+        limit = MAX_XS_EVENT if mtype == Op.WATCH_EVENT else MAX_XS_MESSAGE
+        if length > limit:  # checked before any of it is awaited or kept
+            kind = "watch event" if mtype == Op.WATCH_EVENT else "message"
+            raise self._broken(
+                f"xenstore stream from {self.endpoint} is corrupt: a {kind} of "
+                f"{length} bytes, over the limit of {limit}"
+            )
+        end = _HEADER.size + length
+        if len(self._buf) < end:
+            return None
+        payload = bytes(self._buf[_HEADER.size : end])
+        del self._buf[:end]
+        return mtype, rid, tx, payload
+
+    def _receive(self, transport: _Transport, deadline: float) -> int:
+        """Append what the daemon sent next to the buffer; returns how many bytes."""
+        chunk = transport.recv(deadline)
+        if not chunk:
+            partial = " in the middle of a message" if self._buf else ""
+            raise self._broken(
+                f"xenstored closed the connection ({self.endpoint}){partial}", "ECONNRESET"
+            )
+        self._buf += chunk
+        return len(chunk)
 
     def _queue_event(self, payload: bytes) -> None:
         parts = payload.split(b"\0", 2)
@@ -992,6 +1040,51 @@ class XenstoreClient:
     def pending_events(self) -> list[WatchEvent]:
         """Events already received but not yet handed out (not removed)."""
         return list(self._events)
+
+    def poll_watches(self, max_bytes: int = POLL_BYTES) -> WatchPoll:
+        """Every watch event received so far or readable now, without waiting at all
+        (:meth:`read_watch` with ``timeout=0`` still waits a millisecond for one).
+
+        Reads at most about ``max_bytes`` from the connection: ``backlog`` in the result
+        says input was still waiting after them (xenstored may be holding events back
+        then, and a consumer should re-read what it watches). A message only partly
+        received stays buffered for the next call. Events dropped from the queue count in
+        :attr:`dropped_events` as always.
+
+        Raises:
+            XenstoreError: the connection is closed, or failed or broke now (it is closed
+                then); events received before are lost with it.
+            ValueError, TypeError: ``max_bytes`` is not 1 to 2**30.
+        """
+        if max_bytes is not POLL_BYTES:
+            count_arg(max_bytes, "max_bytes", 1, 1 << 30)
+        with self._lock:
+            transport = self._live()
+            if not self._events and not transport.readable():
+                return WatchPoll([], 0, False)  # the usual case, in one system call
+            received = 0
+            try:
+                while received < max_bytes and transport.readable():
+                    received += self._receive(transport, time.monotonic() + self.timeout)
+                    while True:
+                        message = self._take_message()
+                        if message is None:
+                            break
+                        mtype, rid, _tx, body = message
+                        if mtype == Op.WATCH_EVENT:
+                            self._queue_event(body)
+                        else:
+                            self._late_reply(rid, mtype)
+                backlog = received >= max_bytes and transport.readable()
+            except _Timeout:  # readable, then nothing came: the stream is not trustworthy
+                raise self._broken(
+                    f"xenstored at {self.endpoint} signalled input and sent none", "EIO"
+                ) from None
+            except OSError as exc:
+                raise self._io_failure("reading watch events", exc) from exc
+            events = list(self._events)
+            self._events.clear()
+            return WatchPoll(events, received, backlog)
 
 
 class Transaction:

@@ -305,8 +305,11 @@ impl PyHypervisor {
     /// effective hard, effective soft)`, built as `tuple.__new__(record, fields)` (record is
     /// a NamedTuple class); failures are (vcpu, exception); narrowed lists the indices of the
     /// records whose effective maps differ from the requested ones. Everything a Python loop
-    /// over the results did, without one.
-    #[pyo3(signature = (domid, hard, soft, force, record))]
+    /// over the results did, without one. With `known` (the domain's DomainInfo as read
+    /// before), the domain is read again in the pins' own batch instead of by a hypercall
+    /// first (core `pin_all_known`).
+    #[pyo3(signature = (domid, hard, soft, force, record, known=None))]
+    #[allow(clippy::too_many_arguments)]
     fn _pin_all_records<'py>(
         &self,
         py: Python<'py>,
@@ -315,9 +318,22 @@ impl PyHypervisor {
         soft: Option<Bound<'py, PyCpuMap>>,
         force: bool,
         record: Bound<'py, PyType>,
+        known: Option<PyRef<'py, PyDomainInfo>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let (h, s) = (map_arg(&hard), map_arg(&soft));
-        let all = self.with(py, |x| x.pin_all(domid, h.as_ref(), s.as_ref(), force))?;
+        let known = known.map(|k| k.core().clone());
+        if let Some(k) = &known {
+            if k.id != domid {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "known is domain {}, not {domid}",
+                    k.id
+                )));
+            }
+        }
+        let all = self.with(py, |x| match &known {
+            Some(k) => x.pin_all_known(k, h.as_ref(), s.as_ref(), force),
+            None => x.pin_all(domid, h.as_ref(), s.as_ref(), force),
+        })?;
         let mut maps = pin_objects(py, [&hard, &soft]);
         let tuple_new = py.get_type::<PyTuple>().getattr("__new__")?;
         let none = || py.None().into_bound(py);

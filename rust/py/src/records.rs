@@ -219,6 +219,11 @@ impl PyDomainInfo {
     pub fn new(d: &DomainInfo) -> Self {
         PyDomainInfo { d: d.clone() }
     }
+
+    /// The core's record.
+    pub fn core(&self) -> &DomainInfo {
+        &self.d
+    }
 }
 
 fn parse_uuid(text: &str) -> Option<[u8; 16]> {

@@ -78,6 +78,39 @@ impl Xen {
         soft: Option<&CpuMap>,
         force: bool,
     ) -> Result<(DomainInfo, Option<CpuMap>, Option<CpuMap>, u32)> {
+        let (h, s, flags) = self.pin_checks(domid, vcpu, hard, soft, force)?;
+        let d = self.domain(domid)?;
+        Self::check_alive(&d)?;
+        if let Some(v) = vcpu {
+            Self::check_vcpu(&d, v)?;
+        }
+        Ok((d, h, s, flags))
+    }
+
+    fn check_alive(d: &DomainInfo) -> Result<()> {
+        if d.dying {
+            return Err(Error::new(
+                ErrorKind::DomainDying,
+                format!(
+                    "domain {} is being destroyed; its vCPUs cannot be pinned",
+                    d.id
+                ),
+            )
+            .with_domain(d.id));
+        }
+        Ok(())
+    }
+
+    /// What needs no hypercall: something to pin, force supported, the maps against the
+    /// host. Returns the maps at the host's width and the setvcpuaffinity flags.
+    fn pin_checks(
+        &self,
+        domid: u32,
+        vcpu: Option<u32>,
+        hard: Option<&CpuMap>,
+        soft: Option<&CpuMap>,
+        force: bool,
+    ) -> Result<(Option<CpuMap>, Option<CpuMap>, u32)> {
         if hard.is_none() && soft.is_none() {
             let e = Error::new(
                 ErrorKind::InvalidAffinity,
@@ -105,17 +138,6 @@ impl Xen {
         let s = soft
             .map(|m| self.check_map(m, "soft", domid, vcpu))
             .transpose()?;
-        let d = self.domain(domid)?;
-        if d.dying {
-            return Err(Error::new(
-                ErrorKind::DomainDying,
-                format!("domain {domid} is being destroyed; its vCPUs cannot be pinned"),
-            )
-            .with_domain(domid));
-        }
-        if let Some(v) = vcpu {
-            Self::check_vcpu(&d, v)?;
-        }
         let mut flags = 0;
         if h.is_some() {
             flags |= abi::VCPUAFFINITY_HARD;
@@ -126,7 +148,7 @@ impl Xen {
         if force {
             flags |= abi::VCPUAFFINITY_FORCE;
         }
-        Ok((d, h, s, flags))
+        Ok((h, s, flags))
     }
 
     /// Set hard and/or soft affinity of one vCPU; returns the effective maps Xen applied.
@@ -169,6 +191,62 @@ impl Xen {
         let (d, h, s, flags) = self.pin_prepare(domid, None, hard, soft, force)?;
         let vcpus: Vec<u32> = (0..d.max_vcpus).collect();
         self.batch_pin(&d, &vcpus, h.as_ref(), s.as_ref(), flags)
+    }
+
+    /// [`Xen::pin_all`] for a caller that knows the domain already (`known`: its
+    /// DomainInfo as read before, e.g. by a listing): the vCPUs `0..known.max_vcpus` are
+    /// pinned in the same multicall that reads the domain again, instead of a
+    /// getdomaininfo hypercall first. The maps are validated before anything is issued;
+    /// the domain's state is checked after, from the batch: gone (every pin failed
+    /// with it), or dying (pins of a domain being destroyed change nothing that lasts),
+    /// fails the call as `pin_all` would have before issuing them. A domain with fewer
+    /// vCPUs than `known` says fails the pins of the others (VcpuNotFound each).
+    ///
+    /// ```
+    /// use xenvcpu_core::{cpumap::CpuMap, ops::Xen, sim::HostSpec};
+    ///
+    /// let mut xen = Xen::open_sim(&HostSpec::default_host())?;
+    /// let web = xen.domain(1)?;
+    /// let node0 = CpuMap::parse("0-31", xen.width(), None)?;
+    /// let results = xen.pin_all_known(&web, Some(&node0), None, false)?;
+    /// assert_eq!(results.len(), web.max_vcpus as usize);
+    /// # Ok::<(), xenvcpu_core::error::Error>(())
+    /// ```
+    pub fn pin_all_known(
+        &mut self,
+        known: &DomainInfo,
+        hard: Option<&CpuMap>,
+        soft: Option<&CpuMap>,
+        force: bool,
+    ) -> Result<Vec<(u32, Result<Pinning>)>> {
+        let domid = known.id;
+        if domid >= abi::DOMID_FIRST_RESERVED {
+            return Err(Self::not_found(domid));
+        }
+        let (h, s, flags) = self.pin_checks(domid, None, hard, soft, force)?;
+        let vcpus: Vec<u32> = (0..known.max_vcpus).collect();
+        let items: Vec<PinItem<'_>> = vcpus
+            .iter()
+            .map(|&vcpu| PinItem {
+                domid,
+                pool: known.cpupool,
+                vcpu,
+                hard: h.as_ref(),
+                soft: s.as_ref(),
+                flags,
+            })
+            .collect();
+        let (probe, results) = self.batch_pin_probed(&items, Some(domid))?;
+        match probe {
+            Some(Ok(d)) if d.id == domid => Self::check_alive(&d)?,
+            Some(Err(e)) if e != libc::ESRCH => {
+                return Err(self
+                    .errno_error(Errno(e), "domctl getdomaininfo")
+                    .with_domain(domid))
+            }
+            _ => return Err(Self::not_found(domid)),
+        }
+        Ok(vcpus.into_iter().zip(results).collect())
     }
 
     fn batch_pin(
@@ -291,6 +369,21 @@ impl Xen {
 
     /// Issue setvcpuaffinity for every item, batched; each item gets its own result.
     fn batch_pin_items(&mut self, items: &[PinItem<'_>]) -> Result<Vec<Result<Pinning>>> {
+        Ok(self.batch_pin_probed(items, None)?.1)
+    }
+
+    /// [`Self::batch_pin_items`], with `probe`: a getdomaininfo of that domain as the first
+    /// entry of the first batch (before any pin), returned with the results (the domain
+    /// it found, or the errno). The errors of the pins name the probed domain's cpupool.
+    #[allow(clippy::type_complexity)]
+    fn batch_pin_probed(
+        &mut self,
+        items: &[PinItem<'_>],
+        probe: Option<u32>,
+    ) -> Result<(
+        Option<std::result::Result<DomainInfo, i32>>,
+        Vec<Result<Pinning>>,
+    )> {
         let layout = BatchLayout::new(1, 1, 2, abi::bitmap_bytes(self.width));
         let mb = layout.map_len;
         let mut out = Vec::with_capacity(items.len());
@@ -306,13 +399,33 @@ impl Xen {
         // The byte form of the last map written, per kind: pinning every vCPU writes one map
         // many times, packed once and then copied.
         let mut packed: [Option<(CpuMap, Vec<u8>)>; 2] = [None, None];
-        for part in items.chunks(layout.items_per_chunk()) {
-            let c = layout.chunk(part.len());
+        let per = layout.items_per_chunk();
+        let mut probed = None;
+        let mut pool_of_probed = None;
+        let mut start = 0;
+        while start < items.len() || (probe.is_some() && probed.is_none()) {
+            // slot 0 of the first batch reads the probed domain, before any pin of it
+            let lead = usize::from(probe.is_some() && probed.is_none());
+            let take = (per - lead).min(items.len() - start);
+            let part = &items[start..start + take];
+            start += take;
+            let c = layout.chunk(lead + take);
             self.t.reserve(c.bytes())?;
             let (base, a) = self.t.arena();
             let dv = self.ver.domctl;
             let bits = (mb * 8) as u32;
-            for (i, it) in part.iter().enumerate() {
+            if let (1, Some(domid)) = (lead, probe) {
+                let b = c.block(0, 0);
+                abi::domctl_header(&mut a[b..], domctl::GETDOMAININFO, dv, domid as u16);
+                MulticallEntry {
+                    op: abi::HYPERVISOR_DOMCTL,
+                    result: 0,
+                    args: [base + b as u64, 0, 0, 0, 0, 0],
+                }
+                .encode(&mut a[c.entry(0, 0)..]);
+            }
+            for (k, it) in part.iter().enumerate() {
+                let i = lead + k;
                 let b = c.block(i, 0);
                 let (mh, ms) = (c.map(i, 0), c.map(i, 1));
                 // separate input maps per entry: Xen writes the effective maps back into them
@@ -355,10 +468,24 @@ impl Xen {
             // First read every entry's own result and maps, then build errors: the error path
             // may issue lookups that reuse the arena.
             let a = self.t.arena().1;
+            if lead == 1 {
+                let r = entry_result(u64::get(&a[c.result(0, 0)..])).map(|_| {
+                    DomainInfo::from_raw(&RawDomainInfo::decode(
+                        &a[c.block(0, 0) + abi::DOMCTL_U..],
+                    ))
+                });
+                if let (Ok(d), Some(domid)) = (&r, probe) {
+                    if d.id == domid {
+                        pool_of_probed = Some(d.cpupool);
+                    }
+                }
+                probed = Some(r);
+            }
             let raw: Vec<std::result::Result<Pinning, i32>> = part
                 .iter()
                 .enumerate()
-                .map(|(i, it)| {
+                .map(|(k, it)| {
+                    let i = lead + k;
                     let r = entry_result(u64::get(&a[c.result(i, 0)..]));
                     let (mh, ms) = (c.map(i, 0), c.map(i, 1));
                     r.map(|_| Pinning {
@@ -372,11 +499,15 @@ impl Xen {
                 let res = match r {
                     Ok(p) => Ok(p),
                     Err(libc::EINVAL) => {
-                        let cpus = match pool_cpus.get(&it.pool) {
+                        let pool = match (probe, pool_of_probed) {
+                            (Some(p), Some(pool)) if p == domid => pool,
+                            _ => it.pool,
+                        };
+                        let cpus = match pool_cpus.get(&pool) {
                             Some(c) => c.clone(),
                             None => {
-                                let c = self.pool_cpulist(it.pool);
-                                pool_cpus.insert(it.pool, c.clone());
+                                let c = self.pool_cpulist(pool);
+                                pool_cpus.insert(pool, c.clone());
                                 c
                             }
                         };
@@ -390,7 +521,7 @@ impl Xen {
                                     "hard affinity {}",
                                     h.to_cpulist()
                                 )),
-                                it.pool,
+                                pool,
                             ),
                         )
                         .with_errno(libc::EINVAL)
@@ -402,7 +533,7 @@ impl Xen {
                 out.push(res);
             }
         }
-        Ok(out)
+        Ok((probed, out))
     }
 
     fn pool_cpulist(&mut self, pool: u32) -> String {
