@@ -7,9 +7,9 @@ online CPUs the guest's init reports on its console (lab/domu-init.sh).
 
 Which guests exist (docs/lab.md): by default the PV guest "domu"; the paused HVM guest of the
 `hvm_paused` fixture (created per module, ~3 s) wherever Xen offers HVM; the running PVH guest
-"domu-pvh" and HVM guest "domu-hvm" only when XEN_TEST_GUESTS names them (under TCG the PVH
-guest's kernel can crash within seconds of its init, and the HVM guest takes 15 minutes or
-more to boot). A fixture of a guest the run did not start skips and says how to start it.
+"domu-pvh" and HVM guest "domu-hvm" only when XEN_TEST_GUESTS names them (the PVH guest needs
+multi-threaded TCG, which makes the whole run 2-3 times slower, and the HVM guest takes 15
+minutes or more to boot). A fixture of a guest the run did not start skips and says how to start it.
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ wait_guest_log() {
     local i log; log=$(console_log "$1")
     for i in $(seq 1 "$3"); do
         tr -d '\r' < "$log" 2>/dev/null | grep -Eq "$2" && return 0
+        # on_crash = "destroy": a guest that crashed is gone, waiting longer is pointless
+        if [ $((i % 5)) = 0 ] && ! xl domid "$1" >/dev/null 2>&1; then
+            echo "the domain $1 is gone after $i s (crashed? its console follows)"; return 1
+        fi
         sleep 1
     done
     echo "timeout after $3 s waiting for /$2/ on the $1 console"; return 1
@@ -113,7 +117,9 @@ if [ -n "$GUESTS" ]; then
             mark "$name up"
         else
             mark "ERROR: $name did not come up"
-            tr -d '\r' < "$(console_log "$name")" 2>/dev/null | tail -20
+            # quoted with a prefix, so the harness does not take a guest's panic for dom0's
+            tr -d '\r' < "$(console_log "$name")" 2>/dev/null | tail -20 | sed "s/^/[guest $name] /"
+            tr -d '\r' < "$(console_log "$name")" > "/mnt/out/$name-console.log" 2>/dev/null
         fi
     done
 fi
@@ -148,7 +154,7 @@ for kind in $GUESTS; do
     name=$(guest_name "$kind") || continue
     tr -d '\r' < "$(console_log "$name")" > "/mnt/out/$name-console.log" 2>/dev/null
     echo "--- $name console (tail; all of it in $name-console.log)"
-    tail -8 "/mnt/out/$name-console.log"
+    tail -8 "/mnt/out/$name-console.log" | sed "s/^/[guest $name] /"
 done
 ls /var/log/xen/qemu-dm-*.log >/dev/null 2>&1 && cp /var/log/xen/qemu-dm-*.log /mnt/out/
 echo "--- xl dmesg (tail)"
