@@ -20,6 +20,7 @@ import xenvcpu
 import xenvcpu.host
 from xenvcpu import CpuMap, cli
 from xenvcpu.cli import doctor
+from xenvcpu.daemon import xenstore
 
 DEFAULT = "sim:///default"
 SCALE = "sim:///?cpus=256&nodes=2&domains=5&vcpus=4"
@@ -527,10 +528,26 @@ def test_doctor_silent_socket_is_not_xenstore(
         srv.listen(4)  # accepts connections, never answers
         monkeypatch.setenv("XENSTORED_PATH", path)
         monkeypatch.setattr(doctor, "PRIVCMD_NODES", (str(tmp_path / "privcmd"),))
-        monkeypatch.setattr(doctor, "XENSTORE_PROBE_TIMEOUT", 0.2)
-        rc, out, err = run(capsys, "doctor")
+        asked: list[float] = []
+        real_probe = xenstore.probe_endpoints
+
+        def probe_endpoints(timeout: float) -> Any:
+            asked.append(timeout)
+            return real_probe(timeout=timeout)
+
+        monkeypatch.setattr(doctor, "probe_endpoints", probe_endpoints)
+        rc, out, err = run(capsys, "doctor", "--timeout", "0.2")
+    assert asked == [0.2]  # the wait given, not the 1 s default
     assert_one_error_line(rc, err, "no backend can serve")
     assert re.search(r"^  online vCPU count\s+-> NONE", out, re.M)
+
+
+def test_doctor_timeout_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("0", "-1", "nan", "inf", "86401"):
+        rc, _, err = run(capsys, "--connect", DEFAULT, "doctor", "--timeout", bad)
+        assert_one_error_line(rc, err, "timeout")
+    rc, _, err = run(capsys, "--connect", DEFAULT, "doctor", "--timeout", "30")
+    assert (rc, err) == (0, "")
 
 
 def test_doctor_stale_socket_and_privcmd_needs_root(

@@ -111,8 +111,10 @@ def test_hvm_guest_is_hvm(host: Host, hvm_paused: str) -> None:
 
 def test_doctor_shows_each_type_and_rule(hvm_paused: str) -> None:
     """`xenvcpu doctor`: one "guest type" check per domain, saying the type and the rule;
-    a "qmp" check for the HVM guest's QEMU, which answers."""
-    doc = cli_json("doctor")
+    a "qmp" check for the HVM guest's QEMU, which answers. Its probes get 30 s, not the
+    default 1 s: under emulation, with multi-threaded TCG running three guests, the paused
+    guest's QEMU took longer than 1 s to answer `qmp_capabilities` (2026-12-01)."""
+    doc = cli_json("doctor", "--timeout", "30")
     checks = doc["checks"]
     types = {c["path"]: c for c in checks if c["name"] == "guest type"}
     domains = xl.domains()

@@ -214,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=monitor.cmd_exporter)
 
     dr = sub.add_parser("doctor", help="which backend serves each operation, and why")
+    dr.add_argument(
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds each daemon probed (xenstored, an HVM guest's QEMU) may take to "
+        "answer (default 1; more on a loaded or emulated host)",
+    )
     _common(dr)
     dr.set_defaults(func=doctor.cmd_doctor)
 

@@ -17,6 +17,7 @@ import stat
 import sys
 from dataclasses import dataclass, field
 
+from xenvcpu._limits import timeout_arg
 from xenvcpu.cli.common import EXIT_FAILED, EXIT_OK, Json, document, emit_json, uri_of
 from xenvcpu.daemon import qmp
 from xenvcpu.daemon.xenstore import probe_endpoints
@@ -30,8 +31,8 @@ __all__ = ["Check", "Diagnosis", "cmd_doctor", "operations", "probe", "verdict"]
 PRIVCMD_NODES: tuple[str, ...] = ("/dev/xen/privcmd", "/proc/xen/privcmd")
 HYPERCALL_NODE = "/dev/xen/hypercall"
 XEND_SOCKET = "/var/lib/xend/xend-socket"
-XENSTORE_PROBE_TIMEOUT = 1.0
-QMP_PROBE_TIMEOUT = 1.0
+#: How long each probe waits for an answer by default (``doctor --timeout``).
+PROBE_TIMEOUT = 1.0
 
 
 @dataclass
@@ -106,8 +107,9 @@ def _probe_endpoint(path: str) -> tuple[bool, str]:
     return True, "socket accepts connections"
 
 
-def probe(uri: str | None) -> Diagnosis:
-    """Look at the machine: every check doctor reports, in order."""
+def probe(uri: str | None, timeout: float = PROBE_TIMEOUT) -> Diagnosis:
+    """Look at the machine: every check doctor reports, in order; ``timeout``: how long
+    each daemon probed (xenstored, each HVM guest's QEMU) may take to answer."""
     d = Diagnosis(uri)
     try:  # the native module (Rust core): needed for every hypercall, and for sim:///
         import xenvcpu._native as native
@@ -135,7 +137,7 @@ def probe(uri: str | None) -> Diagnosis:
 
     xs_ok, xs_where, xs_why = False, "", []
     # One cheap request (GET_DOMAIN_PATH 0) at each place the client would look.
-    for ep in probe_endpoints(timeout=XENSTORE_PROBE_TIMEOUT):
+    for ep in probe_endpoints(timeout=timeout):
         d.checks.append(Check("xenstore", ep.path, ep.ok, ep.detail))
         if ep.ok and not xs_ok:
             xs_ok, xs_where = True, ep.path
@@ -157,11 +159,11 @@ def probe(uri: str | None) -> Diagnosis:
             d.connected = (False, f"{target}: {e}")
         d.checks.append(Check("connect", target, *d.connected))
         if d.connected[0]:
-            d.checks += guest_checks(h)
+            d.checks += guest_checks(h, timeout)
     return d
 
 
-def guest_checks(h: Host) -> list[Check]:
+def guest_checks(h: Host, timeout: float = PROBE_TIMEOUT) -> list[Check]:
     """Per domain: its guest type and the rule that decided it; per HVM domain: its QMP
     socket and whether its QEMU answers (the path ``set_vcpus`` takes for it)."""
     checks = []
@@ -182,7 +184,7 @@ def guest_checks(h: Host) -> list[Check]:
             continue
         path = qmp.libxl_socket_path(dom.id, run_dir)
         try:
-            with qmp.QmpClient(path, timeout=QMP_PROBE_TIMEOUT) as client:
+            with qmp.QmpClient(path, timeout=timeout) as client:
                 version = ".".join(map(str, client.version))
             checks.append(Check("qmp", path, True, f"QEMU {version} answers"))
         except XenvcpuError as e:
@@ -281,7 +283,7 @@ def render_text(d: Diagnosis) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    d = probe(uri_of(args))
+    d = probe(uri_of(args), timeout_arg(args.timeout, zero=False))
     d.operations = operations(d)
     d.usable, d.verdict = verdict(d)
     (render_json if args.json else render_text)(d)
