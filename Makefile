@@ -5,7 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export HYPOTHESIS_PROFILE ?= dev
 
-.PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test xen-bench clean \
+.PHONY: all deps venv build test test-python test-rust lint fmt bench xen-test xen-test-pvh xen-bench clean \
 	ansible-units ansible-sanity bench-ansible \
 	fuzz fuzz-ci fuzz-build
 
@@ -102,6 +102,13 @@ bench-ansible: build
 # each benchmarks/xen case.
 xen-test:
 	$(PY) tests/xen/harness.py
+
+# The running PVH guest's proof alone: the guest-type test modules with the PV and PVH guests
+# (multi-threaded TCG, which the PVH guest needs; a few minutes, docs/lab.md "In CI").
+xen-test-pvh:
+	XEN_TEST_GUESTS=pv,pvh \
+	XEN_TEST_PATHS="tests/xen/test_guest_types_api.py tests/xen/test_guest_types.py" \
+	    $(PY) tests/xen/harness.py
 
 # Timed benchmarks on real Xen (xenvcpu vs a libxenctrl C loop and xl); rewrites the lab
 # table of docs/benchmarks.md.
