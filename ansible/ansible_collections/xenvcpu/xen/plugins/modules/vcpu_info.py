@@ -16,17 +16,9 @@ description:
   - Reads only; the task never reports a change.
 author:
   - xenvcpu maintainers (@xenvcpu)
-requirements:
-  - xenvcpu installed for the Python that runs the module on the target
-    (see the collection's README).
+extends_documentation_fragment:
+  - xenvcpu.xen.xenvcpu
 options:
-  uri:
-    description:
-      - The hypervisor to read, as C(xenvcpu.connect) takes it.
-      - V(xen:///system) is the local Xen host (the target must be a dom0 and the module
-        must run as root); a V(sim:) URI is a simulated host, for trying playbooks without Xen.
-    type: str
-    default: xen:///system
   domains:
     description:
       - Only these domains (names or ids); all domains when empty.

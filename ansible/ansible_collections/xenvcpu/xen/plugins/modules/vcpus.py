@@ -18,17 +18,9 @@ description:
     reports C(changed=false).
 author:
   - xenvcpu maintainers (@xenvcpu)
-requirements:
-  - xenvcpu installed for the Python that runs the module on the target
-    (see the collection's README).
+extends_documentation_fragment:
+  - xenvcpu.xen.xenvcpu
 options:
-  uri:
-    description:
-      - The hypervisor, as C(xenvcpu.connect) takes it.
-      - V(xen:///system) is the local Xen host (the module must run as root in dom0); a
-        V(sim:) URI is a simulated host.
-    type: str
-    default: xen:///system
   domain:
     description:
       - The domain, by name or id.
